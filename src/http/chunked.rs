@@ -1,0 +1,148 @@
+//! `Transfer-Encoding: chunked` request bodies, decoded incrementally into one buffer.
+//!
+//! Chunk data is copied once (memcpy per chunk) into a contiguous body, so tensors can
+//! still be sliced from a single buffer; Content-Length bodies avoid even that copy.
+
+use bytes::Bytes;
+
+use super::HttpError;
+
+/// Longest chunk-size or trailer line accepted.
+const MAX_LINE: usize = 4096;
+
+#[derive(Debug, PartialEq, Eq)]
+enum State {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailer,
+    Done,
+}
+
+#[derive(Debug)]
+pub struct ChunkedDecoder {
+    state: State,
+    body: Vec<u8>,
+    limit: u64,
+}
+
+impl ChunkedDecoder {
+    pub fn new(limit: u64) -> ChunkedDecoder {
+        ChunkedDecoder {
+            state: State::Size,
+            body: Vec::new(),
+            limit,
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    pub fn into_body(self) -> Bytes {
+        Bytes::from(self.body)
+    }
+
+    /// Consumes what it can of `input`; returns how many bytes it used.
+    /// Stops early at the end of the body or when a line is not complete yet.
+    pub fn feed(&mut self, input: &[u8]) -> Result<usize, HttpError> {
+        let mut pos = 0;
+        while self.state != State::Done {
+            let rest = &input[pos..];
+            if let State::Data(remaining) = self.state {
+                if rest.is_empty() {
+                    break;
+                }
+                let take = rest.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+                self.body.extend_from_slice(&rest[..take]);
+                pos += take;
+                let left = remaining - take as u64;
+                self.state = if left == 0 { State::DataEnd } else { State::Data(left) };
+                continue;
+            }
+            let Some(line_len) = rest.iter().position(|&b| b == b'\n') else {
+                if rest.len() > MAX_LINE {
+                    return Err(HttpError::bad_request("chunked body line too long"));
+                }
+                break;
+            };
+            let line = rest[..line_len].strip_suffix(b"\r").unwrap_or(&rest[..line_len]);
+            pos += line_len + 1;
+            self.state = match self.state {
+                State::Size => self.chunk_start(line)?,
+                State::DataEnd if line.is_empty() => State::Size,
+                State::DataEnd => return Err(HttpError::bad_request("chunk data longer than its size")),
+                State::Trailer if line.is_empty() => State::Done,
+                State::Trailer => State::Trailer,
+                State::Data(_) | State::Done => unreachable!("handled above"),
+            };
+        }
+        Ok(pos)
+    }
+
+    fn chunk_start(&mut self, line: &[u8]) -> Result<State, HttpError> {
+        let size_text = line.split(|&b| b == b';').next().unwrap_or(b"").trim_ascii();
+        let size = std::str::from_utf8(size_text)
+            .ok()
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit()))
+            .and_then(|s| u64::from_str_radix(s, 16).ok())
+            .ok_or_else(|| HttpError::bad_request("invalid chunk size"))?;
+        if size == 0 {
+            return Ok(State::Trailer);
+        }
+        let total = (self.body.len() as u64).saturating_add(size);
+        if total > self.limit {
+            return Err(HttpError::body_too_large(total, self.limit));
+        }
+        self.body.reserve(size as usize);
+        Ok(State::Data(size))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BODY: &[u8] = b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nTrailer: x\r\n\r\nNEXT";
+
+    #[test]
+    fn decodes_in_one_go_and_stops_at_the_end() {
+        let mut d = ChunkedDecoder::new(100);
+        let used = d.feed(BODY).unwrap();
+        assert!(d.is_done());
+        assert_eq!(&BODY[used..], b"NEXT");
+        assert_eq!(&d.into_body()[..], b"hello, world");
+    }
+
+    #[test]
+    fn decodes_byte_by_byte() {
+        let mut d = ChunkedDecoder::new(100);
+        let mut pending = Vec::new();
+        for &b in BODY {
+            pending.push(b);
+            let used = d.feed(&pending).unwrap();
+            pending.drain(..used);
+            if d.is_done() {
+                break;
+            }
+        }
+        assert!(d.is_done());
+        assert_eq!(&d.into_body()[..], b"hello, world");
+    }
+
+    #[test]
+    fn bad_framing_and_limits() {
+        let cases: [(&[u8], u16); 4] = [
+            (b"zz\r\n", 400),
+            (b"3\r\nabcdef\r\n", 400),
+            (b"ffffffffffffffffffff\r\n", 400),
+            (b"80\r\n", 413),
+        ];
+        for (input, status) in cases {
+            let mut d = ChunkedDecoder::new(100);
+            assert_eq!(d.feed(input).unwrap_err().status, status);
+        }
+        let mut d = ChunkedDecoder::new(100);
+        assert_eq!(d.feed(&[b'1'; MAX_LINE + 1]).unwrap_err().status, 400);
+    }
+}

@@ -1,0 +1,14 @@
+//! HTTP/1.1 without I/O: request heads, body framing, response heads and limits.
+//! Knows nothing of inference; the server drives it, the protocol layer reads its requests.
+
+mod chunked;
+mod error;
+mod limits;
+mod request;
+mod response;
+
+pub use chunked::ChunkedDecoder;
+pub use error::HttpError;
+pub use limits::Limits;
+pub use request::{parse_head, BodyFraming, Method, ParsedHead, Request, RequestHead};
+pub use response::{write_head, Response, CONTINUE};

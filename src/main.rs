@@ -1,0 +1,50 @@
+use std::sync::Arc;
+
+use clap::Parser;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use tracing_subscriber::EnvFilter;
+
+use tensord::config::Args;
+use tensord::models::Repository;
+use tensord::protocol::Service;
+use tensord::server::Server;
+
+fn main() {
+    let args = Args::parse();
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&args.log_level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(&args) {
+        tracing::error!("{e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    let config = args.server_config()?;
+    // Signals are taken before any thread starts, so every thread inherits them blocked-free
+    // and delivery goes to the signal iterator.
+    let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot handle signals: {e}"))?;
+    let repository = Repository::load(&args.model_repository)?;
+    let service = Arc::new(Service::new(repository, args.max_tensor_elements));
+    let server = Server::start(config, service.clone())?;
+    if let Some(signal) = signals.forever().next() {
+        tracing::info!(signal, "shutting down: finishing requests in progress");
+        service.start_draining();
+        // A second signal ends it at once.
+        std::thread::spawn(move || {
+            if signals.forever().next().is_some() {
+                tracing::warn!("second signal: exiting now");
+                std::process::exit(130);
+            }
+        });
+    }
+    server.stop();
+    tracing::info!("stopped");
+    Ok(())
+}

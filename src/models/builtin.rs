@@ -1,0 +1,110 @@
+//! Models written in Rust that need no weights: identity and add_sub.
+
+use bytes::Bytes;
+
+use super::{Model, ModelError, TensorSpec};
+use crate::tensors::{DataType, Tensor};
+
+/// A built-in model with its declared inputs and outputs.
+pub struct Builtin {
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+    pub model: Box<dyn Model>,
+}
+
+/// The built-in models by the name a config uses.
+pub fn builtin(name: &str) -> Option<Builtin> {
+    match name {
+        "identity" => {
+            let any = |name: &str| TensorSpec {
+                name: name.to_string(),
+                datatype: None,
+                dims: None,
+            };
+            Some(Builtin {
+                inputs: vec![any("INPUT0")],
+                outputs: vec![any("OUTPUT0")],
+                model: Box::new(Identity),
+            })
+        }
+        "add_sub" => {
+            let spec = |name| TensorSpec::new(name, DataType::Int32, &[-1, 16]);
+            Some(Builtin {
+                inputs: vec![spec("INPUT0"), spec("INPUT1")],
+                outputs: vec![spec("OUTPUT0"), spec("OUTPUT1")],
+                model: Box::new(AddSub),
+            })
+        }
+        _ => None,
+    }
+}
+
+pub const BUILTIN_NAMES: &[&str] = &["identity", "add_sub"];
+
+/// OUTPUT0 is INPUT0: the same bytes, not a copy of them.
+struct Identity;
+
+impl Model for Identity {
+    fn execute(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, ModelError> {
+        Ok(inputs.to_vec())
+    }
+}
+
+/// Triton's "simple" model: OUTPUT0 = INPUT0 + INPUT1, OUTPUT1 = INPUT0 - INPUT1 (INT32, wrapping).
+struct AddSub;
+
+impl Model for AddSub {
+    fn execute(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, ModelError> {
+        let [a, b] = inputs else {
+            return Err(ModelError::internal("add_sub takes two inputs"));
+        };
+        if a.shape != b.shape {
+            return Err(ModelError::invalid(format!(
+                "INPUT0 shape {:?} and INPUT1 shape {:?} differ",
+                a.shape, b.shape
+            )));
+        }
+        let mut sum = Vec::with_capacity(a.data.len());
+        let mut diff = Vec::with_capacity(a.data.len());
+        for (x, y) in a.data.chunks_exact(4).zip(b.data.chunks_exact(4)) {
+            let x = i32::from_le_bytes([x[0], x[1], x[2], x[3]]);
+            let y = i32::from_le_bytes([y[0], y[1], y[2], y[3]]);
+            sum.extend_from_slice(&x.wrapping_add(y).to_le_bytes());
+            diff.extend_from_slice(&x.wrapping_sub(y).to_le_bytes());
+        }
+        let output = |data: Vec<u8>| Tensor {
+            datatype: DataType::Int32,
+            shape: a.shape.clone(),
+            data: Bytes::from(data),
+        };
+        Ok(vec![output(sum), output(diff)])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn int32(values: &[i32]) -> Tensor {
+        let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Tensor::new(DataType::Int32, vec![1, values.len() as u64], Bytes::from(data), 100).unwrap()
+    }
+
+    #[test]
+    fn add_sub_computes_both_outputs() {
+        let model = builtin("add_sub").unwrap();
+        let out = model
+            .model
+            .execute(&[int32(&[1, 2, i32::MAX]), int32(&[10, -20, 1])])
+            .unwrap();
+        assert_eq!(out, vec![int32(&[11, -18, i32::MIN]), int32(&[-9, 22, i32::MAX - 1])]);
+    }
+
+    #[test]
+    fn identity_returns_the_same_buffer() {
+        let model = builtin("identity").unwrap();
+        let input = int32(&[7, 8]);
+        let out = model.model.execute(std::slice::from_ref(&input)).unwrap();
+        assert_eq!(out[0].data.as_ptr(), input.data.as_ptr());
+    }
+}

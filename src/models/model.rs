@@ -1,0 +1,123 @@
+//! The model interface every backend implements and the batcher drives.
+
+use std::fmt;
+
+use crate::tensors::{DataType, Tensor};
+
+/// What a model says about one of its inputs or outputs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorSpec {
+    pub name: String,
+    /// `None`: any datatype is accepted (the identity model).
+    pub datatype: Option<DataType>,
+    /// Dimensions, -1 for a variable one; `None`: any rank.
+    pub dims: Option<Vec<i64>>,
+}
+
+impl TensorSpec {
+    pub fn new(name: &str, datatype: DataType, dims: &[i64]) -> TensorSpec {
+        TensorSpec {
+            name: name.to_string(),
+            datatype: Some(datatype),
+            dims: Some(dims.to_vec()),
+        }
+    }
+
+    /// Whether a tensor of `datatype` and `shape` may be fed to this input.
+    pub fn check(&self, datatype: DataType, shape: &[u64]) -> Result<(), ModelError> {
+        if let Some(want) = self.datatype.filter(|&want| want != datatype) {
+            return Err(ModelError::invalid(format!(
+                "input '{}' has datatype {datatype}, the model expects {want}",
+                self.name
+            )));
+        }
+        let Some(dims) = &self.dims else {
+            return Ok(());
+        };
+        let fits = dims.len() == shape.len()
+            && dims
+                .iter()
+                .zip(shape)
+                .all(|(&want, &got)| want < 0 || want as u64 == got);
+        if !fits {
+            return Err(ModelError::invalid(format!(
+                "input '{}' has shape {shape:?}, the model expects {dims:?}",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A loaded, runnable model. `execute` gets one tensor per declared input, in declaration
+/// order and already checked against the specs, and returns one per declared output.
+/// It is synchronous: callers decide on which thread it runs.
+pub trait Model: Send + Sync {
+    fn execute(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, ModelError>;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelErrorKind {
+    /// The inputs are wrong in a way the specs could not tell (400).
+    InvalidInput,
+    /// The model failed (500).
+    Internal,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelError {
+    pub kind: ModelErrorKind,
+    pub message: String,
+}
+
+impl ModelError {
+    pub fn invalid(message: impl Into<String>) -> ModelError {
+        ModelError {
+            kind: ModelErrorKind::InvalidInput,
+            message: message.into(),
+        }
+    }
+
+    pub fn internal(message: impl Into<String>) -> ModelError {
+        ModelError {
+            kind: ModelErrorKind::Internal,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ModelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ModelError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_check_datatype_rank_and_fixed_dims() {
+        let spec = TensorSpec::new("INPUT0", DataType::Int32, &[-1, 16]);
+        assert!(spec.check(DataType::Int32, &[4, 16]).is_ok());
+        assert!(spec.check(DataType::Int32, &[0, 16]).is_ok());
+        for (dt, shape) in [
+            (DataType::Fp32, &[1u64, 16][..]),
+            (DataType::Int32, &[1, 15]),
+            (DataType::Int32, &[16]),
+            (DataType::Int32, &[1, 16, 1]),
+        ] {
+            let err = spec.check(dt, shape).unwrap_err();
+            assert_eq!(err.kind, ModelErrorKind::InvalidInput);
+            assert!(err.message.contains("INPUT0"), "{err}");
+        }
+        let any = TensorSpec {
+            name: "x".into(),
+            datatype: None,
+            dims: None,
+        };
+        assert!(any.check(DataType::Bytes, &[2, 3, 4]).is_ok());
+    }
+}

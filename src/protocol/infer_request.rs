@@ -1,0 +1,334 @@
+//! Infer requests: the JSON header parsed in place, tensors as views of the body.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::parameters::Parameters;
+use super::ProtocolError;
+use crate::models::TensorSpec;
+use crate::tensors::{decode_json_data, DataType, Tensor};
+
+#[derive(Debug)]
+pub struct InferRequest<'a> {
+    pub id: Option<Cow<'a, str>>,
+    pub parameters: Parameters<'a>,
+    pub inputs: Vec<InferInput<'a>>,
+    pub outputs: Vec<RequestedOutput<'a>>,
+    /// Every output is binary (Triton's raw binary request).
+    pub all_binary: bool,
+}
+
+#[derive(Debug)]
+pub struct InferInput<'a> {
+    pub name: Cow<'a, str>,
+    pub tensor: Tensor,
+    pub parameters: Parameters<'a>,
+}
+
+#[derive(Debug)]
+pub struct RequestedOutput<'a> {
+    pub name: Cow<'a, str>,
+    pub parameters: Parameters<'a>,
+}
+
+impl InferRequest<'_> {
+    /// Whether `output` goes back as binary: its own `binary_data`, else the request's
+    /// `binary_data_output`, else JSON.
+    pub fn output_is_binary(&self, output: Option<&RequestedOutput>) -> Result<bool, ProtocolError> {
+        if self.all_binary {
+            return Ok(true);
+        }
+        if let Some(own) = output.map(|o| o.parameters.get_bool("binary_data")).transpose()?.flatten() {
+            return Ok(own);
+        }
+        Ok(self.parameters.get_bool("binary_data_output")?.unwrap_or(false))
+    }
+}
+
+#[derive(Deserialize)]
+struct RequestJson<'a> {
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    parameters: Parameters<'a>,
+    #[serde(borrow)]
+    inputs: Vec<InputJson<'a>>,
+    #[serde(default, borrow)]
+    outputs: Vec<OutputJson<'a>>,
+}
+
+#[derive(Deserialize)]
+struct InputJson<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    shape: Vec<u64>,
+    #[serde(borrow)]
+    datatype: Cow<'a, str>,
+    #[serde(default, borrow)]
+    parameters: Parameters<'a>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct OutputJson<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(default, borrow)]
+    parameters: Parameters<'a>,
+}
+
+/// Parses the value of `Inference-Header-Content-Length`.
+pub fn header_length(value: &[u8]) -> Result<u64, ProtocolError> {
+    std::str::from_utf8(value)
+        .ok()
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| ProtocolError::bad_request("invalid Inference-Header-Content-Length"))
+}
+
+/// Decodes a request body. `header_len`: the JSON header's length when the body also carries
+/// binary tensor data; `None` when the whole body is JSON.
+pub fn decode_infer_request(
+    body: &Bytes,
+    header_len: Option<u64>,
+    max_elements: u64,
+) -> Result<InferRequest<'_>, ProtocolError> {
+    let json_len = match header_len {
+        None => body.len(),
+        Some(n) if n <= body.len() as u64 => n as usize,
+        Some(n) => {
+            return Err(ProtocolError::bad_request(format!(
+                "Inference-Header-Content-Length {n} is larger than the body ({} bytes)",
+                body.len()
+            )))
+        }
+    };
+    let header: RequestJson = serde_json::from_slice(&body[..json_len])
+        .map_err(|e| ProtocolError::bad_request(format!("invalid inference request JSON: {e}")))?;
+    let binary = body.slice(json_len..);
+    let mut offset = 0u64;
+    let mut inputs = Vec::with_capacity(header.inputs.len());
+    for input in header.inputs {
+        let datatype = DataType::parse(&input.datatype).ok_or_else(|| {
+            ProtocolError::bad_request(format!(
+                "input '{}': unknown datatype '{}'",
+                input.name, input.datatype
+            ))
+        })?;
+        let binary_size = input.parameters.get_u64("binary_data_size")?;
+        let data = match (input.data, binary_size) {
+            (Some(raw), None) => decode_json_data(raw.get(), datatype, &input.shape, max_elements)
+                .map_err(|e| ProtocolError::tensor("input", &input.name, e))?,
+            (None, Some(size)) => {
+                let end = offset
+                    .checked_add(size)
+                    .filter(|&end| end <= binary.len() as u64)
+                    .ok_or_else(|| {
+                        ProtocolError::bad_request(format!(
+                            "input '{}': binary_data_size {size} at offset {offset} runs past the \
+                             {} bytes of binary data",
+                            input.name,
+                            binary.len()
+                        ))
+                    })?;
+                let slice = binary.slice(offset as usize..end as usize);
+                offset = end;
+                slice
+            }
+            (Some(_), Some(_)) => {
+                return Err(ProtocolError::bad_request(format!(
+                    "input '{}' has both data and binary_data_size",
+                    input.name
+                )))
+            }
+            (None, None) => {
+                return Err(ProtocolError::bad_request(format!(
+                    "input '{}' has neither data nor binary_data_size",
+                    input.name
+                )))
+            }
+        };
+        let tensor = Tensor::new(datatype, input.shape, data, max_elements)
+            .map_err(|e| ProtocolError::tensor("input", &input.name, e))?;
+        inputs.push(InferInput {
+            name: input.name,
+            tensor,
+            parameters: input.parameters,
+        });
+    }
+    if offset != binary.len() as u64 {
+        return Err(ProtocolError::bad_request(format!(
+            "binary_data_size values add up to {offset} bytes but the body carries {} bytes after \
+             the JSON header",
+            binary.len()
+        )));
+    }
+    Ok(InferRequest {
+        id: header.id,
+        parameters: header.parameters,
+        inputs,
+        outputs: header
+            .outputs
+            .into_iter()
+            .map(|o| RequestedOutput {
+                name: o.name,
+                parameters: o.parameters,
+            })
+            .collect(),
+        all_binary: false,
+    })
+}
+
+/// Triton's raw binary request (`Inference-Header-Content-Length: 0`): the whole body is the
+/// one input of a single-input model. Datatype and shape come from the model; one variable
+/// dimension is inferred from the size; BYTES is one element; an untyped input is UINT8.
+pub fn decode_raw_request<'a>(
+    body: &Bytes,
+    spec: &'a TensorSpec,
+    max_elements: u64,
+) -> Result<InferRequest<'a>, ProtocolError> {
+    let datatype = spec.datatype.unwrap_or(DataType::Uint8);
+    let (shape, data) = match datatype.element_size() {
+        None => {
+            let mut data = Vec::with_capacity(body.len() + 4);
+            crate::tensors::push_bytes_element(&mut data, body)
+                .map_err(|e| ProtocolError::tensor("input", &spec.name, e))?;
+            (raw_shape(spec, 1)?, Bytes::from(data))
+        }
+        Some(size) => {
+            if body.len() % size != 0 {
+                return Err(ProtocolError::bad_request(format!(
+                    "raw binary body of {} bytes is not a whole number of {datatype} elements",
+                    body.len()
+                )));
+            }
+            (raw_shape(spec, (body.len() / size) as u64)?, body.clone())
+        }
+    };
+    let tensor = Tensor::new(datatype, shape, data, max_elements)
+        .map_err(|e| ProtocolError::tensor("input", &spec.name, e))?;
+    Ok(InferRequest {
+        id: None,
+        parameters: Parameters::default(),
+        inputs: vec![InferInput {
+            name: Cow::Borrowed(&spec.name),
+            tensor,
+            parameters: Parameters::default(),
+        }],
+        outputs: Vec::new(),
+        all_binary: true,
+    })
+}
+
+/// The shape a raw body of `count` elements has under `spec`'s dims.
+fn raw_shape(spec: &TensorSpec, count: u64) -> Result<Vec<u64>, ProtocolError> {
+    let Some(dims) = &spec.dims else {
+        return Ok(vec![count]);
+    };
+    let fixed: u64 = dims.iter().filter(|&&d| d >= 0).map(|&d| d as u64).product();
+    let variable = dims.iter().filter(|&&d| d < 0).count();
+    let inferred = match variable {
+        0 if fixed == count => 0,
+        1 if fixed != 0 && count % fixed == 0 => count / fixed,
+        _ => {
+            return Err(ProtocolError::bad_request(format!(
+                "raw binary body of {count} elements does not fit input '{}' of shape {dims:?}",
+                spec.name
+            )))
+        }
+    };
+    Ok(dims
+        .iter()
+        .map(|&d| if d < 0 { inferred } else { d as u64 })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(json: &str, binary: &[u8]) -> (Bytes, Option<u64>) {
+        let mut b = json.as_bytes().to_vec();
+        b.extend_from_slice(binary);
+        (Bytes::from(b), Some(json.len() as u64))
+    }
+
+    #[test]
+    fn binary_inputs_are_slices_of_the_body() {
+        let json = r#"{"id":"7","inputs":[{"name":"A","shape":[2],"datatype":"INT16","parameters":{"binary_data_size":4}},{"name":"B","shape":[1],"datatype":"BOOL","data":[true]},{"name":"C","shape":[1],"datatype":"BYTES","parameters":{"binary_data_size":6}}]}"#;
+        let (b, len) = body(json, &[1, 0, 2, 0, 2, 0, 0, 0, b'h', b'i']);
+        let req = decode_infer_request(&b, len, 100).unwrap();
+        assert_eq!(req.id.as_deref(), Some("7"));
+        let a = &req.inputs[0].tensor;
+        assert_eq!(&a.data[..], &[1, 0, 2, 0]);
+        assert_eq!(a.data.as_ptr(), b[json.len()..].as_ptr(), "a view, not a copy");
+        assert_eq!(&req.inputs[1].tensor.data[..], &[1]);
+        assert_eq!(req.inputs[2].tensor.bytes_elements().collect::<Vec<_>>(), vec![&b"hi"[..]]);
+    }
+
+    #[test]
+    fn sizes_must_add_up() {
+        let json = r#"{"inputs":[{"name":"A","shape":[2],"datatype":"INT16","parameters":{"binary_data_size":4}}]}"#;
+        let cases: [(&[u8], &str); 3] = [
+            (&[1, 0, 2], "runs past"),
+            (&[1, 0, 2, 0, 9], "add up to 4"),
+            (&[], "runs past"),
+        ];
+        for (binary, message) in cases {
+            let (b, len) = body(json, binary);
+            let err = decode_infer_request(&b, len, 100).unwrap_err();
+            assert_eq!(err.status, 400);
+            assert!(err.message.contains(message), "{}", err.message);
+        }
+        let (b, _) = body(json, &[1, 0, 2, 0]);
+        let err = decode_infer_request(&b, Some(10_000), 100).unwrap_err();
+        assert!(err.message.contains("larger than the body"), "{}", err.message);
+        let huge = r#"{"inputs":[{"name":"A","shape":[1],"datatype":"INT8","parameters":{"binary_data_size":18446744073709551615}}]}"#;
+        let (b, len) = body(huge, &[1]);
+        assert!(decode_infer_request(&b, len, 100).unwrap_err().message.contains("runs past"));
+    }
+
+    #[test]
+    fn shape_mismatch_and_bad_headers() {
+        let cases = [
+            (r#"{"inputs":[{"name":"A","shape":[3],"datatype":"INT16","parameters":{"binary_data_size":4}}]}"#, "need 6"),
+            (r#"{"inputs":[{"name":"A","shape":[2],"datatype":"INT17","data":[1,2]}]}"#, "unknown datatype"),
+            (r#"{"inputs":[{"name":"A","shape":[2],"datatype":"INT16"}]}"#, "neither"),
+            (r#"{"inputs":[{"name":"A","shape":[-2],"datatype":"INT16","data":[]}]}"#, "invalid inference request JSON"),
+            (r#"{"inputs":[{"name":"A","shape":[4294967296,4294967296],"datatype":"INT8","data":[]}]}"#, "more elements than fit"),
+            (r#"{"inputs":"#, "invalid inference request JSON"),
+        ];
+        for (json, message) in cases {
+            let binary = json.contains("binary_data_size");
+            let (b, len) = body(json, if binary { &[1, 0, 2, 0] } else { &[] });
+            let len = len.filter(|_| binary);
+            let err = decode_infer_request(&b, len, u64::MAX).unwrap_err();
+            assert!(err.message.contains(message), "{json}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn raw_requests_take_shape_from_the_model() {
+        let spec = TensorSpec::new("INPUT0", DataType::Int32, &[-1, 2]);
+        let req = decode_raw_request(&Bytes::from(vec![0u8; 16]), &spec, 100).unwrap();
+        assert_eq!(req.inputs[0].tensor.shape, vec![2, 2]);
+        assert!(req.output_is_binary(None).unwrap());
+        assert!(decode_raw_request(&Bytes::from(vec![0u8; 12]), &spec, 100).is_err());
+        assert!(decode_raw_request(&Bytes::from(vec![0u8; 7]), &spec, 100).is_err());
+    }
+
+    #[test]
+    fn binary_choice_inherits_the_request_flag() {
+        let json = r#"{"parameters":{"binary_data_output":true},"inputs":[],"outputs":[{"name":"A"},{"name":"B","parameters":{"binary_data":false}}]}"#;
+        let b = Bytes::from(json);
+        let req = decode_infer_request(&b, None, 100).unwrap();
+        assert!(req.output_is_binary(Some(&req.outputs[0])).unwrap());
+        assert!(!req.output_is_binary(Some(&req.outputs[1])).unwrap());
+        assert!(req.output_is_binary(None).unwrap());
+    }
+}

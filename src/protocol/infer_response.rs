@@ -1,0 +1,87 @@
+//! Infer responses: a JSON header built by hand, binary outputs handed over as their own buffers.
+
+use bytes::Bytes;
+
+use super::infer_request::InferRequest;
+use super::ProtocolError;
+use crate::http::Response;
+use crate::tensors::{write_json_data, Tensor};
+
+/// One output to send, with its wire form decided.
+pub struct ResponseOutput<'a> {
+    pub name: &'a str,
+    pub tensor: Tensor,
+    pub binary: bool,
+}
+
+/// Builds the response: the JSON header first, then each binary output's bytes in `outputs` order.
+pub fn encode_infer_response(
+    model_name: &str,
+    model_version: u64,
+    request: &InferRequest,
+    outputs: Vec<ResponseOutput>,
+) -> Result<Response, ProtocolError> {
+    let mut json = Vec::with_capacity(256);
+    json.push(b'{');
+    if let Some(id) = &request.id {
+        json.extend_from_slice(b"\"id\":");
+        write_str(&mut json, id);
+        json.push(b',');
+    }
+    json.extend_from_slice(b"\"model_name\":");
+    write_str(&mut json, model_name);
+    json.extend_from_slice(b",\"model_version\":\"");
+    json.extend_from_slice(itoa::Buffer::new().format(model_version).as_bytes());
+    json.extend_from_slice(b"\",\"outputs\":[");
+    let mut body = vec![Bytes::new()];
+    for (i, output) in outputs.into_iter().enumerate() {
+        if i > 0 {
+            json.push(b',');
+        }
+        json.extend_from_slice(b"{\"name\":");
+        write_str(&mut json, output.name);
+        json.extend_from_slice(b",\"datatype\":\"");
+        json.extend_from_slice(output.tensor.datatype.as_str().as_bytes());
+        json.extend_from_slice(b"\",\"shape\":[");
+        for (d, dim) in output.tensor.shape.iter().enumerate() {
+            if d > 0 {
+                json.push(b',');
+            }
+            json.extend_from_slice(itoa::Buffer::new().format(*dim).as_bytes());
+        }
+        json.push(b']');
+        if output.binary {
+            json.extend_from_slice(b",\"parameters\":{\"binary_data_size\":");
+            json.extend_from_slice(itoa::Buffer::new().format(output.tensor.data.len()).as_bytes());
+            json.extend_from_slice(b"}}");
+            body.push(output.tensor.data);
+        } else {
+            json.extend_from_slice(b",\"data\":");
+            write_json_data(&mut json, &output.tensor);
+            json.push(b'}');
+        }
+    }
+    json.extend_from_slice(b"]}");
+    let header_len = json.len();
+    body[0] = Bytes::from(json);
+    let binary = body.len() > 1;
+    Ok(Response {
+        status: 200,
+        content_type: if binary {
+            "application/octet-stream"
+        } else {
+            "application/json"
+        },
+        headers: if binary {
+            vec![("Inference-Header-Content-Length", header_len.to_string())]
+        } else {
+            Vec::new()
+        },
+        body,
+    })
+}
+
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    // Writing a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}

@@ -1,0 +1,16 @@
+//! The Open Inference Protocol (KServe V2): routes, infer request decoding, response encoding,
+//! and the mapping of every error to a status and `{"error": "..."}`.
+
+mod error;
+mod infer_request;
+mod infer_response;
+mod metadata;
+mod parameters;
+mod routes;
+mod service;
+
+pub use error::{error_response, ProtocolError};
+pub use infer_request::{decode_infer_request, InferRequest};
+pub use infer_response::{encode_infer_response, ResponseOutput};
+pub use parameters::{ParamValue, Parameters};
+pub use service::Service;

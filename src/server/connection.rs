@@ -1,0 +1,215 @@
+//! One connection: read a request, hand it to the service, write the answer, repeat.
+//!
+//! Requests are answered strictly in order, so pipelined requests need nothing special:
+//! bytes of the next request simply wait in the read buffer.
+
+use std::cell::Cell;
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+
+use super::vectored::{write_all_vectored, IoParts};
+use super::ShutdownSignal;
+use crate::http::{
+    parse_head, write_head, BodyFraming, ChunkedDecoder, HttpError, Limits, Method, Request, Response,
+    CONTINUE,
+};
+use crate::protocol::{error_response, Service};
+
+/// Bytes asked of the socket per read when no body size is known.
+const READ_CHUNK: usize = 16 * 1024;
+
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// Keep-alive: how long a connection may sit between requests.
+    pub idle: Duration,
+    /// From a request's first byte to the end of its head (slow-client protection).
+    pub header: Duration,
+    /// Longest wait for the next bytes of a body.
+    pub body: Duration,
+}
+
+/// What every connection of one runtime shares.
+pub struct ConnectionContext {
+    pub service: Arc<Service>,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    pub shutdown: Arc<ShutdownSignal>,
+    /// Connections of this runtime in the middle of a request; shutdown waits for them.
+    pub busy: Cell<usize>,
+}
+
+enum ReadError {
+    /// Answer with this error, then close.
+    Http(HttpError),
+    /// Close without answering (peer gone, idle timeout, shutdown).
+    Close,
+}
+
+impl From<HttpError> for ReadError {
+    fn from(e: HttpError) -> ReadError {
+        ReadError::Http(e)
+    }
+}
+
+/// Marks the runtime busy while a request is being read, run or answered.
+struct BusyGuard<'a>(&'a Cell<usize>);
+
+impl<'a> BusyGuard<'a> {
+    fn new(busy: &'a Cell<usize>) -> BusyGuard<'a> {
+        busy.set(busy.get() + 1);
+        BusyGuard(busy)
+    }
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
+pub async fn serve<S: AsyncReadRent + AsyncWriteRent>(mut stream: S, ctx: Rc<ConnectionContext>) {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    loop {
+        if buf.is_empty() && !wait_for_request(&mut stream, &mut buf, &ctx).await {
+            return;
+        }
+        let _busy = BusyGuard::new(&ctx.busy);
+        let request = match read_request(&mut stream, &mut buf, &ctx).await {
+            Ok(request) => request,
+            Err(ReadError::Close) => return,
+            Err(ReadError::Http(e)) => {
+                tracing::debug!(status = e.status, "bad request: {}", e.message);
+                let _ = write_response(&mut stream, error_response(e.status, &e.message), false, false).await;
+                return;
+            }
+        };
+        let keep_alive = request.head.keep_alive && !ctx.shutdown.is_fired();
+        let head_only = request.head.method == Method::Head;
+        let response = catch_unwind(AssertUnwindSafe(|| ctx.service.handle(&request))).unwrap_or_else(|_| {
+            tracing::error!(path = request.head.path(), "request handler panicked");
+            error_response(500, "internal error while handling the request")
+        });
+        drop(request);
+        if write_response(&mut stream, response, keep_alive, head_only).await.is_err() || !keep_alive {
+            return;
+        }
+    }
+}
+
+/// Waits, up to the idle timeout, for the first bytes of the next request.
+async fn wait_for_request<S: AsyncReadRent>(stream: &mut S, buf: &mut BytesMut, ctx: &ConnectionContext) -> bool {
+    matches!(
+        monoio::time::timeout(ctx.timeouts.idle, read_more(stream, buf, READ_CHUNK)).await,
+        Ok(Ok(n)) if n > 0
+    )
+}
+
+async fn read_request<S: AsyncReadRent + AsyncWriteRent>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    ctx: &ConnectionContext,
+) -> Result<Request, ReadError> {
+    let deadline = Instant::now() + ctx.timeouts.header;
+    let (parsed, head_len) = loop {
+        if let Some(parsed) = parse_head(buf, &ctx.limits)? {
+            break parsed;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match monoio::time::timeout(left, read_more(stream, buf, READ_CHUNK)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(_) => return Err(ReadError::Close),
+            Err(_) => return Err(HttpError::timeout("header").into()),
+        }
+    };
+    let framing = parsed.framing();
+    let head = parsed.into_head(buf.split_to(head_len).freeze());
+    let body = match framing {
+        BodyFraming::Length(length) => {
+            if length > ctx.limits.max_body_bytes {
+                return Err(HttpError::body_too_large(length, ctx.limits.max_body_bytes).into());
+            }
+            let length = length as usize;
+            if buf.len() < length {
+                if head.expect_continue {
+                    write_bytes(stream, Bytes::from_static(CONTINUE)).await?;
+                }
+                // One allocation for the whole body, read into place.
+                buf.reserve(length - buf.len());
+                while buf.len() < length {
+                    read_body_bytes(stream, buf, length - buf.len(), ctx).await?;
+                }
+            }
+            buf.split_to(length).freeze()
+        }
+        BodyFraming::Chunked => {
+            let mut decoder = ChunkedDecoder::new(ctx.limits.max_body_bytes);
+            let mut continued = !head.expect_continue;
+            loop {
+                let used = decoder.feed(buf)?;
+                buf.advance(used);
+                if decoder.is_done() {
+                    break;
+                }
+                if !continued {
+                    write_bytes(stream, Bytes::from_static(CONTINUE)).await?;
+                    continued = true;
+                }
+                read_body_bytes(stream, buf, READ_CHUNK, ctx).await?;
+            }
+            decoder.into_body()
+        }
+    };
+    Ok(Request { head, body })
+}
+
+async fn read_body_bytes<S: AsyncReadRent>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    want: usize,
+    ctx: &ConnectionContext,
+) -> Result<(), ReadError> {
+    match monoio::time::timeout(ctx.timeouts.body, read_more(stream, buf, want)).await {
+        Ok(Ok(n)) if n > 0 => Ok(()),
+        Ok(_) => Err(ReadError::Close),
+        Err(_) => Err(HttpError::timeout("body").into()),
+    }
+}
+
+/// Reads once, appending to `buf` (growing it by at least `want` bytes of room).
+async fn read_more<S: AsyncReadRent>(stream: &mut S, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
+    buf.reserve(want);
+    let owned = std::mem::take(buf);
+    let len = owned.len();
+    let (result, slice) = stream.read(owned.slice_mut(len..)).await;
+    *buf = slice.into_inner();
+    result
+}
+
+async fn write_bytes<S: AsyncWriteRent>(stream: &mut S, bytes: Bytes) -> Result<(), ReadError> {
+    let (result, _) = stream.write_all(bytes).await;
+    result.map(|_| ()).map_err(|_| ReadError::Close)
+}
+
+/// Writes head and body parts with one vectored write (more if the socket takes less).
+async fn write_response<S: AsyncWriteRent>(
+    stream: &mut S,
+    response: Response,
+    keep_alive: bool,
+    head_only: bool,
+) -> io::Result<()> {
+    let mut head = Vec::with_capacity(192);
+    write_head(&mut head, &response, keep_alive);
+    let mut parts = Vec::with_capacity(1 + response.body.len());
+    parts.push(Bytes::from(head));
+    if !head_only {
+        parts.extend(response.body);
+    }
+    write_all_vectored(stream, IoParts::new(parts)).await
+}

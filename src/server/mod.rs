@@ -1,0 +1,148 @@
+//! Thread-per-core serving: one monoio runtime and one SO_REUSEPORT listener per thread.
+
+mod connection;
+mod driver;
+mod shutdown;
+mod vectored;
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use monoio::net::{ListenerOpts, TcpListener};
+
+pub use connection::Timeouts;
+pub use driver::IoDriver;
+pub use shutdown::ShutdownSignal;
+
+use crate::http::Limits;
+use crate::protocol::Service;
+use connection::ConnectionContext;
+
+pub struct ServerConfig {
+    pub addr: SocketAddr,
+    pub threads: usize,
+    pub io_driver: IoDriver,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    /// How long shutdown waits for requests in progress.
+    pub shutdown_timeout: Duration,
+}
+
+/// A started server: runtimes serving until `shutdown` fires.
+pub struct Server {
+    threads: Vec<std::thread::JoinHandle<()>>,
+    shutdown: Arc<ShutdownSignal>,
+}
+
+impl Server {
+    /// Starts the runtimes; returns once every listener is bound (or the first bind error).
+    pub fn start(config: ServerConfig, service: Arc<Service>) -> Result<Server, String> {
+        let driver = config.io_driver.resolve()?;
+        let shutdown = Arc::new(ShutdownSignal::new(config.threads));
+        let (bound_tx, bound_rx) = mpsc::channel();
+        let mut threads = Vec::with_capacity(config.threads);
+        for index in 0..config.threads {
+            let ctx = ConnectionContext {
+                service: service.clone(),
+                limits: config.limits,
+                timeouts: config.timeouts,
+                shutdown: shutdown.clone(),
+                busy: Cell::new(0),
+            };
+            let (addr, drain) = (config.addr, config.shutdown_timeout);
+            let bound_tx = bound_tx.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("tensord-io-{index}"))
+                .spawn(move || {
+                    let serve = serve_runtime(index, addr, drain, ctx, bound_tx.clone());
+                    let result = match driver {
+                        IoDriver::Uring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                            .with_entries(1024)
+                            .enable_timer()
+                            .build()
+                            .map(|mut rt| rt.block_on(serve)),
+                        _ => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                            .enable_timer()
+                            .build()
+                            .map(|mut rt| rt.block_on(serve)),
+                    };
+                    if let Err(e) = result {
+                        let _ = bound_tx.send(Err(format!("cannot start the {driver} runtime: {e}")));
+                    }
+                })
+                .map_err(|e| format!("cannot spawn an io thread: {e}"))?;
+            threads.push(thread);
+        }
+        drop(bound_tx);
+        let server = Server { threads, shutdown };
+        for _ in 0..config.threads {
+            match bound_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    server.stop();
+                    return Err(e);
+                }
+                Err(_) => return Err("an io thread exited during start-up".into()),
+            }
+        }
+        tracing::info!(addr = %config.addr, threads = config.threads, driver = %driver, "listening");
+        Ok(server)
+    }
+
+    /// Stops accepting, lets requests in progress finish, and waits for the runtimes.
+    pub fn stop(self) {
+        self.shutdown.fire();
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+
+    pub fn shutdown_signal(&self) -> Arc<ShutdownSignal> {
+        self.shutdown.clone()
+    }
+}
+
+async fn serve_runtime(
+    index: usize,
+    addr: SocketAddr,
+    drain: Duration,
+    ctx: ConnectionContext,
+    bound: mpsc::Sender<Result<(), String>>,
+) {
+    let opts = ListenerOpts::new().reuse_port(true).reuse_addr(true).backlog(4096);
+    let listener = match TcpListener::bind_with_config(addr, &opts) {
+        Ok(listener) => listener,
+        Err(e) => {
+            let _ = bound.send(Err(format!("cannot listen on {addr}: {e}")));
+            return;
+        }
+    };
+    let _ = bound.send(Ok(()));
+    let ctx = Rc::new(ctx);
+    let shutdown = ctx.shutdown.clone();
+    let mut fired = std::pin::pin!(shutdown.fired(index));
+    loop {
+        monoio::select! {
+            _ = &mut fired => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    monoio::spawn(connection::serve(stream, ctx.clone()));
+                }
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    monoio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    let deadline = Instant::now() + drain;
+    while ctx.busy.get() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
