@@ -1,0 +1,58 @@
+"""Starts the real tensord binary for the integration tests."""
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BINARY = Path(os.environ.get("TENSORD_BIN", ROOT / "target" / "release" / "tensord"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Daemon:
+    def __init__(self, *args):
+        self.port = free_port()
+        self.url = f"127.0.0.1:{self.port}"
+        cmd = [str(BINARY), "--http-addr", self.url, "--model-repository", str(ROOT / "models"), *args]
+        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            assert self.proc.poll() is None, self.proc.stderr.read()
+            try:
+                with urllib.request.urlopen(f"http://{self.url}/v2/health/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("tensord did not become ready")
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=20)
+        log = self.proc.stderr.read()
+        assert "panicked" not in log, log
+        assert code == 0, log
+        return log
+
+
+@pytest.fixture(scope="session")
+def daemon():
+    d = Daemon("--threads", "2")
+    yield d
+    d.stop()
+
+
+@pytest.fixture(scope="session")
+def url(daemon):
+    return daemon.url
