@@ -29,7 +29,8 @@ fn run(args: &Args) -> Result<(), String> {
     let config = args.server_config()?;
     // Signals are taken before any thread starts, so every thread inherits them blocked-free
     // and delivery goes to the signal iterator.
-    let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot handle signals: {e}"))?;
+    let mut signals =
+        Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot handle signals: {e}"))?;
     let repository = Repository::load(&args.model_repository)?;
     let service = Arc::new(Service::new(repository, args.max_tensor_elements));
     let server = Server::start(config, service.clone())?;

@@ -53,11 +53,17 @@ impl ChunkedDecoder {
                 if rest.is_empty() {
                     break;
                 }
-                let take = rest.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+                let take = rest
+                    .len()
+                    .min(usize::try_from(remaining).unwrap_or(usize::MAX));
                 self.body.extend_from_slice(&rest[..take]);
                 pos += take;
                 let left = remaining - take as u64;
-                self.state = if left == 0 { State::DataEnd } else { State::Data(left) };
+                self.state = if left == 0 {
+                    State::DataEnd
+                } else {
+                    State::Data(left)
+                };
                 continue;
             }
             let Some(line_len) = rest.iter().position(|&b| b == b'\n') else {
@@ -66,12 +72,16 @@ impl ChunkedDecoder {
                 }
                 break;
             };
-            let line = rest[..line_len].strip_suffix(b"\r").unwrap_or(&rest[..line_len]);
+            let line = rest[..line_len]
+                .strip_suffix(b"\r")
+                .unwrap_or(&rest[..line_len]);
             pos += line_len + 1;
             self.state = match self.state {
                 State::Size => self.chunk_start(line)?,
                 State::DataEnd if line.is_empty() => State::Size,
-                State::DataEnd => return Err(HttpError::bad_request("chunk data longer than its size")),
+                State::DataEnd => {
+                    return Err(HttpError::bad_request("chunk data longer than its size"))
+                }
                 State::Trailer if line.is_empty() => State::Done,
                 State::Trailer => State::Trailer,
                 State::Data(_) | State::Done => unreachable!("handled above"),
@@ -81,7 +91,11 @@ impl ChunkedDecoder {
     }
 
     fn chunk_start(&mut self, line: &[u8]) -> Result<State, HttpError> {
-        let size_text = line.split(|&b| b == b';').next().unwrap_or(b"").trim_ascii();
+        let size_text = line
+            .split(|&b| b == b';')
+            .next()
+            .unwrap_or(b"")
+            .trim_ascii();
         let size = std::str::from_utf8(size_text)
             .ok()
             .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit()))

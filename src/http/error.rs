@@ -26,7 +26,9 @@ impl HttpError {
     pub fn body_too_large(length: u64, limit: u64) -> HttpError {
         HttpError {
             status: 413,
-            message: format!("request body of {length} bytes is larger than the limit of {limit} bytes"),
+            message: format!(
+                "request body of {length} bytes is larger than the limit of {limit} bytes"
+            ),
         }
     }
 

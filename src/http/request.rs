@@ -85,7 +85,11 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<(ParsedHead, usi
                 message: format!("request has more than {MAX_HEADERS} header lines"),
             })
         }
-        Err(e) => return Err(HttpError::bad_request(format!("malformed request head: {e}"))),
+        Err(e) => {
+            return Err(HttpError::bad_request(format!(
+                "malformed request head: {e}"
+            )))
+        }
     };
     if len > limits.max_header_bytes {
         return Err(HttpError::header_too_large(limits.max_header_bytes));
@@ -174,7 +178,11 @@ impl Framing {
             }
             self.content_length = Some(length);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            let last = value.rsplit(|&b| b == b',').next().unwrap_or(b"").trim_ascii();
+            let last = value
+                .rsplit(|&b| b == b',')
+                .next()
+                .unwrap_or(b"")
+                .trim_ascii();
             if !last.eq_ignore_ascii_case(b"chunked") {
                 return Err(HttpError::not_implemented(
                     "only the chunked transfer coding is supported",
@@ -232,7 +240,10 @@ mod tests {
         assert_eq!(head.target(), "/v2/models/m/infer?x=1");
         assert_eq!(head.path(), "/v2/models/m/infer");
         assert_eq!(head.framing, BodyFraming::Length(12));
-        assert_eq!(head.header("inference-header-content-length"), Some(&b"7"[..]));
+        assert_eq!(
+            head.header("inference-header-content-length"),
+            Some(&b"7"[..])
+        );
         assert!(head.keep_alive);
         assert!(!head.expect_continue);
     }
@@ -250,16 +261,21 @@ mod tests {
 
     #[test]
     fn framing_and_connection_rules() {
-        let chunked = parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let chunked =
+            parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n")
+                .unwrap()
+                .unwrap();
         assert_eq!(chunked.framing, BodyFraming::Chunked);
         assert!(chunked.expect_continue);
         let old = parse(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
         assert!(!old.keep_alive);
-        let old_ka = parse(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").unwrap().unwrap();
+        let old_ka = parse(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert!(old_ka.keep_alive);
-        let close = parse(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap().unwrap();
+        let close = parse(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert!(!close.keep_alive);
         for bad in [
             &b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
@@ -268,7 +284,12 @@ mod tests {
             b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
             b"GET /\x01 HTTP/1.1\r\n\r\n",
         ] {
-            assert_eq!(parse(bad).unwrap_err().status, 400, "{:?}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                parse(bad).unwrap_err().status,
+                400,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         let gzip = parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n");
         assert_eq!(gzip.unwrap_err().status, 501);

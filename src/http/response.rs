@@ -73,7 +73,10 @@ mod tests {
             status: 200,
             content_type: "application/json",
             headers: vec![("Inference-Header-Content-Length", "2".into())],
-            body: vec![bytes::Bytes::from_static(b"{}"), bytes::Bytes::from_static(b"abc")],
+            body: vec![
+                bytes::Bytes::from_static(b"{}"),
+                bytes::Bytes::from_static(b"abc"),
+            ],
         };
         let mut out = Vec::new();
         write_head(&mut out, &response, true);

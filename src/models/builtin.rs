@@ -87,7 +87,13 @@ mod tests {
 
     fn int32(values: &[i32]) -> Tensor {
         let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        Tensor::new(DataType::Int32, vec![1, values.len() as u64], Bytes::from(data), 100).unwrap()
+        Tensor::new(
+            DataType::Int32,
+            vec![1, values.len() as u64],
+            Bytes::from(data),
+            100,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -97,7 +103,10 @@ mod tests {
             .model
             .execute(&[int32(&[1, 2, i32::MAX]), int32(&[10, -20, 1])])
             .unwrap();
-        assert_eq!(out, vec![int32(&[11, -18, i32::MIN]), int32(&[-9, 22, i32::MAX - 1])]);
+        assert_eq!(
+            out,
+            vec![int32(&[11, -18, i32::MIN]), int32(&[-9, 22, i32::MAX - 1])]
+        );
     }
 
     #[test]

@@ -190,10 +190,18 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tensord-repo-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         write(&dir, "add_sub", "backend = \"builtin\"\n");
-        write(&dir, "echo", "backend = \"builtin\"\nbuiltin = \"identity\"\n");
+        write(
+            &dir,
+            "echo",
+            "backend = \"builtin\"\nbuiltin = \"identity\"\n",
+        );
         std::fs::create_dir_all(dir.join("echo/3")).unwrap();
         std::fs::create_dir_all(dir.join("echo/12")).unwrap();
-        write(&dir, "typo", "backend = \"builtin\"\nbuiltn = \"identity\"\n");
+        write(
+            &dir,
+            "typo",
+            "backend = \"builtin\"\nbuiltn = \"identity\"\n",
+        );
         write(&dir, "nope", "backend = \"tensorflow\"\n");
         let repo = Repository::load(&dir).unwrap();
 
@@ -211,12 +219,35 @@ mod tests {
                 version: "4".into()
             })
         );
-        let typo = repo.get("typo", None).unwrap().state.as_ref().err().unwrap().clone();
-        assert!(typo.contains("config.toml") && typo.contains("builtn"), "{typo}");
-        let nope = repo.get("nope", None).unwrap().state.as_ref().err().unwrap().clone();
-        assert!(nope.contains("backend") && nope.contains("tensorflow"), "{nope}");
+        let typo = repo
+            .get("typo", None)
+            .unwrap()
+            .state
+            .as_ref()
+            .err()
+            .unwrap()
+            .clone();
+        assert!(
+            typo.contains("config.toml") && typo.contains("builtn"),
+            "{typo}"
+        );
+        let nope = repo
+            .get("nope", None)
+            .unwrap()
+            .state
+            .as_ref()
+            .err()
+            .unwrap()
+            .clone();
+        assert!(
+            nope.contains("backend") && nope.contains("tensorflow"),
+            "{nope}"
+        );
         assert!(!repo.all_ready());
-        assert!(matches!(repo.get("missing", None), Err(LookupError::UnknownModel(_))));
+        assert!(matches!(
+            repo.get("missing", None),
+            Err(LookupError::UnknownModel(_))
+        ));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -37,14 +37,24 @@ pub struct RequestedOutput<'a> {
 impl InferRequest<'_> {
     /// Whether `output` goes back as binary: its own `binary_data`, else the request's
     /// `binary_data_output`, else JSON.
-    pub fn output_is_binary(&self, output: Option<&RequestedOutput>) -> Result<bool, ProtocolError> {
+    pub fn output_is_binary(
+        &self,
+        output: Option<&RequestedOutput>,
+    ) -> Result<bool, ProtocolError> {
         if self.all_binary {
             return Ok(true);
         }
-        if let Some(own) = output.map(|o| o.parameters.get_bool("binary_data")).transpose()?.flatten() {
+        if let Some(own) = output
+            .map(|o| o.parameters.get_bool("binary_data"))
+            .transpose()?
+            .flatten()
+        {
             return Ok(own);
         }
-        Ok(self.parameters.get_bool("binary_data_output")?.unwrap_or(false))
+        Ok(self
+            .parameters
+            .get_bool("binary_data_output")?
+            .unwrap_or(false))
     }
 }
 
@@ -201,7 +211,7 @@ pub fn decode_raw_request<'a>(
             (raw_shape(spec, 1)?, Bytes::from(data))
         }
         Some(size) => {
-            if body.len() % size != 0 {
+            if !body.len().is_multiple_of(size) {
                 return Err(ProtocolError::bad_request(format!(
                     "raw binary body of {} bytes is not a whole number of {datatype} elements",
                     body.len()
@@ -230,11 +240,15 @@ fn raw_shape(spec: &TensorSpec, count: u64) -> Result<Vec<u64>, ProtocolError> {
     let Some(dims) = &spec.dims else {
         return Ok(vec![count]);
     };
-    let fixed: u64 = dims.iter().filter(|&&d| d >= 0).map(|&d| d as u64).product();
+    let fixed: u64 = dims
+        .iter()
+        .filter(|&&d| d >= 0)
+        .map(|&d| d as u64)
+        .product();
     let variable = dims.iter().filter(|&&d| d < 0).count();
     let inferred = match variable {
         0 if fixed == count => 0,
-        1 if fixed != 0 && count % fixed == 0 => count / fixed,
+        1 if fixed != 0 && count.is_multiple_of(fixed) => count / fixed,
         _ => {
             return Err(ProtocolError::bad_request(format!(
                 "raw binary body of {count} elements does not fit input '{}' of shape {dims:?}",
@@ -266,9 +280,16 @@ mod tests {
         assert_eq!(req.id.as_deref(), Some("7"));
         let a = &req.inputs[0].tensor;
         assert_eq!(&a.data[..], &[1, 0, 2, 0]);
-        assert_eq!(a.data.as_ptr(), b[json.len()..].as_ptr(), "a view, not a copy");
+        assert_eq!(
+            a.data.as_ptr(),
+            b[json.len()..].as_ptr(),
+            "a view, not a copy"
+        );
         assert_eq!(&req.inputs[1].tensor.data[..], &[1]);
-        assert_eq!(req.inputs[2].tensor.bytes_elements().collect::<Vec<_>>(), vec![&b"hi"[..]]);
+        assert_eq!(
+            req.inputs[2].tensor.bytes_elements().collect::<Vec<_>>(),
+            vec![&b"hi"[..]]
+        );
     }
 
     #[test]
@@ -287,20 +308,42 @@ mod tests {
         }
         let (b, _) = body(json, &[1, 0, 2, 0]);
         let err = decode_infer_request(&b, Some(10_000), 100).unwrap_err();
-        assert!(err.message.contains("larger than the body"), "{}", err.message);
+        assert!(
+            err.message.contains("larger than the body"),
+            "{}",
+            err.message
+        );
         let huge = r#"{"inputs":[{"name":"A","shape":[1],"datatype":"INT8","parameters":{"binary_data_size":18446744073709551615}}]}"#;
         let (b, len) = body(huge, &[1]);
-        assert!(decode_infer_request(&b, len, 100).unwrap_err().message.contains("runs past"));
+        assert!(decode_infer_request(&b, len, 100)
+            .unwrap_err()
+            .message
+            .contains("runs past"));
     }
 
     #[test]
     fn shape_mismatch_and_bad_headers() {
         let cases = [
-            (r#"{"inputs":[{"name":"A","shape":[3],"datatype":"INT16","parameters":{"binary_data_size":4}}]}"#, "need 6"),
-            (r#"{"inputs":[{"name":"A","shape":[2],"datatype":"INT17","data":[1,2]}]}"#, "unknown datatype"),
-            (r#"{"inputs":[{"name":"A","shape":[2],"datatype":"INT16"}]}"#, "neither"),
-            (r#"{"inputs":[{"name":"A","shape":[-2],"datatype":"INT16","data":[]}]}"#, "invalid inference request JSON"),
-            (r#"{"inputs":[{"name":"A","shape":[4294967296,4294967296],"datatype":"INT8","data":[]}]}"#, "more elements than fit"),
+            (
+                r#"{"inputs":[{"name":"A","shape":[3],"datatype":"INT16","parameters":{"binary_data_size":4}}]}"#,
+                "need 6",
+            ),
+            (
+                r#"{"inputs":[{"name":"A","shape":[2],"datatype":"INT17","data":[1,2]}]}"#,
+                "unknown datatype",
+            ),
+            (
+                r#"{"inputs":[{"name":"A","shape":[2],"datatype":"INT16"}]}"#,
+                "neither",
+            ),
+            (
+                r#"{"inputs":[{"name":"A","shape":[-2],"datatype":"INT16","data":[]}]}"#,
+                "invalid inference request JSON",
+            ),
+            (
+                r#"{"inputs":[{"name":"A","shape":[4294967296,4294967296],"datatype":"INT8","data":[]}]}"#,
+                "more elements than fit",
+            ),
             (r#"{"inputs":"#, "invalid inference request JSON"),
         ];
         for (json, message) in cases {

@@ -52,7 +52,11 @@ pub fn encode_infer_response(
         json.push(b']');
         if output.binary {
             json.extend_from_slice(b",\"parameters\":{\"binary_data_size\":");
-            json.extend_from_slice(itoa::Buffer::new().format(output.tensor.data.len()).as_bytes());
+            json.extend_from_slice(
+                itoa::Buffer::new()
+                    .format(output.tensor.data.len())
+                    .as_bytes(),
+            );
             json.extend_from_slice(b"}}");
             body.push(output.tensor.data);
         } else {

@@ -118,9 +118,10 @@ mod tests {
 
     #[test]
     fn typed_lookups() {
-        let p: Parameters =
-            serde_json::from_str(r#"{"binary_data_size": 64, "binary_data": true, "s": "x", "n": -1}"#)
-                .unwrap();
+        let p: Parameters = serde_json::from_str(
+            r#"{"binary_data_size": 64, "binary_data": true, "s": "x", "n": -1}"#,
+        )
+        .unwrap();
         assert_eq!(p.get_u64("binary_data_size").unwrap(), Some(64));
         assert_eq!(p.get_bool("binary_data").unwrap(), Some(true));
         assert_eq!(p.get_bool("missing").unwrap(), None);

@@ -42,7 +42,8 @@ impl Service {
     }
 
     pub fn handle(&self, request: &Request) -> Response {
-        self.dispatch(request).unwrap_or_else(ProtocolError::into_response)
+        self.dispatch(request)
+            .unwrap_or_else(ProtocolError::into_response)
     }
 
     fn dispatch(&self, request: &Request) -> Result<Response, ProtocolError> {
@@ -59,7 +60,8 @@ impl Service {
         if method != route.method() {
             return Err(ProtocolError {
                 status: 405,
-                message: format!("{} needs {:?}", request.head.path(), route.method()).to_uppercase(),
+                message: format!("{} needs {:?}", request.head.path(), route.method())
+                    .to_uppercase(),
             });
         }
         match route {
@@ -93,8 +95,16 @@ impl Service {
         Ok(self.repository.get(&m.name, m.version.as_deref())?)
     }
 
-    fn infer(&self, model: &ServedModel, version: u64, request: &Request) -> Result<Response, ProtocolError> {
-        let runnable = model.state.as_ref().map_err(|reason| not_ready(model, reason))?;
+    fn infer(
+        &self,
+        model: &ServedModel,
+        version: u64,
+        request: &Request,
+    ) -> Result<Response, ProtocolError> {
+        let runnable = model
+            .state
+            .as_ref()
+            .map_err(|reason| not_ready(model, reason))?;
         let body = &request.body;
         let header_len = request
             .head
@@ -132,7 +142,10 @@ impl Service {
 }
 
 /// The request's tensors in the model's input order, each checked against its spec.
-fn arrange_inputs(model: &ServedModel, request: &InferRequest) -> Result<Vec<Tensor>, ProtocolError> {
+fn arrange_inputs(
+    model: &ServedModel,
+    request: &InferRequest,
+) -> Result<Vec<Tensor>, ProtocolError> {
     if let Some(extra) = request
         .inputs
         .iter()
@@ -155,7 +168,10 @@ fn arrange_inputs(model: &ServedModel, request: &InferRequest) -> Result<Vec<Ten
                 ))
             })?;
             if given.next().is_some() {
-                return Err(ProtocolError::bad_request(format!("input '{}' given twice", spec.name)));
+                return Err(ProtocolError::bad_request(format!(
+                    "input '{}' given twice",
+                    spec.name
+                )));
             }
             spec.check(input.tensor.datatype, &input.tensor.shape)?;
             Ok(input.tensor.clone())
@@ -232,4 +248,3 @@ fn json_response(body: String) -> Response {
         body: vec![Bytes::from(body)],
     }
 }
-

@@ -17,8 +17,8 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use super::vectored::{write_all_vectored, IoParts};
 use super::ShutdownSignal;
 use crate::http::{
-    parse_head, write_head, BodyFraming, ChunkedDecoder, HttpError, Limits, Method, Request, Response,
-    CONTINUE,
+    parse_head, write_head, BodyFraming, ChunkedDecoder, HttpError, Limits, Method, Request,
+    Response, CONTINUE,
 };
 use crate::protocol::{error_response, Service};
 
@@ -86,25 +86,40 @@ pub async fn serve<S: AsyncReadRent + AsyncWriteRent>(mut stream: S, ctx: Rc<Con
             Err(ReadError::Close) => return,
             Err(ReadError::Http(e)) => {
                 tracing::debug!(status = e.status, "bad request: {}", e.message);
-                let _ = write_response(&mut stream, error_response(e.status, &e.message), false, false).await;
+                let _ = write_response(
+                    &mut stream,
+                    error_response(e.status, &e.message),
+                    false,
+                    false,
+                )
+                .await;
                 return;
             }
         };
         let keep_alive = request.head.keep_alive && !ctx.shutdown.is_fired();
         let head_only = request.head.method == Method::Head;
-        let response = catch_unwind(AssertUnwindSafe(|| ctx.service.handle(&request))).unwrap_or_else(|_| {
-            tracing::error!(path = request.head.path(), "request handler panicked");
-            error_response(500, "internal error while handling the request")
-        });
+        let response = catch_unwind(AssertUnwindSafe(|| ctx.service.handle(&request)))
+            .unwrap_or_else(|_| {
+                tracing::error!(path = request.head.path(), "request handler panicked");
+                error_response(500, "internal error while handling the request")
+            });
         drop(request);
-        if write_response(&mut stream, response, keep_alive, head_only).await.is_err() || !keep_alive {
+        if write_response(&mut stream, response, keep_alive, head_only)
+            .await
+            .is_err()
+            || !keep_alive
+        {
             return;
         }
     }
 }
 
 /// Waits, up to the idle timeout, for the first bytes of the next request.
-async fn wait_for_request<S: AsyncReadRent>(stream: &mut S, buf: &mut BytesMut, ctx: &ConnectionContext) -> bool {
+async fn wait_for_request<S: AsyncReadRent>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    ctx: &ConnectionContext,
+) -> bool {
     matches!(
         monoio::time::timeout(ctx.timeouts.idle, read_more(stream, buf, READ_CHUNK)).await,
         Ok(Ok(n)) if n > 0
@@ -183,7 +198,11 @@ async fn read_body_bytes<S: AsyncReadRent>(
 }
 
 /// Reads once, appending to `buf` (growing it by at least `want` bytes of room).
-async fn read_more<S: AsyncReadRent>(stream: &mut S, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
+async fn read_more<S: AsyncReadRent>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    want: usize,
+) -> io::Result<usize> {
     buf.reserve(want);
     let owned = std::mem::take(buf);
     let len = owned.len();

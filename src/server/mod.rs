@@ -70,7 +70,8 @@ impl Server {
                             .map(|mut rt| rt.block_on(serve)),
                     };
                     if let Err(e) = result {
-                        let _ = bound_tx.send(Err(format!("cannot start the {driver} runtime: {e}")));
+                        let _ =
+                            bound_tx.send(Err(format!("cannot start the {driver} runtime: {e}")));
                     }
                 })
                 .map_err(|e| format!("cannot spawn an io thread: {e}"))?;
@@ -112,7 +113,10 @@ async fn serve_runtime(
     ctx: ConnectionContext,
     bound: mpsc::Sender<Result<(), String>>,
 ) {
-    let opts = ListenerOpts::new().reuse_port(true).reuse_addr(true).backlog(4096);
+    let opts = ListenerOpts::new()
+        .reuse_port(true)
+        .reuse_addr(true)
+        .backlog(4096);
     let listener = match TcpListener::bind_with_config(addr, &opts) {
         Ok(listener) => listener,
         Err(e) => {

@@ -72,7 +72,10 @@ unsafe impl IoVecBuf for IoParts {
 }
 
 /// Writes every byte of `parts`.
-pub async fn write_all_vectored<S: AsyncWriteRent>(stream: &mut S, mut parts: IoParts) -> io::Result<()> {
+pub async fn write_all_vectored<S: AsyncWriteRent>(
+    stream: &mut S,
+    mut parts: IoParts,
+) -> io::Result<()> {
     while !parts.is_done() {
         let (result, returned) = stream.writev(parts).await;
         parts = returned;
@@ -93,7 +96,9 @@ mod tests {
     fn remaining(parts: &IoParts) -> Vec<u8> {
         parts.iovecs[parts.start..]
             .iter()
-            .flat_map(|iov| unsafe { std::slice::from_raw_parts(iov.iov_base as *const u8, iov.iov_len) })
+            .flat_map(|iov| unsafe {
+                std::slice::from_raw_parts(iov.iov_base as *const u8, iov.iov_len)
+            })
             .copied()
             .collect()
     }

@@ -41,7 +41,10 @@ pub fn decode_json_data(
     .deserialize(&mut de)
     .and_then(|()| de.end());
     if let Err(e) = parsed {
-        return Err(sink.error.take().unwrap_or(TensorError::Json(e.to_string())));
+        return Err(sink
+            .error
+            .take()
+            .unwrap_or(TensorError::Json(e.to_string())));
     }
     if sink.count != expected {
         return Err(TensorError::JsonCountMismatch {
@@ -128,7 +131,11 @@ impl Sink<'_> {
     }
 
     /// Writes `v` as the float datatype, refusing values its range cannot hold.
-    fn push_float_value<E: de::Error>(&mut self, v: f64, shown: &dyn fmt::Display) -> Result<(), E> {
+    fn push_float_value<E: de::Error>(
+        &mut self,
+        v: f64,
+        shown: &dyn fmt::Display,
+    ) -> Result<(), E> {
         let fits = match self.datatype {
             DataType::Fp16 => {
                 let x = f16::from_f64(v);
@@ -294,7 +301,9 @@ pub fn write_json_data(out: &mut Vec<u8>, tensor: &Tensor) {
             }
         };
     }
-    let int = |out: &mut Vec<u8>, v: i128| out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+    let int = |out: &mut Vec<u8>, v: i128| {
+        out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes())
+    };
     match tensor.datatype {
         DataType::Bool => {
             for &b in tensor.data.iter() {
@@ -417,7 +426,9 @@ mod tests {
             );
         }
         assert_eq!(
-            decode("[300]", DataType::Uint8, &[1]).unwrap_err().to_string(),
+            decode("[300]", DataType::Uint8, &[1])
+                .unwrap_err()
+                .to_string(),
             "JSON value 300 is not a valid UINT8"
         );
     }
@@ -433,7 +444,10 @@ mod tests {
             (DataType::Int8, "[-128,127]"),
             (DataType::Int16, "[-32768,32767]"),
             (DataType::Int32, "[-2147483648,2147483647]"),
-            (DataType::Int64, "[-9223372036854775808,9223372036854775807]"),
+            (
+                DataType::Int64,
+                "[-9223372036854775808,9223372036854775807]",
+            ),
             (DataType::Fp16, "[1.5,-65504.0]"),
             (DataType::Bf16, "[1.5,-2.0]"),
             (DataType::Fp32, "[0.1,-3.5]"),

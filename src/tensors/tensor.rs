@@ -74,10 +74,12 @@ fn check_bytes_elements(count: u64, data: &[u8]) -> Result<(), TensorError> {
     let mut elements = BytesElements { rest: data };
     let mut seen = 0u64;
     while !elements.rest.is_empty() {
-        elements.next_checked().map_err(|at| TensorError::BytesPrefixPastEnd {
-            element: seen,
-            offset: (data.len() - at) as u64,
-        })?;
+        elements
+            .next_checked()
+            .map_err(|at| TensorError::BytesPrefixPastEnd {
+                element: seen,
+                offset: (data.len() - at) as u64,
+            })?;
         seen += 1;
     }
     if seen != count {
@@ -194,6 +196,9 @@ mod tests {
             }
         );
         let err = Tensor::new(DataType::Bytes, vec![1], Bytes::from_static(&[1, 0]), 10);
-        assert!(matches!(err, Err(TensorError::BytesPrefixPastEnd { element: 0, .. })));
+        assert!(matches!(
+            err,
+            Err(TensorError::BytesPrefixPastEnd { element: 0, .. })
+        ));
     }
 }

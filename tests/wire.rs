@@ -1,0 +1,483 @@
+//! Raw-socket tests: the exact bytes tensord reads and writes.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Daemon {
+    child: Child,
+    addr: String,
+}
+
+impl Daemon {
+    fn start(args: &[&str]) -> Daemon {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
+        let child = Command::new(env!("CARGO_BIN_EXE_tensord"))
+            .args([
+                "--http-addr",
+                &addr,
+                "--model-repository",
+                repo,
+                "--threads",
+                "2",
+            ])
+            .args(args)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let daemon = Daemon { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(mut s) = TcpStream::connect(&daemon.addr) {
+                s.write_all(b"GET /v2/health/ready HTTP/1.1\r\n\r\n")
+                    .unwrap();
+                if read_response(&mut s).status == 200 {
+                    return daemon;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("tensord did not start");
+    }
+
+    fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(&self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    }
+
+    /// One request on a fresh connection.
+    fn exchange(&self, raw: &[u8]) -> Response {
+        let mut s = self.connect();
+        s.write_all(raw).unwrap();
+        read_response(&mut s)
+    }
+
+    /// The daemon still answers a good infer request on a new connection.
+    fn assert_healthy(&self) {
+        let (req, _) = identity_fp32(&[1.0, 2.0]);
+        let r = self.exchange(&req);
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        unsafe { libc_kill(self.child.id() as i32, 15) };
+        let _ = self.child.wait();
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    fn json_error(&self) -> String {
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/json"),
+            "{}",
+            self.head
+        );
+        let text = self.text();
+        let start = text
+            .find("{\"error\":\"")
+            .unwrap_or_else(|| panic!("no error JSON: {text}"));
+        text[start + 10..text.len() - 2].to_string()
+    }
+}
+
+/// Reads one response (head and Content-Length body) from `s`.
+fn read_response(s: &mut TcpStream) -> Response {
+    let mut data = Vec::new();
+    let mut byte = [0u8; 1];
+    while !data.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut byte).unwrap();
+        assert!(
+            n == 1,
+            "connection closed inside a response head: {:?}",
+            String::from_utf8_lossy(&data)
+        );
+        data.push(byte[0]);
+    }
+    let head = String::from_utf8(data).unwrap();
+    let status = head[9..12].parse().unwrap();
+    let mut r = Response {
+        status,
+        head,
+        body: Vec::new(),
+    };
+    let len: usize = r.header("content-length").unwrap().parse().unwrap();
+    r.body = vec![0; len];
+    s.read_exact(&mut r.body).unwrap();
+    r
+}
+
+fn assert_closed(s: &mut TcpStream) {
+    let mut rest = Vec::new();
+    assert_eq!(
+        s.read_to_end(&mut rest).unwrap(),
+        0,
+        "expected the server to close"
+    );
+}
+
+fn post(path: &str, extra_headers: &str, body: &[u8]) -> Vec<u8> {
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\n{extra_headers}Content-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    req
+}
+
+/// A binary identity request for FP32 values, and its JSON header.
+fn identity_fp32(values: &[f32]) -> (Vec<u8>, String) {
+    let json = format!(
+        r#"{{"inputs":[{{"name":"INPUT0","shape":[1,{}],"datatype":"FP32","parameters":{{"binary_data_size":{}}}}}],"outputs":[{{"name":"OUTPUT0","parameters":{{"binary_data":true}}}}]}}"#,
+        values.len(),
+        values.len() * 4
+    );
+    let mut body = json.clone().into_bytes();
+    for v in values {
+        body.extend_from_slice(&v.to_le_bytes());
+    }
+    let header = format!("Inference-Header-Content-Length: {}\r\n", json.len());
+    (post("/v2/models/identity/infer", &header, &body), json)
+}
+
+#[test]
+fn binary_response_bytes_on_the_wire() {
+    let d = Daemon::start(&[]);
+    let (req, _) = identity_fp32(&[1.0, -2.0, 0.5, 3.25]);
+    let r = d.exchange(&req);
+    assert_eq!(r.status, 200);
+    let expected_json = r#"{"model_name":"identity","model_version":"1","outputs":[{"name":"OUTPUT0","datatype":"FP32","shape":[1,4],"parameters":{"binary_data_size":16}}]}"#;
+    assert!(r.head.starts_with("HTTP/1.1 200 OK\r\n"), "{}", r.head);
+    assert_eq!(r.header("content-type"), Some("application/octet-stream"));
+    assert_eq!(
+        r.header("inference-header-content-length"),
+        Some(&*expected_json.len().to_string())
+    );
+    assert_eq!(
+        r.header("content-length"),
+        Some(&*(expected_json.len() + 16).to_string())
+    );
+    assert_eq!(&r.body[..expected_json.len()], expected_json.as_bytes());
+    let floats: Vec<u8> = [1.0f32, -2.0, 0.5, 3.25]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    assert_eq!(&r.body[expected_json.len()..], &floats[..]);
+}
+
+#[test]
+fn several_binary_outputs_in_requested_order_with_zero_sizes() {
+    let d = Daemon::start(&[]);
+    let json = r#"{"id":"z","inputs":[{"name":"INPUT0","shape":[0,16],"datatype":"INT32","data":[]},{"name":"INPUT1","shape":[0,16],"datatype":"INT32","parameters":{"binary_data_size":0}}],"outputs":[{"name":"OUTPUT1","parameters":{"binary_data":true}},{"name":"OUTPUT0","parameters":{"binary_data":true}}]}"#;
+    let header = format!("Inference-Header-Content-Length: {}\r\n", json.len());
+    let r = d.exchange(&post("/v2/models/add_sub/infer", &header, json.as_bytes()));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.text(),
+        r#"{"id":"z","model_name":"add_sub","model_version":"1","outputs":[{"name":"OUTPUT1","datatype":"INT32","shape":[0,16],"parameters":{"binary_data_size":0}},{"name":"OUTPUT0","datatype":"INT32","shape":[0,16],"parameters":{"binary_data_size":0}}]}"#
+    );
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let d = Daemon::start(&[]);
+    let mut s = d.connect();
+    let (infer, _) = identity_fp32(&[7.0]);
+    let mut batch = b"GET /v2/health/live HTTP/1.1\r\n\r\n".to_vec();
+    batch.extend_from_slice(&infer);
+    batch.extend_from_slice(b"GET /v2/models/nope HTTP/1.1\r\n\r\nGET /v2 HTTP/1.1\r\n\r\n");
+    s.write_all(&batch).unwrap();
+    let live = read_response(&mut s);
+    assert_eq!((live.status, live.body.len()), (200, 0));
+    let infer = read_response(&mut s);
+    assert_eq!(infer.status, 200);
+    assert!(infer.body.ends_with(&7.0f32.to_le_bytes()));
+    let missing = read_response(&mut s);
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.json_error(), "unknown model 'nope'");
+    let meta = read_response(&mut s);
+    assert_eq!(meta.status, 200);
+    assert!(meta.text().contains(r#""name":"tensord""#));
+}
+
+#[test]
+fn chunked_body_and_100_continue() {
+    let d = Daemon::start(&[]);
+    let (req, json) = identity_fp32(&[1.5, 2.5]);
+    let body = &req[req.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
+    let mut s = d.connect();
+    let head = format!(
+        "POST /v2/models/identity/infer HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\nInference-Header-Content-Length: {}\r\n\r\n",
+        json.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let mut cont = [0u8; 25];
+    s.read_exact(&mut cont).unwrap();
+    assert_eq!(&cont, b"HTTP/1.1 100 Continue\r\n\r\n");
+    for piece in body.chunks(37) {
+        s.write_all(format!("{:x};ext=1\r\n", piece.len()).as_bytes())
+            .unwrap();
+        s.write_all(piece).unwrap();
+        s.write_all(b"\r\n").unwrap();
+    }
+    s.write_all(b"0\r\nX-Trailer: 1\r\n\r\n").unwrap();
+    let r = read_response(&mut s);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r
+        .body
+        .ends_with(&[1.5f32.to_le_bytes(), 2.5f32.to_le_bytes()].concat()));
+
+    // Content-Length body announced with Expect: 100-continue on the same connection.
+    let expect = format!(
+        "Expect: 100-continue\r\nInference-Header-Content-Length: {}\r\n",
+        json.len()
+    );
+    let full = post("/v2/models/identity/infer", &expect, body);
+    let split = full.len() - body.len();
+    s.write_all(&full[..split]).unwrap();
+    s.read_exact(&mut cont).unwrap();
+    assert_eq!(&cont, b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(&full[split..]).unwrap();
+    assert_eq!(read_response(&mut s).status, 200);
+}
+
+#[test]
+fn http10_and_connection_close_end_the_connection() {
+    let d = Daemon::start(&[]);
+    let mut s = d.connect();
+    s.write_all(b"GET /v2/health/live HTTP/1.0\r\n\r\n")
+        .unwrap();
+    let r = read_response(&mut s);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_closed(&mut s);
+
+    let mut s = d.connect();
+    s.write_all(b"GET /v2/health/live HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /v2/health/live HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    assert_eq!(
+        read_response(&mut s).header("connection"),
+        Some("keep-alive")
+    );
+    assert_eq!(read_response(&mut s).header("connection"), Some("close"));
+    assert_closed(&mut s);
+
+    let mut s = d.connect();
+    s.write_all(b"HEAD /v2 HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    let text = String::from_utf8(all).unwrap();
+    assert!(
+        text.starts_with("HTTP/1.1 200 OK") && text.ends_with("\r\n\r\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn raw_binary_request_with_header_zero() {
+    let d = Daemon::start(&[]);
+    let r = d.exchange(&post(
+        "/v2/models/identity/infer",
+        "Inference-Header-Content-Length: 0\r\n",
+        b"\x01\x02\x03",
+    ));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let json_len: usize = r
+        .header("inference-header-content-length")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(r.text()[..json_len]
+        .contains(r#""datatype":"UINT8","shape":[3],"parameters":{"binary_data_size":3}"#));
+    assert_eq!(&r.body[json_len..], b"\x01\x02\x03");
+
+    let r = d.exchange(&post(
+        "/v2/models/add_sub/infer",
+        "Inference-Header-Content-Length: 0\r\n",
+        &[0; 64],
+    ));
+    assert_eq!(r.status, 400);
+    assert!(r.json_error().contains("one input"));
+}
+
+/// Each malformed request gets a 4xx with a JSON error on a connection that keeps working.
+#[test]
+fn bad_requests_get_clear_errors_and_the_connection_survives() {
+    let d = Daemon::start(&[]);
+    let typed = |dt: &str, shape: &str, size: usize| {
+        format!(
+            r#"{{"inputs":[{{"name":"INPUT0","shape":{shape},"datatype":"{dt}","parameters":{{"binary_data_size":{size}}}}}]}}"#
+        )
+    };
+    let with_binary = |json: String, binary: &[u8], header_len: usize| {
+        let mut body = json.into_bytes();
+        body.extend_from_slice(binary);
+        post(
+            "/v2/models/identity/infer",
+            &format!("Inference-Header-Content-Length: {header_len}\r\n"),
+            &body,
+        )
+    };
+    let j = typed("FP32", "[1,2]", 8);
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("lying header length", with_binary(j.clone(), &[0; 8], j.len() + 100), 400, "larger than the body"),
+        ("header length inside the JSON", with_binary(j.clone(), &[0; 8], j.len() - 3), 400, "invalid inference request JSON"),
+        ("garbage header length", post("/v2/models/identity/infer", "Inference-Header-Content-Length: 12x\r\n", b"{}"), 400, "invalid Inference-Header-Content-Length"),
+        ("sizes do not add up", with_binary(j.clone(), &[0; 12], j.len()), 400, "add up to 8"),
+        ("size runs past the end", with_binary(j.clone(), &[0; 4], j.len()), 400, "runs past"),
+        ("size does not match shape", with_binary(typed("FP32", "[1,3]", 8), &[0; 8], typed("FP32", "[1,3]", 8).len()), 400, "need 12"),
+        ("overflowing shape", with_binary(typed("FP32", "[4294967296,4294967296,2]", 8), &[0; 8], typed("FP32", "[4294967296,4294967296,2]", 8).len()), 400, "more elements than fit"),
+        ("BYTES prefix past end", with_binary(typed("BYTES", "[1]", 6), &[9, 0, 0, 0, b'a', b'b'], typed("BYTES", "[1]", 6).len()), 400, "length prefix runs past"),
+        ("malformed JSON", post("/v2/models/identity/infer", "", b"{\"inputs\": [}"), 400, "invalid inference request JSON"),
+        ("unknown datatype", post("/v2/models/identity/infer", "", br#"{"inputs":[{"name":"INPUT0","shape":[1],"datatype":"FP8","data":[1]}]}"#), 400, "unknown datatype 'FP8'"),
+        ("unknown input", post("/v2/models/identity/infer", "", br#"{"inputs":[{"name":"X","shape":[1],"datatype":"FP32","data":[1]}]}"#), 400, "unknown input 'X'"),
+        ("missing input", post("/v2/models/add_sub/infer", "", br#"{"inputs":[{"name":"INPUT0","shape":[1,16],"datatype":"INT32","data":[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]}]}"#), 400, "missing input 'INPUT1'"),
+        ("unknown output", post("/v2/models/identity/infer", "", br#"{"inputs":[{"name":"INPUT0","shape":[1],"datatype":"FP32","data":[1]}],"outputs":[{"name":"NOPE"}]}"#), 400, "unknown output 'NOPE'"),
+        ("number too big for UINT8", post("/v2/models/identity/infer", "", br#"{"inputs":[{"name":"INPUT0","shape":[1],"datatype":"UINT8","data":[300]}]}"#), 400, "300 is not a valid UINT8"),
+        ("float for INT32", post("/v2/models/identity/infer", "", br#"{"inputs":[{"name":"INPUT0","shape":[1],"datatype":"INT32","data":[1.5]}]}"#), 400, "1.5 is not a valid INT32"),
+        ("JSON count mismatch", post("/v2/models/identity/infer", "", br#"{"inputs":[{"name":"INPUT0","shape":[3],"datatype":"INT32","data":[1,2]}]}"#), 400, "has 2 elements but the shape needs 3"),
+        ("data and binary both", with_binary(r#"{"inputs":[{"name":"INPUT0","shape":[1],"datatype":"INT8","data":[1],"parameters":{"binary_data_size":1}}]}"#.into(), &[1], 107), 400, "both data and binary_data_size"),
+        ("unknown model", post("/v2/models/nope/infer", "", b"{}"), 404, "unknown model 'nope'"),
+        ("unknown version", post("/v2/models/identity/versions/9/infer", "", b"{}"), 404, "unknown version '9'"),
+        ("unknown endpoint", b"GET /v2/nothing/here HTTP/1.1\r\n\r\n".to_vec(), 404, "no such endpoint"),
+        ("wrong method", b"GET /v2/models/identity/infer HTTP/1.1\r\n\r\n".to_vec(), 405, "NEEDS POST"),
+    ];
+    let mut s = d.connect();
+    for (what, request, status, message) in cases {
+        s.write_all(&request).unwrap();
+        let r = read_response(&mut s);
+        assert_eq!(r.status, status, "{what}: {}", r.text());
+        let error = r.json_error();
+        assert!(error.contains(message), "{what}: {error}");
+    }
+    d.assert_healthy();
+}
+
+/// Framing errors are answered, then the connection closes; the daemon goes on.
+#[test]
+fn limits_and_framing_errors() {
+    let d = Daemon::start(&[
+        "--max-header-bytes",
+        "512",
+        "--max-body-bytes",
+        "1000",
+        "--header-timeout",
+        "1",
+    ]);
+    let big_header = format!("GET /v2 HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(600));
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("header too large", big_header.into_bytes(), 431),
+        (
+            "body too large",
+            post("/v2/models/identity/infer", "", &[b' '; 1001]),
+            413,
+        ),
+        (
+            "huge Content-Length",
+            b"POST /v2/models/identity/infer HTTP/1.1\r\nContent-Length: 107374182400\r\n\r\n"
+                .to_vec(),
+            413,
+        ),
+        (
+            "chunked body too large",
+            b"POST /v2/models/identity/infer HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3e9\r\n"
+                .to_vec(),
+            413,
+        ),
+        (
+            "bad chunk size",
+            b"POST /v2/models/identity/infer HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nxyz\r\n"
+                .to_vec(),
+            400,
+        ),
+        (
+            "malformed head",
+            b"GET /v2 HTTP/1.1\r\nBad Header\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "smuggling",
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "unsupported coding",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n".to_vec(),
+            501,
+        ),
+        (
+            "half a head, then silence",
+            b"GET /v2 HTTP/1.1\r\nHost: x".to_vec(),
+            408,
+        ),
+    ];
+    for (what, request, status) in cases {
+        let mut s = d.connect();
+        s.write_all(&request).unwrap();
+        let r = read_response(&mut s);
+        assert_eq!(r.status, status, "{what}: {}", r.text());
+        assert!(!r.json_error().is_empty());
+        assert_eq!(r.header("connection"), Some("close"), "{what}");
+        assert_closed(&mut s);
+    }
+    d.assert_healthy();
+}
+
+#[test]
+fn large_tensor_written_from_its_buffer() {
+    // 602112 bytes each way: larger than a socket buffer, so writes are partial and resumed.
+    let d = Daemon::start(&[]);
+    let values: Vec<f32> = (0..150_528).map(|i| i as f32 * 0.5).collect();
+    let (req, _) = identity_fp32(&values);
+    let mut s = d.connect();
+    for _ in 0..3 {
+        s.write_all(&req).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let r = read_response(&mut s);
+        assert_eq!(r.status, 200);
+        let json_len: usize = r
+            .header("inference-header-content-length")
+            .unwrap()
+            .parse()
+            .unwrap();
+        let got: Vec<f32> = r.body[json_len..]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(got, values);
+    }
+}
