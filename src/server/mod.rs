@@ -16,6 +16,7 @@ use monoio::net::{ListenerOpts, TcpListener};
 pub use connection::Timeouts;
 pub use driver::IoDriver;
 pub use shutdown::ShutdownSignal;
+pub use vectored::{write_all_vectored, IoParts};
 
 use crate::http::Limits;
 use crate::protocol::Service;
