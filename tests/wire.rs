@@ -68,10 +68,40 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    fn terminate(&self) {
+        unsafe { libc_kill(self.child.id() as i32, 15) };
+    }
+
+    /// Waits up to `limit` for the daemon to exit; `None` if it is still running.
+    fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
-        unsafe { libc_kill(self.child.id() as i32, 15) };
+        self.terminate();
         let _ = self.child.wait();
+    }
+}
+
+/// Both io drivers where the kernel allows io_uring, else epoll alone.
+fn drivers() -> Vec<&'static str> {
+    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .is_ok_and(|v| v.trim() != "0");
+    if disabled {
+        eprintln!("io_uring is disabled on this kernel: testing the epoll driver only");
+        vec!["epoll"]
+    } else {
+        vec!["epoll", "uring"]
     }
 }
 
@@ -214,7 +244,12 @@ fn several_binary_outputs_in_requested_order_with_zero_sizes() {
 
 #[test]
 fn pipelined_requests_are_answered_in_order() {
-    let d = Daemon::start(&[]);
+    for driver in drivers() {
+        pipelined_requests(Daemon::start(&["--io-driver", driver]));
+    }
+}
+
+fn pipelined_requests(d: Daemon) {
     let mut s = d.connect();
     let (infer, _) = identity_fp32(&[7.0]);
     let mut batch = b"GET /v2/health/live HTTP/1.1\r\n\r\n".to_vec();
@@ -236,7 +271,12 @@ fn pipelined_requests_are_answered_in_order() {
 
 #[test]
 fn chunked_body_and_100_continue() {
-    let d = Daemon::start(&[]);
+    for driver in drivers() {
+        chunked_and_continue(Daemon::start(&["--io-driver", driver]));
+    }
+}
+
+fn chunked_and_continue(d: Daemon) {
     let (req, json) = identity_fp32(&[1.5, 2.5]);
     let body = &req[req.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
     let mut s = d.connect();
@@ -459,8 +499,13 @@ fn limits_and_framing_errors() {
 
 #[test]
 fn large_tensor_written_from_its_buffer() {
-    // 602112 bytes each way: larger than a socket buffer, so writes are partial and resumed.
-    let d = Daemon::start(&[]);
+    for driver in drivers() {
+        large_tensor(Daemon::start(&["--io-driver", driver]));
+    }
+}
+
+/// 602112 bytes each way: larger than a socket buffer, so writes are partial and resumed.
+fn large_tensor(d: Daemon) {
     let values: Vec<f32> = (0..150_528).map(|i| i as f32 * 0.5).collect();
     let (req, _) = identity_fp32(&values);
     let mut s = d.connect();
@@ -480,4 +525,36 @@ fn large_tensor_written_from_its_buffer() {
             .collect();
         assert_eq!(got, values);
     }
+}
+
+#[test]
+fn sigterm_finishes_requests_in_progress_and_closes_idle_connections() {
+    let mut d = Daemon::start(&[]);
+    let mut idle = d.connect();
+    let mut busy = d.connect();
+    let (req, _) = identity_fp32(&[1.0, 2.0, 3.0]);
+    let (first, last) = req.split_at(req.len() - 4);
+    busy.write_all(first).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    d.terminate();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        d.wait_exit(Duration::ZERO).is_none(),
+        "exited with a request in progress"
+    );
+    busy.write_all(last).unwrap();
+    let r = read_response(&mut busy);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.body.ends_with(&3.0f32.to_le_bytes()));
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_closed(&mut busy);
+    let status = d
+        .wait_exit(Duration::from_secs(10))
+        .expect("still running 10 s after SIGTERM");
+    assert!(status.success(), "{status}");
+    let mut rest = Vec::new();
+    assert!(
+        matches!(idle.read_to_end(&mut rest), Ok(0) | Err(_)),
+        "idle connection left open"
+    );
 }
