@@ -219,26 +219,21 @@ mod tests {
                 version: "4".into()
             })
         );
-        let typo = repo
-            .get("typo", None)
-            .unwrap()
-            .state
-            .as_ref()
-            .err()
-            .unwrap()
-            .clone();
+        let reason = |name| {
+            repo.get(name, None)
+                .unwrap()
+                .state
+                .as_ref()
+                .err()
+                .unwrap()
+                .clone()
+        };
+        let typo = reason("typo");
         assert!(
             typo.contains("config.toml") && typo.contains("builtn"),
             "{typo}"
         );
-        let nope = repo
-            .get("nope", None)
-            .unwrap()
-            .state
-            .as_ref()
-            .err()
-            .unwrap()
-            .clone();
+        let nope = reason("nope");
         assert!(
             nope.contains("backend") && nope.contains("tensorflow"),
             "{nope}"
