@@ -31,7 +31,7 @@ fn run(args: &Args) -> Result<(), String> {
     // and delivery goes to the signal iterator.
     let mut signals =
         Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot handle signals: {e}"))?;
-    let repository = Repository::load(&args.model_repository)?;
+    let repository = Repository::open(&args.model_repository)?;
     let service = Arc::new(Service::new(repository, args.max_tensor_elements));
     let server = Server::start(config, service.clone())?;
     if let Some(signal) = signals.forever().next() {

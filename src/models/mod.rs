@@ -1,8 +1,19 @@
-//! Models: the `Model` interface, the on-disk repository and the backends behind it.
+//! Models: the `Model` interface, configs, the on-disk repository and the backends behind it.
 
-mod builtin;
+mod backends;
+mod candle_io;
+mod config;
+mod executor;
 mod model;
+mod pbtxt;
 mod repository;
 
+#[cfg(feature = "onnx")]
+pub use backends::onnx_rewrite::REWRITTEN_OPS;
+pub use backends::LoadedVersion;
+pub use config::{
+    Activation, Architecture, DeviceChoice, ModelConfig, TensorConfig, VersionPolicy,
+};
+pub use executor::Executor;
 pub use model::{Model, ModelError, ModelErrorKind, TensorSpec};
-pub use repository::{LookupError, Repository, ServedModel};
+pub use repository::{IndexEntry, LookupError, ModelVersion, Repository, ServedModel};

@@ -1,32 +1,80 @@
-//! The model repository: one folder per model, `config.toml` inside, numbered version folders.
+//! The model repository: one folder per model, `config.toml` (or `config.pbtxt`) inside,
+//! numbered version folders beside it. Models can be loaded and unloaded while serving:
+//! the set of models is swapped whole, so a request sees either the old model or the new one.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-use serde::Deserialize;
+use arc_swap::ArcSwap;
 
-use super::builtin::{builtin, BUILTIN_NAMES};
-use super::{Model, TensorSpec};
+use super::backends::{load_version, LoadedVersion};
+use super::config::ModelConfig;
 
-/// A model as the server sees it: its description and, when it loaded, the runnable model.
+/// A model as the server sees it: its config and each version it serves.
 pub struct ServedModel {
     pub name: String,
-    /// Versions served, ascending; a model folder without version folders serves "1".
-    pub versions: Vec<u64>,
-    pub platform: String,
-    pub inputs: Vec<TensorSpec>,
-    pub outputs: Vec<TensorSpec>,
-    pub state: Result<Box<dyn Model>, String>,
+    pub config: ModelConfig,
+    /// Ascending by version.
+    pub versions: Vec<ModelVersion>,
+    /// Why the model as a whole could not load (bad config, no versions).
+    pub error: Option<String>,
+}
+
+pub struct ModelVersion {
+    pub version: u64,
+    pub state: Result<LoadedVersion, String>,
 }
 
 impl ServedModel {
     pub fn is_ready(&self) -> bool {
-        self.state.is_ok()
+        self.error.is_none()
+            && !self.versions.is_empty()
+            && self.versions.iter().all(|v| v.state.is_ok())
     }
 
-    pub fn latest_version(&self) -> u64 {
-        self.versions.last().copied().unwrap_or(1)
+    /// Why the model (or one of its versions) is not ready.
+    pub fn reason(&self) -> Option<String> {
+        if let Some(e) = &self.error {
+            return Some(e.clone());
+        }
+        self.versions.iter().find_map(|v| {
+            v.state
+                .as_ref()
+                .err()
+                .map(|e| format!("version {}: {e}", v.version))
+        })
+    }
+
+    /// The version a request names, or the newest ready one.
+    pub fn version(&self, version: Option<&str>) -> Result<(u64, &LoadedVersion), LookupError> {
+        let not_ready = |reason: String| LookupError::NotReady {
+            model: self.name.clone(),
+            reason,
+        };
+        let Some(wanted) = version else {
+            return self
+                .versions
+                .iter()
+                .rev()
+                .find_map(|v| v.state.as_ref().ok().map(|loaded| (v.version, loaded)))
+                .ok_or_else(|| {
+                    not_ready(self.reason().unwrap_or_else(|| "no version loaded".into()))
+                });
+        };
+        let found = wanted
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| self.versions.iter().find(|v| v.version == n))
+            .ok_or_else(|| LookupError::UnknownVersion {
+                model: self.name.clone(),
+                version: wanted.to_string(),
+            })?;
+        match &found.state {
+            Ok(loaded) => Ok((found.version, loaded)),
+            Err(e) => Err(not_ready(format!("version {}: {e}", found.version))),
+        }
     }
 }
 
@@ -34,6 +82,7 @@ impl ServedModel {
 pub enum LookupError {
     UnknownModel(String),
     UnknownVersion { model: String, version: String },
+    NotReady { model: String, reason: String },
 }
 
 impl fmt::Display for LookupError {
@@ -43,124 +92,213 @@ impl fmt::Display for LookupError {
             LookupError::UnknownVersion { model, version } => {
                 write!(f, "unknown version '{version}' of model '{model}'")
             }
+            LookupError::NotReady { model, reason } => {
+                write!(f, "model '{model}' is not ready: {reason}")
+            }
         }
     }
 }
 
-#[derive(Default)]
+/// One row of the repository index.
+#[derive(Debug, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub name: String,
+    pub version: Option<u64>,
+    pub ready: bool,
+    pub reason: Option<String>,
+}
+
 pub struct Repository {
-    models: BTreeMap<String, ServedModel>,
+    dir: PathBuf,
+    models: ArcSwap<BTreeMap<String, Arc<ServedModel>>>,
+    /// Serialises loads and unloads (readers never wait on it).
+    changing: Mutex<()>,
 }
 
 impl Repository {
     /// Loads every model folder under `dir`. A model that fails to load is kept, not ready,
     /// with the reason; only an unreadable `dir` is an error.
-    pub fn load(dir: &Path) -> Result<Repository, String> {
-        let entries = std::fs::read_dir(dir)
-            .map_err(|e| format!("cannot read model repository {}: {e}", dir.display()))?;
-        let mut repository = Repository::default();
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if !path.is_dir() {
-                continue;
-            }
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let model = load_model(&name, &path);
-            match &model.state {
-                Ok(_) => tracing::info!(model = %name, versions = ?model.versions, "model loaded"),
-                Err(reason) => tracing::error!(model = %name, "model not loaded: {reason}"),
-            }
-            repository.models.insert(name, model);
+    pub fn open(dir: &Path) -> Result<Repository, String> {
+        let mut models = BTreeMap::new();
+        for name in model_folders(dir)? {
+            let model = load_model(dir, &name);
+            models.insert(name, Arc::new(model));
         }
-        Ok(repository)
+        Ok(Repository {
+            dir: dir.to_path_buf(),
+            models: ArcSwap::from_pointee(models),
+            changing: Mutex::new(()),
+        })
     }
 
-    pub fn models(&self) -> impl Iterator<Item = &ServedModel> {
-        self.models.values()
-    }
-
-    /// Finds a model, and checks `version` (when given) is one it serves.
-    pub fn get(&self, name: &str, version: Option<&str>) -> Result<&ServedModel, LookupError> {
-        let model = self
-            .models
+    pub fn get(&self, name: &str) -> Result<Arc<ServedModel>, LookupError> {
+        self.models
+            .load()
             .get(name)
-            .ok_or_else(|| LookupError::UnknownModel(name.to_string()))?;
-        if let Some(version) = version {
-            let known = version
-                .parse::<u64>()
-                .is_ok_and(|v| model.versions.contains(&v));
-            if !known {
-                return Err(LookupError::UnknownVersion {
-                    model: name.to_string(),
-                    version: version.to_string(),
-                });
-            }
-        }
-        Ok(model)
+            .cloned()
+            .ok_or_else(|| LookupError::UnknownModel(name.to_string()))
+    }
+
+    pub fn models(&self) -> Vec<Arc<ServedModel>> {
+        self.models.load().values().cloned().collect()
     }
 
     pub fn all_ready(&self) -> bool {
-        self.models.values().all(ServedModel::is_ready)
+        self.models.load().values().all(|m| m.is_ready())
+    }
+
+    /// Every model folder on disk, with the state of what is loaded from it.
+    pub fn index(&self) -> Result<Vec<IndexEntry>, String> {
+        let loaded = self.models.load();
+        let mut entries = Vec::new();
+        for name in model_folders(&self.dir)? {
+            let Some(model) = loaded.get(&name) else {
+                entries.push(IndexEntry {
+                    name,
+                    version: None,
+                    ready: false,
+                    reason: Some("unloaded".into()),
+                });
+                continue;
+            };
+            if let Some(error) = &model.error {
+                entries.push(IndexEntry {
+                    name,
+                    version: None,
+                    ready: false,
+                    reason: Some(error.clone()),
+                });
+                continue;
+            }
+            for v in &model.versions {
+                entries.push(IndexEntry {
+                    name: name.clone(),
+                    version: Some(v.version),
+                    ready: v.state.is_ok(),
+                    reason: v.state.as_ref().err().cloned(),
+                });
+            }
+        }
+        Ok(entries)
+    }
+
+    /// (Re)loads a model from disk. The model already serving keeps serving until the new one
+    /// is ready, and keeps serving if the new one fails (the error is returned).
+    /// Blocking: run it off the io threads.
+    pub fn load(&self, name: &str) -> Result<(), String> {
+        let _one_at_a_time = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.dir.join(name).is_dir() || name.contains('/') || name.starts_with('.') {
+            return Err(format!(
+                "no model folder '{name}' in {}",
+                self.dir.display()
+            ));
+        }
+        let model = load_model(&self.dir, name);
+        if let (false, Some(reason)) = (model.is_ready(), model.reason()) {
+            if self.get(name).is_ok_and(|old| old.is_ready()) {
+                return Err(format!("model '{name}' kept serving its loaded versions; the new load failed: {reason}"));
+            }
+            self.insert(name, model);
+            return Err(format!("model '{name}' failed to load: {reason}"));
+        }
+        self.insert(name, model);
+        Ok(())
+    }
+
+    fn insert(&self, name: &str, model: ServedModel) {
+        let mut models = BTreeMap::clone(&self.models.load());
+        models.insert(name.to_string(), Arc::new(model));
+        self.models.store(Arc::new(models));
+    }
+
+    /// Stops serving a model; requests already running finish on it.
+    pub fn unload(&self, name: &str) -> Result<(), LookupError> {
+        let _one_at_a_time = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut models = BTreeMap::clone(&self.models.load());
+        models
+            .remove(name)
+            .ok_or_else(|| LookupError::UnknownModel(name.to_string()))?;
+        self.models.store(Arc::new(models));
+        tracing::info!(model = name, "model unloaded");
+        Ok(())
     }
 }
 
-/// `config.toml` of one model.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ModelConfig {
-    backend: String,
-    /// For `backend = "builtin"`: which built-in model (default: the folder name).
-    builtin: Option<String>,
+/// The sub-folders of the repository, by name.
+fn model_folders(dir: &Path) -> Result<Vec<String>, String> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read model repository {}: {e}", dir.display()))?;
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|name| !name.starts_with('.'))
+        .collect();
+    names.sort();
+    Ok(names)
 }
 
-fn load_model(name: &str, dir: &Path) -> ServedModel {
+/// Reads a model folder: its config, then each version the policy selects.
+fn load_model(repository: &Path, name: &str) -> ServedModel {
+    let dir = repository.join(name);
     let mut model = ServedModel {
         name: name.to_string(),
-        versions: version_folders(dir),
-        platform: String::new(),
-        inputs: Vec::new(),
-        outputs: Vec::new(),
-        state: Err(String::new()),
+        config: ModelConfig::default(),
+        versions: Vec::new(),
+        error: None,
     };
-    let config_path = dir.join("config.toml");
-    let config = std::fs::read_to_string(&config_path)
-        .map_err(|e| e.to_string())
-        .and_then(|text| toml::from_str::<ModelConfig>(&text).map_err(|e| e.to_string()));
-    let config = match config {
-        Ok(config) => config,
+    let config = ModelConfig::load(&dir).and_then(|c| {
+        c.validate()
+            .map_err(|e| format!("{}: {e}", config_file(&dir).display()))?;
+        Ok(c)
+    });
+    match config {
+        Ok(config) => model.config = config,
         Err(e) => {
-            model.state = Err(format!("{}: {}", config_path.display(), e.trim_end()));
+            tracing::error!(model = name, "model not loaded: {e}");
+            model.error = Some(e);
             return model;
         }
+    }
+    let on_disk = version_folders(&dir);
+    // A built-in model needs no files: without version folders it serves version 1.
+    let selected = match (on_disk.is_empty(), model.config.backend == "builtin") {
+        (true, true) => vec![1],
+        _ => model.config.version_policy.select(&on_disk),
     };
-    model.platform = config.backend.clone();
-    if config.backend != "builtin" {
-        model.state = Err(format!(
-            "{}: key 'backend': unknown backend '{}' (available: builtin)",
-            config_path.display(),
-            config.backend
-        ));
+    if selected.is_empty() {
+        let e = format!(
+            "{}: no version folder matches the version policy",
+            dir.display()
+        );
+        tracing::error!(model = name, "model not loaded: {e}");
+        model.error = Some(e);
         return model;
     }
-    let which = config.builtin.as_deref().unwrap_or(name);
-    match builtin(which) {
-        Some(b) => {
-            model.inputs = b.inputs;
-            model.outputs = b.outputs;
-            model.state = Ok(b.model);
+    for version in selected {
+        let state = load_version(name, &model.config, &dir.join(version.to_string()))
+            .map_err(|e| format!("{}: {e}", config_file(&dir).display()));
+        match &state {
+            Ok(_) => {
+                tracing::info!(model = name, version, backend = %model.config.backend, "model loaded")
+            }
+            Err(e) => tracing::error!(model = name, version, "version not loaded: {e}"),
         }
-        None => {
-            model.state = Err(format!(
-                "{}: key 'builtin': unknown built-in model '{which}' (available: {})",
-                config_path.display(),
-                BUILTIN_NAMES.join(", ")
-            ))
-        }
+        model.versions.push(ModelVersion { version, state });
     }
     model
 }
 
-/// The numbered sub-folders of a model folder, ascending; `[1]` when there are none.
+fn config_file(dir: &Path) -> PathBuf {
+    let toml = dir.join("config.toml");
+    if toml.exists() {
+        toml
+    } else {
+        dir.join("config.pbtxt")
+    }
+}
+
+/// The numbered sub-folders of a model folder, ascending.
 fn version_folders(dir: &Path) -> Vec<u64> {
     let mut versions: Vec<u64> = std::fs::read_dir(dir)
         .into_iter()
@@ -170,9 +308,6 @@ fn version_folders(dir: &Path) -> Vec<u64> {
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
         .collect();
     versions.sort_unstable();
-    if versions.is_empty() {
-        versions.push(1);
-    }
     versions
 }
 
@@ -193,7 +328,7 @@ mod tests {
         write(
             &dir,
             "echo",
-            "backend = \"builtin\"\nbuiltin = \"identity\"\n",
+            "backend = \"builtin\"\nbuiltin = \"identity\"\nversion_policy = { all = true }\n",
         );
         std::fs::create_dir_all(dir.join("echo/3")).unwrap();
         std::fs::create_dir_all(dir.join("echo/12")).unwrap();
@@ -203,31 +338,32 @@ mod tests {
             "backend = \"builtin\"\nbuiltn = \"identity\"\n",
         );
         write(&dir, "nope", "backend = \"tensorflow\"\n");
-        let repo = Repository::load(&dir).unwrap();
+        write(
+            &dir,
+            "pinned",
+            "backend = \"builtin\"\nbuiltin = \"identity\"\nversion_policy = { specific = [4] }\n",
+        );
+        std::fs::create_dir_all(dir.join("pinned/3")).unwrap();
+        let repo = Repository::open(&dir).unwrap();
 
-        let add_sub = repo.get("add_sub", None).unwrap();
+        let add_sub = repo.get("add_sub").unwrap();
         assert!(add_sub.is_ready());
-        assert_eq!(add_sub.versions, vec![1]);
-        assert_eq!(add_sub.inputs.len(), 2);
-        let echo = repo.get("echo", Some("12")).unwrap();
-        assert_eq!(echo.versions, vec![3, 12]);
-        assert_eq!(echo.latest_version(), 12);
+        assert_eq!(add_sub.version(None).unwrap().0, 1);
+        let echo = repo.get("echo").unwrap();
         assert_eq!(
-            repo.get("echo", Some("4")).err(),
+            echo.versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+            vec![3, 12]
+        );
+        assert_eq!(echo.version(None).unwrap().0, 12);
+        assert_eq!(echo.version(Some("3")).unwrap().0, 3);
+        assert_eq!(
+            echo.version(Some("4")).err(),
             Some(LookupError::UnknownVersion {
                 model: "echo".into(),
                 version: "4".into()
             })
         );
-        let reason = |name| {
-            repo.get(name, None)
-                .unwrap()
-                .state
-                .as_ref()
-                .err()
-                .unwrap()
-                .clone()
-        };
+        let reason = |name| repo.get(name).unwrap().reason().unwrap();
         let typo = reason("typo");
         assert!(
             typo.contains("config.toml") && typo.contains("builtn"),
@@ -235,14 +371,46 @@ mod tests {
         );
         let nope = reason("nope");
         assert!(
-            nope.contains("backend") && nope.contains("tensorflow"),
+            nope.contains("key 'backend'") && nope.contains("tensorflow"),
             "{nope}"
         );
+        assert!(reason("pinned").contains("version policy"));
         assert!(!repo.all_ready());
         assert!(matches!(
-            repo.get("missing", None),
+            repo.get("missing"),
             Err(LookupError::UnknownModel(_))
         ));
+
+        let index = repo.index().unwrap();
+        assert_eq!(index.len(), 6);
+        assert_eq!(
+            index[1],
+            IndexEntry {
+                name: "echo".into(),
+                version: Some(3),
+                ready: true,
+                reason: None
+            }
+        );
+
+        // Unload, then load again from disk; a failed reload keeps the old model serving.
+        repo.unload("echo").unwrap();
+        assert!(repo.get("echo").is_err());
+        assert_eq!(repo.index().unwrap()[1].reason.as_deref(), Some("unloaded"));
+        repo.load("echo").unwrap();
+        assert!(repo.get("echo").unwrap().is_ready());
+        write(
+            &dir,
+            "echo",
+            "backend = \"builtin\"\nbuiltin = \"nothing\"\n",
+        );
+        let err = repo.load("echo").unwrap_err();
+        assert!(
+            err.contains("kept serving") && err.contains("nothing"),
+            "{err}"
+        );
+        assert!(repo.get("echo").unwrap().is_ready());
+        assert!(repo.load("../etc").is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

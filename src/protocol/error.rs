@@ -29,6 +29,13 @@ impl ProtocolError {
         }
     }
 
+    pub fn internal(message: impl Into<String>) -> ProtocolError {
+        ProtocolError {
+            status: 500,
+            message: message.into(),
+        }
+    }
+
     /// A tensor error about one named input or output.
     pub fn tensor(what: &str, name: &str, error: TensorError) -> ProtocolError {
         ProtocolError::bad_request(format!("{what} '{name}': {error}"))
@@ -47,8 +54,12 @@ impl fmt::Display for ProtocolError {
 
 impl From<LookupError> for ProtocolError {
     fn from(e: LookupError) -> ProtocolError {
+        let status = match e {
+            LookupError::NotReady { .. } => 503,
+            LookupError::UnknownModel(_) | LookupError::UnknownVersion { .. } => 404,
+        };
         ProtocolError {
-            status: 404,
+            status,
             message: e.to_string(),
         }
     }

@@ -1,11 +1,16 @@
-//! Server and model metadata documents.
+//! Server metadata, model metadata, model configuration and repository index documents.
 
 use serde_json::{json, Value};
 
-use crate::models::{ServedModel, TensorSpec};
+use crate::models::{IndexEntry, LoadedVersion, ServedModel, TensorSpec, VersionPolicy};
 
 /// Extensions this server implements, as listed in server metadata.
-pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "parameters"];
+pub const EXTENSIONS: &[&str] = &[
+    "binary_tensor_data",
+    "parameters",
+    "model_repository",
+    "model_configuration",
+];
 
 pub fn server_metadata() -> Value {
     json!({
@@ -15,17 +20,26 @@ pub fn server_metadata() -> Value {
     })
 }
 
-/// Model metadata; a model that failed to load says why in `state`/`reason`.
-pub fn model_metadata(model: &ServedModel) -> Value {
-    let versions: Vec<String> = model.versions.iter().map(u64::to_string).collect();
+fn version_names(model: &ServedModel) -> Vec<String> {
+    model
+        .versions
+        .iter()
+        .map(|v| v.version.to_string())
+        .collect()
+}
+
+/// Model metadata of `loaded` (the version asked for, or the default one); a model that is not
+/// ready says why in `state`/`reason`.
+pub fn model_metadata(model: &ServedModel, loaded: Option<&LoadedVersion>) -> Value {
+    let (inputs, outputs) = loaded.map_or((&[][..], &[][..]), |l| (&l.inputs[..], &l.outputs[..]));
     let mut doc = json!({
         "name": model.name,
-        "versions": versions,
-        "platform": model.platform,
-        "inputs": model.inputs.iter().map(tensor_metadata).collect::<Vec<_>>(),
-        "outputs": model.outputs.iter().map(tensor_metadata).collect::<Vec<_>>(),
+        "versions": version_names(model),
+        "platform": model.config.backend,
+        "inputs": inputs.iter().map(tensor_metadata).collect::<Vec<_>>(),
+        "outputs": outputs.iter().map(tensor_metadata).collect::<Vec<_>>(),
     });
-    if let Err(reason) = &model.state {
+    if let Some(reason) = model.reason() {
         doc["state"] = json!("UNAVAILABLE");
         doc["reason"] = json!(reason);
     }
@@ -39,4 +53,78 @@ fn tensor_metadata(spec: &TensorSpec) -> Value {
         "datatype": spec.datatype.map_or("ANY", |dt| dt.as_str()),
         "shape": spec.dims.clone().unwrap_or_else(|| vec![-1]),
     })
+}
+
+/// The model configuration in Triton's JSON shape, so Triton tools can read it: dims without
+/// the batch dimension when the model batches, `TYPE_` datatypes, instance groups.
+pub fn model_config(model: &ServedModel, loaded: Option<&LoadedVersion>) -> Value {
+    let config = &model.config;
+    let batching = config.max_batch_size > 0;
+    let tensors = |specs: &[TensorSpec]| -> Vec<Value> {
+        specs
+            .iter()
+            .map(|spec| {
+                let dims = spec.dims.clone().unwrap_or_else(|| vec![-1]);
+                let dims = if batching { dims.get(1..).unwrap_or(&[]).to_vec() } else { dims };
+                json!({
+                    "name": spec.name,
+                    "data_type": spec.datatype.map_or("TYPE_INVALID".to_string(), |dt| match dt.as_str() {
+                        "BYTES" => "TYPE_STRING".to_string(),
+                        other => format!("TYPE_{other}"),
+                    }),
+                    "dims": dims,
+                })
+            })
+            .collect()
+    };
+    let (inputs, outputs) = loaded.map_or((vec![], vec![]), |l| {
+        (tensors(&l.inputs), tensors(&l.outputs))
+    });
+    let instance_group = match config.device() {
+        Ok(crate::models::DeviceChoice::Cuda(gpu)) => {
+            json!([{ "count": config.instance_count, "kind": "KIND_GPU", "gpus": [gpu] }])
+        }
+        _ => json!([{ "count": config.instance_count, "kind": "KIND_CPU" }]),
+    };
+    let version_policy = match &config.version_policy {
+        VersionPolicy::Latest(n) => json!({ "latest": { "num_versions": n } }),
+        VersionPolicy::All(_) => json!({ "all": {} }),
+        VersionPolicy::Specific(v) => json!({ "specific": { "versions": v } }),
+    };
+    let mut doc = json!({
+        "name": model.name,
+        "platform": config.backend,
+        "backend": config.backend,
+        "max_batch_size": config.max_batch_size,
+        "input": inputs,
+        "output": outputs,
+        "instance_group": instance_group,
+        "version_policy": version_policy,
+    });
+    if let Some(file) = &config.default_model_filename {
+        doc["default_model_filename"] = json!(file);
+    }
+    doc
+}
+
+/// The repository index in Triton's shape: name, version, state, reason.
+pub fn repository_index(entries: &[IndexEntry], ready_only: bool) -> Value {
+    let rows: Vec<Value> = entries
+        .iter()
+        .filter(|e| e.ready || !ready_only)
+        .map(|e| {
+            let mut row = json!({
+                "name": e.name,
+                "state": if e.ready { "READY" } else { "UNAVAILABLE" },
+            });
+            if let Some(v) = e.version {
+                row["version"] = json!(v.to_string());
+            }
+            if let Some(reason) = &e.reason {
+                row["reason"] = json!(reason);
+            }
+            row
+        })
+        .collect();
+    Value::Array(rows)
 }

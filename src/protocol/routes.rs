@@ -12,7 +12,11 @@ pub enum Route<'a> {
     Ready,
     ModelMetadata(ModelRef<'a>),
     ModelReady(ModelRef<'a>),
+    ModelConfig(ModelRef<'a>),
     Infer(ModelRef<'a>),
+    RepositoryIndex,
+    Load(Cow<'a, str>),
+    Unload(Cow<'a, str>),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -24,7 +28,9 @@ pub struct ModelRef<'a> {
 impl Route<'_> {
     pub fn method(&self) -> Method {
         match self {
-            Route::Infer(_) => Method::Post,
+            Route::Infer(_) | Route::RepositoryIndex | Route::Load(_) | Route::Unload(_) => {
+                Method::Post
+            }
             _ => Method::Get,
         }
     }
@@ -44,6 +50,11 @@ pub fn route(path: &str) -> Result<Option<Route<'_>>, ProtocolError> {
         ["models", m] => Route::ModelMetadata(model(m, None)?),
         ["models", m, "ready"] => Route::ModelReady(model(m, None)?),
         ["models", m, "infer"] => Route::Infer(model(m, None)?),
+        ["models", m, "config"] => Route::ModelConfig(model(m, None)?),
+        ["models", m, "versions", v, "config"] => Route::ModelConfig(model(m, Some(v))?),
+        ["repository", "index"] => Route::RepositoryIndex,
+        ["repository", "models", m, "load"] => Route::Load(percent_decode(m)?),
+        ["repository", "models", m, "unload"] => Route::Unload(percent_decode(m)?),
         ["models", m, "versions", v] => Route::ModelMetadata(model(m, Some(v))?),
         ["models", m, "versions", v, "ready"] => Route::ModelReady(model(m, Some(v))?),
         ["models", m, "versions", v, "infer"] => Route::Infer(model(m, Some(v))?),
@@ -106,6 +117,18 @@ mod tests {
             Some(Route::ModelReady(model("m", None)))
         );
         assert_eq!(route("/v2/models/m/stats/x").unwrap(), None);
+        assert_eq!(
+            route("/v2/repository/index").unwrap(),
+            Some(Route::RepositoryIndex)
+        );
+        assert_eq!(
+            route("/v2/repository/models/a%2Fb/unload").unwrap(),
+            Some(Route::Unload(Cow::Owned("a/b".into())))
+        );
+        assert_eq!(
+            route("/v2/models/m/versions/2/config").unwrap(),
+            Some(Route::ModelConfig(model("m", Some("2"))))
+        );
         assert_eq!(route("/v1/models/m").unwrap(), None);
         assert_eq!(route("/v2/models/%zz").unwrap_err().status, 400);
         assert_eq!(route("/v2/models/%ff").unwrap_err().status, 400);

@@ -1,20 +1,21 @@
 //! The V2 service: a complete HTTP request in, a response out. No I/O happens here.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::infer_request::{decode_infer_request, decode_raw_request, header_length, InferRequest};
 use super::infer_response::{encode_infer_response, ResponseOutput};
-use super::metadata::{model_metadata, server_metadata};
+use super::metadata::{model_config, model_metadata, repository_index, server_metadata};
 use super::routes::{route, ModelRef, Route};
 use super::ProtocolError;
 use crate::http::{Method, Request, Response};
-use crate::models::{Repository, ServedModel};
+use crate::models::{LoadedVersion, Repository, ServedModel};
 use crate::tensors::Tensor;
 
 pub struct Service {
-    repository: Repository,
+    repository: Arc<Repository>,
     max_tensor_elements: u64,
     draining: AtomicBool,
 }
@@ -22,7 +23,7 @@ pub struct Service {
 impl Service {
     pub fn new(repository: Repository, max_tensor_elements: u64) -> Service {
         Service {
-            repository,
+            repository: Arc::new(repository),
             max_tensor_elements,
             draining: AtomicBool::new(false),
         }
@@ -41,12 +42,13 @@ impl Service {
         &self.repository
     }
 
-    pub fn handle(&self, request: &Request) -> Response {
+    pub async fn handle(&self, request: &Request) -> Response {
         self.dispatch(request)
+            .await
             .unwrap_or_else(ProtocolError::into_response)
     }
 
-    fn dispatch(&self, request: &Request) -> Result<Response, ProtocolError> {
+    async fn dispatch(&self, request: &Request) -> Result<Response, ProtocolError> {
         let Some(route) = route(request.head.path())? else {
             return Err(ProtocolError {
                 status: 404,
@@ -70,93 +72,154 @@ impl Service {
             Route::Ready if self.is_ready() => Ok(empty_ok()),
             Route::Ready => Err(ProtocolError::unavailable("server is not ready")),
             Route::ModelMetadata(m) => {
-                let model = self.lookup(&m)?;
-                Ok(json_response(model_metadata(model).to_string()))
+                let model = self.repository.get(&m.name)?;
+                let loaded = version_for_description(&model, &m)?;
+                Ok(json_response(model_metadata(&model, loaded).to_string()))
+            }
+            Route::ModelConfig(m) => {
+                let model = self.repository.get(&m.name)?;
+                let loaded = version_for_description(&model, &m)?;
+                Ok(json_response(model_config(&model, loaded).to_string()))
             }
             Route::ModelReady(m) => {
-                let model = self.lookup(&m)?;
-                match &model.state {
-                    Ok(_) => Ok(empty_ok()),
-                    Err(reason) => Err(not_ready(model, reason)),
+                let model = self.repository.get(&m.name)?;
+                model.version(m.version.as_deref())?;
+                match model.reason() {
+                    None => Ok(empty_ok()),
+                    Some(reason) => Err(ProtocolError::unavailable(format!(
+                        "model '{}' is not ready: {reason}",
+                        model.name
+                    ))),
                 }
             }
             Route::Infer(m) => {
-                let model = self.lookup(&m)?;
-                let version = match &m.version {
-                    Some(v) => v.parse().unwrap_or(0),
-                    None => model.latest_version(),
-                };
-                self.infer(model, version, request)
+                let model = self.repository.get(&m.name)?;
+                let (version, loaded) = model.version(m.version.as_deref())?;
+                self.infer(&model, version, loaded, request).await
+            }
+            Route::RepositoryIndex => {
+                let ready_only = index_ready_filter(&request.body)?;
+                let entries = self.repository.index().map_err(ProtocolError::internal)?;
+                Ok(json_response(
+                    repository_index(&entries, ready_only).to_string(),
+                ))
+            }
+            Route::Load(name) => {
+                let (repository, name) = (self.repository.clone(), name.into_owned());
+                off_thread(move || repository.load(&name))
+                    .await?
+                    .map_err(ProtocolError::bad_request)?;
+                Ok(empty_ok())
+            }
+            Route::Unload(name) => {
+                self.repository.unload(&name)?;
+                Ok(empty_ok())
             }
         }
     }
 
-    fn lookup(&self, m: &ModelRef) -> Result<&ServedModel, ProtocolError> {
-        Ok(self.repository.get(&m.name, m.version.as_deref())?)
-    }
-
-    fn infer(
+    async fn infer(
         &self,
         model: &ServedModel,
         version: u64,
+        loaded: &LoadedVersion,
         request: &Request,
     ) -> Result<Response, ProtocolError> {
-        let runnable = model
-            .state
-            .as_ref()
-            .map_err(|reason| not_ready(model, reason))?;
         let body = &request.body;
         let header_len = request
             .head
             .header("inference-header-content-length")
             .map(header_length)
             .transpose()?;
-        let infer_request = match (header_len, model.inputs.as_slice()) {
+        let infer_request = match (header_len, loaded.inputs.as_slice()) {
             (Some(0), [only]) => decode_raw_request(body, only, self.max_tensor_elements)?,
             (Some(0), _) => {
                 return Err(ProtocolError::bad_request(format!(
                     "a raw binary request (Inference-Header-Content-Length: 0) needs a model with \
                      one input; '{}' has {}",
                     model.name,
-                    model.inputs.len()
+                    loaded.inputs.len()
                 )))
             }
             (len, _) => decode_infer_request(body, len, self.max_tensor_elements)?,
         };
-        let inputs = arrange_inputs(model, &infer_request)?;
-        let outputs = runnable.execute(&inputs)?;
-        if outputs.len() != model.outputs.len() {
-            return Err(ProtocolError {
-                status: 500,
-                message: format!(
-                    "model '{}' returned {} outputs, declared {}",
-                    model.name,
-                    outputs.len(),
-                    model.outputs.len()
-                ),
-            });
+        let inputs = arrange_inputs(model, loaded, &infer_request)?;
+        let outputs = loaded.executor.execute(inputs).await?;
+        if outputs.len() != loaded.outputs.len() {
+            return Err(ProtocolError::internal(format!(
+                "model '{}' returned {} outputs, declared {}",
+                model.name,
+                outputs.len(),
+                loaded.outputs.len()
+            )));
         }
-        let selected = select_outputs(model, &infer_request, outputs)?;
+        let selected = select_outputs(model, loaded, &infer_request, outputs)?;
         encode_infer_response(&model.name, version, &infer_request, selected)
     }
+}
+
+/// The version whose tensors metadata describes: the one asked for, else the default one
+/// (none when no version is ready: the document then says why).
+fn version_for_description<'m>(
+    model: &'m ServedModel,
+    m: &ModelRef,
+) -> Result<Option<&'m LoadedVersion>, ProtocolError> {
+    match m.version.as_deref() {
+        Some(_) => Ok(Some(model.version(m.version.as_deref())?.1)),
+        None => Ok(model.version(None).ok().map(|(_, loaded)| loaded)),
+    }
+}
+
+/// `POST /v2/repository/index` may carry `{"ready": true}`.
+fn index_ready_filter(body: &Bytes) -> Result<bool, ProtocolError> {
+    #[derive(serde::Deserialize)]
+    struct IndexRequest {
+        #[serde(default)]
+        ready: bool,
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(false);
+    }
+    serde_json::from_slice::<IndexRequest>(body)
+        .map(|r| r.ready)
+        .map_err(|e| ProtocolError::bad_request(format!("invalid index request: {e}")))
+}
+
+/// Runs blocking work (loading a model) on a thread of its own; the io thread awaits it.
+async fn off_thread<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ProtocolError> {
+    let (done, result) = flume::bounded(1);
+    std::thread::Builder::new()
+        .name("tensord-loader".into())
+        .spawn(move || {
+            let _ = done.send(work());
+        })
+        .map_err(|e| ProtocolError::internal(format!("cannot start a loader thread: {e}")))?;
+    result
+        .recv_async()
+        .await
+        .map_err(|_| ProtocolError::internal("the loader thread failed"))
 }
 
 /// The request's tensors in the model's input order, each checked against its spec.
 fn arrange_inputs(
     model: &ServedModel,
+    loaded: &LoadedVersion,
     request: &InferRequest,
 ) -> Result<Vec<Tensor>, ProtocolError> {
     if let Some(extra) = request
         .inputs
         .iter()
-        .find(|i| !model.inputs.iter().any(|s| s.name == i.name))
+        .find(|i| !loaded.inputs.iter().any(|s| s.name == i.name))
     {
         return Err(ProtocolError::bad_request(format!(
             "unknown input '{}' for model '{}'",
             extra.name, model.name
         )));
     }
-    model
+    let max_batch = model.config.max_batch_size;
+    loaded
         .inputs
         .iter()
         .map(|spec| {
@@ -174,6 +237,13 @@ fn arrange_inputs(
                 )));
             }
             spec.check(input.tensor.datatype, &input.tensor.shape)?;
+            let batch = input.tensor.shape.first().copied().unwrap_or(0);
+            if max_batch > 0 && batch > max_batch {
+                return Err(ProtocolError::bad_request(format!(
+                    "input '{}' has batch size {batch}, over the model's max_batch_size {max_batch}",
+                    spec.name
+                )));
+            }
             Ok(input.tensor.clone())
         })
         .collect()
@@ -181,14 +251,15 @@ fn arrange_inputs(
 
 /// The outputs to send, in the order requested (all of them, in model order, when none are).
 fn select_outputs<'m>(
-    model: &'m ServedModel,
+    model: &ServedModel,
+    loaded: &'m LoadedVersion,
     request: &InferRequest,
     outputs: Vec<Tensor>,
 ) -> Result<Vec<ResponseOutput<'m>>, ProtocolError> {
     let mut outputs: Vec<Option<Tensor>> = outputs.into_iter().map(Some).collect();
     if request.outputs.is_empty() {
         let binary = request.output_is_binary(None)?;
-        return Ok(model
+        return Ok(loaded
             .outputs
             .iter()
             .zip(outputs)
@@ -205,7 +276,7 @@ fn select_outputs<'m>(
         .outputs
         .iter()
         .map(|wanted| {
-            let index = model
+            let index = loaded
                 .outputs
                 .iter()
                 .position(|s| s.name == wanted.name)
@@ -219,16 +290,12 @@ fn select_outputs<'m>(
                 ProtocolError::bad_request(format!("output '{}' requested twice", wanted.name))
             })?;
             Ok(ResponseOutput {
-                name: &model.outputs[index].name,
+                name: &loaded.outputs[index].name,
                 tensor,
                 binary: request.output_is_binary(Some(wanted))?,
             })
         })
         .collect()
-}
-
-fn not_ready(model: &ServedModel, reason: &str) -> ProtocolError {
-    ProtocolError::unavailable(format!("model '{}' is not ready: {reason}", model.name))
 }
 
 fn empty_ok() -> Response {

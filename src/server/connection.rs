@@ -4,10 +4,13 @@
 //! bytes of the next request simply wait in the read buffer.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -98,8 +101,9 @@ pub async fn serve<S: AsyncReadRent + AsyncWriteRent>(mut stream: S, ctx: Rc<Con
         };
         let keep_alive = request.head.keep_alive && !ctx.shutdown.is_fired();
         let head_only = request.head.method == Method::Head;
-        let response = catch_unwind(AssertUnwindSafe(|| ctx.service.handle(&request)))
-            .unwrap_or_else(|_| {
+        let response = CatchUnwind(ctx.service.handle(&request))
+            .await
+            .unwrap_or_else(|()| {
                 tracing::error!(path = request.head.path(), "request handler panicked");
                 error_response(500, "internal error while handling the request")
             });
@@ -231,4 +235,21 @@ async fn write_response<S: AsyncWriteRent>(
         parts.extend(response.body);
     }
     write_all_vectored(stream, IoParts::new(parts)).await
+}
+
+/// A panic while handling one request fails that request (500), not the io thread.
+struct CatchUnwind<F>(F);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, ()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: the inner future is never moved out of the pinned wrapper.
+        let inner = unsafe { self.map_unchecked_mut(|s| &mut s.0) };
+        match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(_) => Poll::Ready(Err(())),
+        }
+    }
 }

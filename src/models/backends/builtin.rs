@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use super::{Model, ModelError, TensorSpec};
+use crate::models::{Model, ModelError, TensorSpec};
 use crate::tensors::{DataType, Tensor};
 
 /// A built-in model with its declared inputs and outputs.

@@ -1,0 +1,105 @@
+//! Backends: turn a model config and a version folder into a runnable model with its specs.
+
+pub mod builtin;
+#[cfg(feature = "onnx")]
+mod onnx;
+#[cfg(feature = "onnx")]
+pub mod onnx_rewrite;
+mod safetensors;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::Device;
+
+use super::config::{DeviceChoice, ModelConfig};
+use super::executor::Executor;
+use super::TensorSpec;
+
+/// One loaded version of a model.
+pub struct LoadedVersion {
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+    pub executor: Executor,
+}
+
+fn device(config: &ModelConfig) -> Result<Device, String> {
+    match config.device()? {
+        DeviceChoice::Cpu => Ok(Device::Cpu),
+        DeviceChoice::Cuda(n) => {
+            Device::new_cuda(n).map_err(|e| format!("key 'device': cuda:{n}: {e}"))
+        }
+    }
+}
+
+fn model_file(config: &ModelConfig, dir: &Path, default: &str) -> std::path::PathBuf {
+    dir.join(config.default_model_filename.as_deref().unwrap_or(default))
+}
+
+/// Loads the version in `dir` of model `name` as `config` describes it.
+pub fn load_version(name: &str, config: &ModelConfig, dir: &Path) -> Result<LoadedVersion, String> {
+    match config.backend.as_str() {
+        "builtin" => {
+            if !config.input.is_empty() || !config.output.is_empty() {
+                return Err("keys 'input'/'output': built-in models declare their own".into());
+            }
+            let which = config.builtin.as_deref().unwrap_or(name);
+            let b = builtin::builtin(which).ok_or_else(|| {
+                format!(
+                    "key 'builtin': unknown built-in model '{which}' (available: {})",
+                    builtin::BUILTIN_NAMES.join(", ")
+                )
+            })?;
+            Ok(LoadedVersion {
+                inputs: b.inputs,
+                outputs: b.outputs,
+                executor: Executor::Inline(Arc::from(b.model)),
+            })
+        }
+        #[cfg(feature = "onnx")]
+        "onnx" => {
+            let (mut model, graph_inputs, graph_outputs) =
+                onnx::load(&model_file(config, dir, "model.onnx"), &device(config)?)?;
+            let (declared_in, declared_out) = (config.specs("input")?, config.specs("output")?);
+            model.declare(&declared_in, &declared_out)?;
+            let pick = |declared: Vec<TensorSpec>, graph| {
+                if declared.is_empty() {
+                    graph
+                } else {
+                    declared
+                }
+            };
+            Ok(LoadedVersion {
+                inputs: pick(declared_in, graph_inputs),
+                outputs: pick(declared_out, graph_outputs),
+                executor: Executor::workers(Arc::new(model), config.instance_count, name)?,
+            })
+        }
+        "safetensors" => {
+            let architecture = config
+                .architecture
+                .as_ref()
+                .ok_or("key 'architecture': required by the safetensors backend")?;
+            let path = model_file(config, dir, "model.safetensors");
+            let (model, input, output) = safetensors::load(&path, architecture, &device(config)?)?;
+            let rename = |which: &str, spec: TensorSpec| -> Result<Vec<TensorSpec>, String> {
+                match config.specs(which)?.as_slice() {
+                    [] => Ok(vec![spec]),
+                    [declared] => Ok(vec![TensorSpec {
+                        name: declared.name.clone(),
+                        ..spec
+                    }]),
+                    _ => Err(format!(
+                        "key '{which}': this architecture has exactly one {which}"
+                    )),
+                }
+            };
+            Ok(LoadedVersion {
+                inputs: rename("input", input)?,
+                outputs: rename("output", output)?,
+                executor: Executor::workers(Arc::new(model), config.instance_count, name)?,
+            })
+        }
+        other => Err(format!("key 'backend': unknown backend '{other}'")),
+    }
+}

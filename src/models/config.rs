@@ -1,0 +1,325 @@
+//! Model configuration: `config.toml` (or a Triton `config.pbtxt`), validated into typed settings
+//! with errors that name the file and the key.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::TensorSpec;
+use crate::tensors::DataType;
+
+/// The backends this build can serve.
+pub const BACKENDS: &[&str] = &[
+    #[cfg(feature = "onnx")]
+    "onnx",
+    "safetensors",
+    "builtin",
+];
+
+/// A model's `config.toml`, as written.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// `onnx`, `safetensors` or `builtin`.
+    pub backend: String,
+    /// 0: the model does not batch and `dims` are full shapes; > 0: `dims` exclude the
+    /// leading batch dimension, which may be 1..=max_batch_size.
+    #[serde(default)]
+    pub max_batch_size: u64,
+    /// `cpu` or `cuda:N`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Execution workers (model instances) per version.
+    #[serde(default = "default_instance_count")]
+    pub instance_count: usize,
+    #[serde(default)]
+    pub version_policy: VersionPolicy,
+    /// Declared inputs; for onnx they default to the graph's.
+    #[serde(default)]
+    pub input: Vec<TensorConfig>,
+    #[serde(default)]
+    pub output: Vec<TensorConfig>,
+    /// The model file inside a version folder (default: `model.onnx` / `model.safetensors`).
+    #[serde(default)]
+    pub default_model_filename: Option<String>,
+    /// For `backend = "builtin"`: which built-in model (default: the folder name).
+    #[serde(default)]
+    pub builtin: Option<String>,
+    /// For `backend = "safetensors"`: the architecture and its hyper-parameters.
+    #[serde(default)]
+    pub architecture: Option<Architecture>,
+}
+
+impl Default for ModelConfig {
+    fn default() -> ModelConfig {
+        ModelConfig {
+            backend: String::new(),
+            max_batch_size: 0,
+            device: default_device(),
+            instance_count: default_instance_count(),
+            version_policy: VersionPolicy::default(),
+            input: Vec::new(),
+            output: Vec::new(),
+            default_model_filename: None,
+            builtin: None,
+            architecture: None,
+        }
+    }
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+
+fn default_instance_count() -> usize {
+    1
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum VersionPolicy {
+    /// The newest N versions.
+    Latest(usize),
+    /// Every version folder.
+    All(bool),
+    /// Exactly these versions.
+    Specific(Vec<u64>),
+}
+
+impl Default for VersionPolicy {
+    fn default() -> VersionPolicy {
+        VersionPolicy::Latest(1)
+    }
+}
+
+impl VersionPolicy {
+    /// The versions to serve out of those on disk (ascending).
+    pub fn select(&self, available: &[u64]) -> Vec<u64> {
+        match self {
+            VersionPolicy::Latest(n) => available[available.len().saturating_sub(*n)..].to_vec(),
+            VersionPolicy::All(_) => available.to_vec(),
+            VersionPolicy::Specific(wanted) => {
+                let mut v: Vec<u64> = available
+                    .iter()
+                    .copied()
+                    .filter(|v| wanted.contains(v))
+                    .collect();
+                v.dedup();
+                v
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TensorConfig {
+    pub name: String,
+    pub datatype: String,
+    pub dims: Vec<i64>,
+    /// Informational layout such as "NHWC" (used by image inputs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<String>,
+}
+
+/// Native architectures served from safetensors weights.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Architecture {
+    /// Fully connected layers `layers[0] → layers[1] → ...`, the activation between them.
+    /// Weights: `layers.{i}.weight` [out, in] and `layers.{i}.bias` [out].
+    Mlp {
+        layers: Vec<usize>,
+        #[serde(default = "default_activation")]
+        activation: Activation,
+    },
+    /// A small ResNet-style image classifier on NCHW input (see `backends::cnn`).
+    Cnn {
+        in_channels: usize,
+        /// Channels of each stage; each stage after the first halves the resolution.
+        stages: Vec<usize>,
+        num_classes: usize,
+    },
+}
+
+fn default_activation() -> Activation {
+    Activation::Relu
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    Relu,
+    Gelu,
+    Tanh,
+    Sigmoid,
+}
+
+/// Where a model runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceChoice {
+    Cpu,
+    Cuda(usize),
+}
+
+impl ModelConfig {
+    /// Reads `config.toml` or, failing that, a Triton `config.pbtxt` from a model folder.
+    pub fn load(dir: &Path) -> Result<ModelConfig, String> {
+        let toml_path = dir.join("config.toml");
+        let pbtxt_path = dir.join("config.pbtxt");
+        if toml_path.exists() {
+            let text = std::fs::read_to_string(&toml_path)
+                .map_err(|e| format!("{}: {e}", toml_path.display()))?;
+            toml::from_str(&text)
+                .map_err(|e| format!("{}: {}", toml_path.display(), e.to_string().trim_end()))
+        } else if pbtxt_path.exists() {
+            let text = std::fs::read_to_string(&pbtxt_path)
+                .map_err(|e| format!("{}: {e}", pbtxt_path.display()))?;
+            super::pbtxt::config_from_pbtxt(&text)
+                .map_err(|e| format!("{}: {e}", pbtxt_path.display()))
+        } else {
+            Err(format!("{}: no config.toml or config.pbtxt", dir.display()))
+        }
+    }
+
+    pub fn device(&self) -> Result<DeviceChoice, String> {
+        match self.device.as_str() {
+            "cpu" => Ok(DeviceChoice::Cpu),
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(DeviceChoice::Cuda)
+                .ok_or_else(|| format!("key 'device': '{other}' is neither 'cpu' nor 'cuda:N'")),
+        }
+    }
+
+    /// The declared tensors as specs with full shapes (the batch dimension prepended when batching).
+    pub fn specs(&self, which: &str) -> Result<Vec<TensorSpec>, String> {
+        let tensors = if which == "input" {
+            &self.input
+        } else {
+            &self.output
+        };
+        tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let datatype = DataType::parse(&t.datatype).ok_or_else(|| {
+                    format!(
+                        "key '{which}[{i}].datatype': unknown datatype '{}'",
+                        t.datatype
+                    )
+                })?;
+                if let Some(bad) = t.dims.iter().find(|&&d| d < -1) {
+                    return Err(format!("key '{which}[{i}].dims': invalid dimension {bad}"));
+                }
+                let mut dims = Vec::with_capacity(t.dims.len() + 1);
+                if self.max_batch_size > 0 {
+                    dims.push(-1);
+                }
+                dims.extend_from_slice(&t.dims);
+                Ok(TensorSpec {
+                    name: t.name.clone(),
+                    datatype: Some(datatype),
+                    dims: Some(dims),
+                })
+            })
+            .collect()
+    }
+
+    /// Checks the settings every backend shares.
+    pub fn validate(&self) -> Result<(), String> {
+        if !BACKENDS.contains(&self.backend.as_str()) {
+            return Err(format!(
+                "key 'backend': unknown backend '{}' (available: {})",
+                self.backend,
+                BACKENDS.join(", ")
+            ));
+        }
+        self.device()?;
+        if self.instance_count == 0 {
+            return Err("key 'instance_count': must be at least 1".into());
+        }
+        if let VersionPolicy::Latest(0) = self.version_policy {
+            return Err("key 'version_policy.latest': must be at least 1".into());
+        }
+        self.specs("input")?;
+        self.specs("output")?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_policies_pick_from_disk() {
+        let disk = [1, 2, 5, 9];
+        assert_eq!(VersionPolicy::default().select(&disk), vec![9]);
+        assert_eq!(VersionPolicy::Latest(2).select(&disk), vec![5, 9]);
+        assert_eq!(VersionPolicy::Latest(10).select(&disk), vec![1, 2, 5, 9]);
+        assert_eq!(VersionPolicy::All(true).select(&disk), vec![1, 2, 5, 9]);
+        assert_eq!(
+            VersionPolicy::Specific(vec![2, 3, 9]).select(&disk),
+            vec![2, 9]
+        );
+    }
+
+    #[test]
+    fn toml_configs_and_their_errors() {
+        let c: ModelConfig = toml::from_str(
+            r#"
+            backend = "onnx"
+            max_batch_size = 8
+            version_policy = { specific = [1, 3] }
+            [[input]]
+            name = "x"
+            datatype = "FP32"
+            dims = [3, -1]
+            [[output]]
+            name = "y"
+            datatype = "INT64"
+            dims = [1]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.version_policy, VersionPolicy::Specific(vec![1, 3]));
+        let specs = c.specs("input").unwrap();
+        assert_eq!(specs[0].dims, Some(vec![-1, 3, -1]));
+        assert_eq!(c.device().unwrap(), DeviceChoice::Cpu);
+
+        let bad_type = ModelConfig {
+            input: vec![TensorConfig {
+                name: "x".into(),
+                datatype: "FP33".into(),
+                dims: vec![1],
+                layout: None,
+            }],
+            ..c.clone()
+        };
+        assert!(bad_type
+            .validate()
+            .unwrap_err()
+            .contains("input[0].datatype"));
+        let bad_device = ModelConfig {
+            device: "tpu".into(),
+            ..c.clone()
+        };
+        assert!(bad_device.validate().unwrap_err().contains("key 'device'"));
+        let unknown =
+            toml::from_str::<ModelConfig>("backend = \"onnx\"\nmax_batch = 3\n").unwrap_err();
+        assert!(unknown.to_string().contains("max_batch"), "{unknown}");
+        let mlp: ModelConfig = toml::from_str(
+            "backend = \"safetensors\"\narchitecture = { kind = \"mlp\", layers = [4, 8, 2], activation = \"gelu\" }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            mlp.architecture,
+            Some(Architecture::Mlp {
+                layers: vec![4, 8, 2],
+                activation: Activation::Gelu
+            })
+        );
+    }
+}

@@ -1,0 +1,298 @@
+//! Triton's `config.pbtxt` (protobuf text format), read for the fields that map onto tensord's
+//! config: name, platform/backend, max_batch_size, input/output, instance_group, version_policy,
+//! default_model_filename. Other fields are ignored.
+
+use super::config::{ModelConfig, TensorConfig, VersionPolicy};
+
+#[derive(Debug, Clone, PartialEq)]
+enum Value {
+    Scalar(String),
+    Message(Vec<(String, Value)>),
+}
+
+type Fields = Vec<(String, Value)>;
+
+struct Parser<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+impl<'a> Parser<'a> {
+    fn skip_space(&mut self) {
+        loop {
+            let rest = &self.text[self.pos..];
+            let trimmed = rest.trim_start();
+            self.pos += rest.len() - trimmed.len();
+            if trimmed.starts_with('#') {
+                self.pos += trimmed.find('\n').unwrap_or(trimmed.len());
+            } else {
+                return;
+            }
+        }
+    }
+
+    fn peek(&mut self) -> Option<char> {
+        self.skip_space();
+        self.text[self.pos..].chars().next()
+    }
+
+    fn eat(&mut self, c: char) -> bool {
+        if self.peek() == Some(c) {
+            self.pos += c.len_utf8();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn error(&self, what: &str) -> String {
+        let line = self.text[..self.pos].matches('\n').count() + 1;
+        format!("line {line}: {what}")
+    }
+
+    /// An identifier, number or quoted string.
+    fn token(&mut self) -> Result<String, String> {
+        match self.peek() {
+            Some(q @ ('"' | '\'')) => {
+                let start = self.pos + 1;
+                let len = self.text[start..]
+                    .find(q)
+                    .ok_or_else(|| self.error("unterminated string"))?;
+                self.pos = start + len + 1;
+                Ok(self.text[start..start + len].to_string())
+            }
+            Some(c) if c.is_alphanumeric() || c == '-' || c == '_' || c == '.' || c == '+' => {
+                let start = self.pos;
+                let len = self.text[start..]
+                    .find(|c: char| !(c.is_alphanumeric() || "-_.+".contains(c)))
+                    .unwrap_or(self.text.len() - start);
+                self.pos += len;
+                Ok(self.text[start..start + len].to_string())
+            }
+            other => Err(self.error(&format!("unexpected {other:?}"))),
+        }
+    }
+
+    /// Fields until `}` (nested) or the end of the text.
+    fn message(&mut self, nested: bool) -> Result<Fields, String> {
+        let mut fields = Vec::new();
+        loop {
+            match self.peek() {
+                None if nested => return Err(self.error("missing '}'")),
+                None => return Ok(fields),
+                Some('}') if nested => {
+                    self.pos += 1;
+                    return Ok(fields);
+                }
+                _ => {}
+            }
+            let name = self.token()?;
+            self.eat(':');
+            if self.eat('[') {
+                while !self.eat(']') {
+                    fields.push((name.clone(), self.value()?));
+                    self.eat(',');
+                }
+            } else {
+                fields.push((name, self.value()?));
+            }
+            if !self.eat(',') {
+                self.eat(';');
+            }
+        }
+    }
+
+    fn value(&mut self) -> Result<Value, String> {
+        if self.eat('{') {
+            Ok(Value::Message(self.message(true)?))
+        } else {
+            Ok(Value::Scalar(self.token()?))
+        }
+    }
+}
+
+fn scalar<'f>(fields: &'f Fields, key: &str) -> Option<&'f str> {
+    fields.iter().find_map(|(k, v)| match v {
+        Value::Scalar(s) if k == key => Some(s.as_str()),
+        _ => None,
+    })
+}
+
+fn scalars<'f>(fields: &'f Fields, key: &'f str) -> impl Iterator<Item = &'f str> + 'f {
+    fields.iter().filter_map(move |(k, v)| match v {
+        Value::Scalar(s) if k == key => Some(s.as_str()),
+        _ => None,
+    })
+}
+
+fn messages<'f>(fields: &'f Fields, key: &'f str) -> impl Iterator<Item = &'f Fields> + 'f {
+    fields.iter().filter_map(move |(k, v)| match v {
+        Value::Message(m) if k == key => Some(m),
+        _ => None,
+    })
+}
+
+fn number<T: std::str::FromStr>(text: &str, key: &str) -> Result<T, String> {
+    text.parse()
+        .map_err(|_| format!("key '{key}': '{text}' is not a valid number"))
+}
+
+/// Maps a Triton config onto tensord's.
+pub fn config_from_pbtxt(text: &str) -> Result<ModelConfig, String> {
+    let fields = Parser { text, pos: 0 }.message(false)?;
+    let backend = match (scalar(&fields, "platform"), scalar(&fields, "backend")) {
+        (Some("onnxruntime_onnx"), _) | (_, Some("onnxruntime")) => "onnx".to_string(),
+        (_, Some(b)) => b.to_string(),
+        (Some(p), None) => p.to_string(),
+        (None, None) => return Err("key 'platform'/'backend': neither is set".into()),
+    };
+    let mut config = ModelConfig {
+        backend,
+        max_batch_size: scalar(&fields, "max_batch_size")
+            .map(|v| number(v, "max_batch_size"))
+            .transpose()?
+            .unwrap_or(0),
+        default_model_filename: scalar(&fields, "default_model_filename").map(str::to_string),
+        ..ModelConfig::default()
+    };
+    config.input = tensors(&fields, "input")?;
+    config.output = tensors(&fields, "output")?;
+    let groups: Vec<&Fields> = messages(&fields, "instance_group").collect();
+    if !groups.is_empty() {
+        config.instance_count = groups
+            .iter()
+            .map(|g| scalar(g, "count").map_or(Ok(1), |c| number(c, "instance_group.count")))
+            .sum::<Result<usize, String>>()?;
+        if let Some(gpu) = groups
+            .iter()
+            .find(|g| scalar(g, "kind") == Some("KIND_GPU"))
+        {
+            let index = scalars(gpu, "gpus")
+                .next()
+                .map_or(Ok(0), |g| number(g, "instance_group.gpus"))?;
+            config.device = format!("cuda:{index}");
+        }
+    }
+    if let Some(policy) = messages(&fields, "version_policy").next() {
+        config.version_policy = if let Some(latest) = messages(policy, "latest").next() {
+            VersionPolicy::Latest(
+                scalar(latest, "num_versions")
+                    .map_or(Ok(1), |n| number(n, "version_policy.latest.num_versions"))?,
+            )
+        } else if messages(policy, "all").next().is_some() {
+            VersionPolicy::All(true)
+        } else if let Some(specific) = messages(policy, "specific").next() {
+            VersionPolicy::Specific(
+                scalars(specific, "versions")
+                    .map(|v| number(v, "version_policy.specific.versions"))
+                    .collect::<Result<_, _>>()?,
+            )
+        } else {
+            return Err("key 'version_policy': expected latest, all or specific".into());
+        };
+    }
+    Ok(config)
+}
+
+fn tensors(fields: &Fields, key: &str) -> Result<Vec<TensorConfig>, String> {
+    messages(fields, key)
+        .enumerate()
+        .map(|(i, t)| {
+            let name =
+                scalar(t, "name").ok_or_else(|| format!("key '{key}[{i}].name': missing"))?;
+            let data_type = scalar(t, "data_type")
+                .ok_or_else(|| format!("key '{key}[{i}].data_type': missing"))?;
+            let datatype = match data_type.strip_prefix("TYPE_") {
+                Some("STRING") => "BYTES".to_string(),
+                Some(t) => t.to_string(),
+                None => {
+                    return Err(format!(
+                        "key '{key}[{i}].data_type': unknown type '{data_type}'"
+                    ))
+                }
+            };
+            let dims = scalars(t, "dims")
+                .map(|d| number(d, &format!("{key}[{i}].dims")))
+                .collect::<Result<_, _>>()?;
+            let layout = scalar(t, "format")
+                .and_then(|f| f.strip_prefix("FORMAT_"))
+                .map(str::to_string);
+            Ok(TensorConfig {
+                name: name.to_string(),
+                datatype,
+                dims,
+                layout,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn triton_simple_model_config() {
+        let text = r#"
+            name: "simple"   # the classic
+            platform: "onnxruntime_onnx"
+            max_batch_size: 8
+            input [
+              {
+                name: "INPUT0"
+                data_type: TYPE_INT32
+                dims: [ 16 ]
+              },
+              {
+                name: "INPUT1"
+                data_type: TYPE_STRING
+                dims: [ -1, 3 ]
+                format: FORMAT_NHWC
+              }
+            ]
+            output { name: "OUTPUT0" data_type: TYPE_FP32 dims: 16 }
+            instance_group [ { count: 2 kind: KIND_GPU gpus: [ 1 ] } ]
+            version_policy: { latest: { num_versions: 2 } }
+            dynamic_batching { preferred_batch_size: [ 4, 8 ] }
+        "#;
+        let c = config_from_pbtxt(text).unwrap();
+        assert_eq!(c.backend, "onnx");
+        assert_eq!(c.max_batch_size, 8);
+        assert_eq!(c.input.len(), 2);
+        assert_eq!(c.input[0].datatype, "INT32");
+        assert_eq!(c.input[0].dims, vec![16]);
+        assert_eq!(c.input[1].datatype, "BYTES");
+        assert_eq!(c.input[1].dims, vec![-1, 3]);
+        assert_eq!(c.input[1].layout.as_deref(), Some("NHWC"));
+        assert_eq!(c.output[0].dims, vec![16]);
+        assert_eq!(c.instance_count, 2);
+        assert_eq!(c.device, "cuda:1");
+        assert_eq!(c.version_policy, VersionPolicy::Latest(2));
+        assert_eq!(
+            config_from_pbtxt(
+                "backend: \"onnxruntime\"\nversion_policy { specific { versions: [1, 3] } }"
+            )
+            .unwrap()
+            .version_policy,
+            VersionPolicy::Specific(vec![1, 3])
+        );
+    }
+
+    #[test]
+    fn errors_name_the_line_or_key() {
+        assert!(config_from_pbtxt("platform: \"x\"\ninput [ { name: \"a\"")
+            .unwrap_err()
+            .contains("missing '}'"));
+        assert!(config_from_pbtxt("platform: \"x\"\nmax_batch_size: many")
+            .unwrap_err()
+            .contains("max_batch_size"));
+        assert!(
+            config_from_pbtxt("platform: \"x\"\ninput { name: \"a\" data_type: INT }")
+                .unwrap_err()
+                .contains("input[0].data_type")
+        );
+        assert!(config_from_pbtxt("name: \"x\"")
+            .unwrap_err()
+            .contains("platform"));
+    }
+}
