@@ -25,6 +25,10 @@ pub struct Args {
     #[arg(long)]
     pub threads: Option<usize>,
 
+    /// Threads candle's CPU kernels may use per model execution [default: available cores].
+    #[arg(long)]
+    pub compute_threads: Option<usize>,
+
     /// I/O driver of the runtimes: auto picks the one measured faster (epoll, see README).
     #[arg(long, value_enum, default_value_t = IoDriver::Auto)]
     pub io_driver: IoDriver,

@@ -12,6 +12,11 @@ use tensord::server::Server;
 
 fn main() {
     let args = Args::parse();
+    if let Some(n) = args.compute_threads {
+        // candle sizes its CPU thread pool from this variable (as rayon does); set before any
+        // thread starts.
+        std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string());
+    }
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&args.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));

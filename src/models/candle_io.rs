@@ -59,8 +59,14 @@ fn pod_vec<T: Pod>(data: &[u8]) -> Vec<T> {
     v
 }
 
+/// candle's message without the backtrace it appends when RUST_BACKTRACE is set.
+pub fn candle_message(e: &candle_core::Error) -> String {
+    let text = e.to_string();
+    text.lines().next().unwrap_or_default().to_string()
+}
+
 fn candle_err(e: candle_core::Error) -> ModelError {
-    ModelError::internal(e.to_string())
+    ModelError::internal(candle_message(&e))
 }
 
 /// A wire tensor as a candle tensor on `device`.

@@ -21,21 +21,24 @@ def free_port():
 
 
 class Daemon:
-    def __init__(self, *args):
+    """The real binary on a free port; waits until it answers (live, not ready: a repository
+    with a broken model is never ready)."""
+
+    def __init__(self, *args, repo=ROOT / "models"):
         self.port = free_port()
         self.url = f"127.0.0.1:{self.port}"
-        cmd = [str(BINARY), "--http-addr", self.url, "--model-repository", str(ROOT / "models"), *args]
+        cmd = [str(BINARY), "--http-addr", self.url, "--model-repository", str(repo), *args]
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 20
+        deadline = time.time() + 60
         while time.time() < deadline:
             assert self.proc.poll() is None, self.proc.stderr.read()
             try:
-                with urllib.request.urlopen(f"http://{self.url}/v2/health/ready", timeout=1) as r:
+                with urllib.request.urlopen(f"http://{self.url}/v2/health/live", timeout=1) as r:
                     if r.status == 200:
                         return
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError("tensord did not become ready")
+        raise RuntimeError("tensord did not start")
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)

@@ -3,13 +3,13 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 use candle_onnx::onnx::tensor_shape_proto::dimension::Value as Dim;
 use candle_onnx::onnx::type_proto::Value as TypeValue;
 use candle_onnx::onnx::{ModelProto, ValueInfoProto};
 
 use super::onnx_rewrite::rewrite;
-use crate::models::candle_io::{from_candle, to_candle};
+use crate::models::candle_io::{candle_message, from_candle, to_candle};
 use crate::models::{Model, ModelError, TensorSpec};
 use crate::tensors::DataType;
 
@@ -19,7 +19,18 @@ pub struct OnnxModel {
     weights: HashMap<String, candle_core::Tensor>,
     inputs: Vec<String>,
     outputs: Vec<(String, DataType)>,
+    /// Inputs handed to candle-onnx in a wider dtype than the graph declares.
+    widened: HashMap<String, DType>,
     device: Device,
+}
+
+/// The ONNX element type and candle dtype an input of `elem_type` is widened to, if it must be.
+fn widening(elem_type: i32) -> Option<(i32, DType)> {
+    match elem_type {
+        5 | 6 => Some((7, DType::I64)),
+        16 => Some((1, DType::F32)),
+        _ => None,
+    }
 }
 
 /// The graph's own description of a tensor.
@@ -83,7 +94,8 @@ pub fn load(
                 .into(),
         );
     }
-    let mut proto = candle_onnx::read_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut proto = candle_onnx::read_file(path)
+        .map_err(|e| format!("{}: {}", path.display(), candle_message(&e)))?;
     let graph = proto
         .graph
         .as_mut()
@@ -91,8 +103,14 @@ pub fn load(
     rewrite(graph).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut weights = HashMap::with_capacity(graph.initializer.len());
     for init in std::mem::take(&mut graph.initializer) {
-        let tensor = candle_onnx::eval::get_tensor(&init, &init.name)
-            .map_err(|e| format!("{}: initializer '{}': {e}", path.display(), init.name))?;
+        let tensor = candle_onnx::eval::get_tensor(&init, &init.name).map_err(|e| {
+            format!(
+                "{}: initializer '{}': {}",
+                path.display(),
+                init.name,
+                candle_message(&e)
+            )
+        })?;
         weights.insert(init.name, tensor);
     }
     // Older IR versions list initializers among the inputs; those are not the caller's to give.
@@ -103,6 +121,7 @@ pub fn load(
         .map(spec_of)
         .collect::<Result<_, _>>()?;
     let outputs: Vec<TensorSpec> = graph.output.iter().map(spec_of).collect::<Result<_, _>>()?;
+    let widened = adapt_inputs(graph);
     let model = OnnxModel {
         proto,
         weights,
@@ -111,9 +130,34 @@ pub fn load(
             .iter()
             .map(|s| (s.name.clone(), s.datatype.unwrap_or(DataType::Fp32)))
             .collect(),
+        widened,
         device: device.clone(),
     };
     Ok((model, inputs, outputs))
+}
+
+/// Adjusts the graph's inputs to what candle-onnx checks:
+/// - exporters write -1 for a free dimension, which candle-onnx compares with the real size;
+/// - candle-onnx takes no INT32/INT16/BF16 inputs (it computes int32 initializers as int64),
+///   so such inputs are declared wider; returns them, to be widened on the way in.
+fn adapt_inputs(graph: &mut candle_onnx::onnx::GraphProto) -> HashMap<String, DType> {
+    let mut widened = HashMap::new();
+    for input in &mut graph.input {
+        let Some(TypeValue::TensorType(t)) = input.r#type.as_mut().and_then(|t| t.value.as_mut())
+        else {
+            continue;
+        };
+        if let Some((elem_type, dtype)) = widening(t.elem_type) {
+            t.elem_type = elem_type;
+            widened.insert(input.name.clone(), dtype);
+        }
+        for d in t.shape.iter_mut().flat_map(|s| s.dim.iter_mut()) {
+            if matches!(d.value, Some(Dim::DimValue(v)) if v < 0) {
+                d.value = Some(Dim::DimParam("?".into()));
+            }
+        }
+    }
+    widened
 }
 
 impl OnnxModel {
@@ -158,10 +202,16 @@ impl Model for OnnxModel {
     ) -> Result<Vec<crate::tensors::Tensor>, ModelError> {
         let mut values = self.weights.clone();
         for (name, tensor) in self.inputs.iter().zip(inputs) {
-            values.insert(name.clone(), to_candle(tensor, &self.device)?);
+            let mut value = to_candle(tensor, &self.device)?;
+            if let Some(&dtype) = self.widened.get(name) {
+                value = value
+                    .to_dtype(dtype)
+                    .map_err(|e| ModelError::internal(candle_message(&e)))?;
+            }
+            values.insert(name.clone(), value);
         }
         let mut results = candle_onnx::simple_eval(&self.proto, values)
-            .map_err(|e| ModelError::internal(e.to_string()))?;
+            .map_err(|e| ModelError::internal(candle_message(&e)))?;
         self.outputs
             .iter()
             .map(|(name, datatype)| {

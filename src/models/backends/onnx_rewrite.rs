@@ -1,14 +1,21 @@
 //! Operators candle-onnx 0.11 lacks, rewritten into ones it has before the graph is evaluated:
-//! - GlobalAveragePool(X)          → ReduceMean(X, axes=[2, 3], keepdims=1) (4-D NCHW input)
-//! - HardSigmoid(X; alpha, beta)   → Clip(Add(Mul(X, alpha), beta), 0, 1)
-//! - LayerNormalization(X, S, B; axis<0, epsilon)
-//!                                 → (X - mean) / sqrt(var + epsilon) * S + B over the last -axis dims
+//! - GlobalAveragePool(X) becomes ReduceMean(X, axes=[2, 3], keepdims=1) (4-D NCHW input).
+//! - HardSigmoid(X; alpha, beta) becomes Clip(Add(Mul(X, alpha), beta), 0, 1).
+//! - LayerNormalization(X, S, B; axis<0, epsilon) becomes
+//!   (X - mean) / sqrt(var + epsilon) * S + B over the last -axis dims.
+//! - Conv with unequal strides (sh, sw) becomes Conv with stride 1, then Slice with steps
+//!   (sh, sw): candle's conv2d takes one stride for both axes; PP-OCR's classifier uses [2, 1].
 
 use candle_onnx::onnx::attribute_proto::AttributeType;
 use candle_onnx::onnx::{AttributeProto, GraphProto, NodeProto, TensorProto};
 
 /// Operators this layer adds to candle-onnx's own.
-pub const REWRITTEN_OPS: &[&str] = &["GlobalAveragePool", "HardSigmoid", "LayerNormalization"];
+pub const REWRITTEN_OPS: &[&str] = &[
+    "GlobalAveragePool",
+    "HardSigmoid",
+    "LayerNormalization",
+    "Conv (unequal strides)",
+];
 
 pub fn rewrite(graph: &mut GraphProto) -> Result<(), String> {
     let nodes = std::mem::take(&mut graph.node);
@@ -22,6 +29,7 @@ pub fn rewrite(graph: &mut GraphProto) -> Result<(), String> {
             "GlobalAveragePool" => out.global_average_pool(node),
             "HardSigmoid" => out.hard_sigmoid(node),
             "LayerNormalization" => out.layer_norm(node)?,
+            "Conv" if unequal_strides(&node).is_some() => out.strided_conv(node),
             _ => out.nodes.push(node),
         }
     }
@@ -48,6 +56,15 @@ fn int_attr(node: &NodeProto, name: &str, default: i64) -> i64 {
         .iter()
         .find(|a| a.name == name)
         .map_or(default, |a| a.i)
+}
+
+/// The strides of a 2-D Conv whose two strides differ.
+fn unequal_strides(node: &NodeProto) -> Option<(i64, i64)> {
+    let strides = &node.attribute.iter().find(|a| a.name == "strides")?.ints;
+    match strides[..] {
+        [h, w] if h != w => Some((h, w)),
+        _ => None,
+    }
 }
 
 fn ints(name: &str, values: Vec<i64>) -> AttributeProto {
@@ -86,6 +103,19 @@ impl Rewriter<'_> {
         name
     }
 
+    /// An INT64 vector initializer.
+    fn constant_i64(&mut self, values: Vec<i64>) -> String {
+        let name = self.name("const");
+        self.graph.initializer.push(TensorProto {
+            name: name.clone(),
+            data_type: 7,
+            dims: vec![values.len() as i64],
+            int64_data: values,
+            ..Default::default()
+        });
+        name
+    }
+
     /// Appends `op(inputs) -> output` (a fresh name unless given).
     fn op(
         &mut self,
@@ -105,6 +135,29 @@ impl Rewriter<'_> {
             ..Default::default()
         });
         output
+    }
+
+    fn strided_conv(&mut self, mut node: NodeProto) {
+        let Some((h, w)) = unequal_strides(&node) else {
+            return self.nodes.push(node);
+        };
+        for a in node.attribute.iter_mut().filter(|a| a.name == "strides") {
+            a.ints = vec![1, 1];
+        }
+        let output = node.output.first().cloned();
+        let full = self.name("conv_full");
+        node.output = vec![full.clone()];
+        self.nodes.push(node);
+        let starts = self.constant_i64(vec![0, 0]);
+        let ends = self.constant_i64(vec![i64::MAX, i64::MAX]);
+        let axes = self.constant_i64(vec![2, 3]);
+        let steps = self.constant_i64(vec![h, w]);
+        self.op(
+            "Slice",
+            vec![full, starts, ends, axes, steps],
+            output,
+            vec![],
+        );
     }
 
     fn global_average_pool(&mut self, node: NodeProto) {

@@ -9,7 +9,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Module, Tensor as CandleTensor};
 use candle_nn::{conv2d, linear, Conv2d, Conv2dConfig, Linear, VarBuilder};
 
-use crate::models::candle_io::{from_candle, to_candle};
+use crate::models::candle_io::{candle_message, from_candle, to_candle};
 use crate::models::config::{Activation, Architecture};
 use crate::models::{Model, ModelError, TensorSpec};
 use crate::tensors::{DataType, Tensor};
@@ -40,7 +40,7 @@ struct Cnn {
 }
 
 fn err(e: candle_core::Error) -> String {
-    e.to_string()
+    candle_message(&e)
 }
 
 /// Loads `path` for `architecture`; returns the model and its input/output specs
@@ -52,7 +52,7 @@ pub fn load(
 ) -> Result<(SafetensorsModel, TensorSpec, TensorSpec), String> {
     // SAFETY: the weights file must not change while mapped; model folders are read-only inputs.
     let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device) }
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|e| format!("{}: {}", path.display(), candle_message(&e)))?;
     let spec = |name: &str, dims: Vec<i64>| TensorSpec {
         name: name.into(),
         datatype: Some(DataType::Fp32),
@@ -184,7 +184,7 @@ impl Model for SafetensorsModel {
             }
             Net::Cnn(cnn) => cnn.forward(&x),
         }
-        .map_err(|e| ModelError::internal(e.to_string()))?;
+        .map_err(|e| ModelError::internal(candle_message(&e)))?;
         Ok(vec![from_candle(&y, DataType::Fp32)?])
     }
 }

@@ -1,0 +1,392 @@
+"""Model repository and candle backends, checked against onnxruntime and numpy."""
+
+import json
+import math
+import shutil
+import urllib.error
+import urllib.request
+import zipfile
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import tritonclient.http as httpclient
+from onnx import TensorProto, helper, numpy_helper
+from safetensors.numpy import save_file
+from tritonclient.utils import InferenceServerException
+
+from conftest import ROOT, Daemon
+
+WHEEL = ROOT / "target" / "wheels" / "rapidocr_onnxruntime-1.4.4-py3-none-any.whl"
+PPOCR_CLS = "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx"
+RNG = np.random.default_rng(1234)
+# The safetensors weights the repository fixture wrote, for the numpy references.
+WEIGHTS = {}
+
+
+def weights(*shape, scale=0.5):
+    return (RNG.standard_normal(shape) * scale).astype(np.float32)
+
+
+def save_onnx(repo, name, graph, opset=13, version=1, config='backend = "onnx"\n'):
+    folder = repo / name / str(version)
+    folder.mkdir(parents=True, exist_ok=True)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, folder / "model.onnx")
+    if config is not None:
+        (repo / name / "config.toml").write_text(config)
+
+
+def fp32_input(name, *dims):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(dims))
+
+
+def single_op(op, inputs, attrs, initializers=(), out_dims=None):
+    """A graph of one node on input X [N, 4, 6, 8]."""
+    node = helper.make_node(op, ["X", *inputs], ["Y"], **attrs)
+    return helper.make_graph(
+        [node], op.lower(), [fp32_input("X", "N", 4, 6, 8)], [fp32_input("Y", *(out_dims or ["N"]))],
+        initializer=list(initializers),
+    )
+
+
+OPS = {
+    "global_average_pool": (single_op("GlobalAveragePool", [], {}), 13),
+    "hard_sigmoid": (single_op("HardSigmoid", [], {"alpha": 0.3, "beta": 0.4}), 13),
+    "layer_norm": (
+        single_op(
+            "LayerNormalization", ["S", "B"], {"axis": -1, "epsilon": 1e-5},
+            [numpy_helper.from_array(weights(8), "S"), numpy_helper.from_array(weights(8), "B")],
+        ),
+        17,
+    ),
+    "conv_unequal_strides": (
+        single_op(
+            "Conv", ["W", "Wb"], {"strides": [2, 1], "pads": [1, 1, 1, 1], "kernel_shape": [3, 3]},
+            [numpy_helper.from_array(weights(5, 4, 3, 3), "W"), numpy_helper.from_array(weights(5), "Wb")],
+        ),
+        13,
+    ),
+}
+
+
+def cnn_graph():
+    init = [
+        numpy_helper.from_array(weights(8, 3, 3, 3), "c1w"), numpy_helper.from_array(weights(8), "c1b"),
+        numpy_helper.from_array(np.abs(weights(8)) + 0.5, "bn_s"), numpy_helper.from_array(weights(8), "bn_b"),
+        numpy_helper.from_array(weights(8), "bn_m"), numpy_helper.from_array(np.abs(weights(8)) + 0.5, "bn_v"),
+        numpy_helper.from_array(weights(16, 8, 3, 3), "c2w"), numpy_helper.from_array(weights(16), "c2b"),
+        numpy_helper.from_array(weights(5, 16), "fcw"), numpy_helper.from_array(weights(5), "fcb"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "c1w", "c1b"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c1", "bn_s", "bn_b", "bn_m", "bn_v"], ["bn"]),
+        helper.make_node("Relu", ["bn"], ["r1"]),
+        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["p1", "c2w", "c2b"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("HardSigmoid", ["c2"], ["h2"]),
+        helper.make_node("GlobalAveragePool", ["h2"], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "fcw", "fcb"], ["logits"], transB=1),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
+    ]
+    return helper.make_graph(nodes, "cnn", [fp32_input("x", "N", 3, 16, 16)], [fp32_input("probs", "N", 5)], init)
+
+
+def mlp_graph():
+    init = [
+        numpy_helper.from_array(weights(12, 32), "w1"), numpy_helper.from_array(weights(32), "b1"),
+        numpy_helper.from_array(weights(32), "ln_s"), numpy_helper.from_array(weights(32), "ln_b"),
+        numpy_helper.from_array(weights(32, 3), "w2"), numpy_helper.from_array(weights(3), "b2"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["m1"]),
+        helper.make_node("Add", ["m1", "b1"], ["a1"]),
+        helper.make_node("Relu", ["a1"], ["r1"]),
+        helper.make_node("LayerNormalization", ["r1", "ln_s", "ln_b"], ["ln"], axis=-1),
+        helper.make_node("MatMul", ["ln", "w2"], ["m2"]),
+        helper.make_node("Add", ["m2", "b2"], ["a2"]),
+        helper.make_node("Tanh", ["a2"], ["y"]),
+    ]
+    return helper.make_graph(nodes, "mlp", [fp32_input("x", "N", 12)], [fp32_input("y", "N", 3)], init)
+
+
+def add_constant_graph(c):
+    init = [numpy_helper.from_array(np.array([c], dtype=np.float32), "c")]
+    node = helper.make_node("Add", ["x", "c"], ["y"])
+    return helper.make_graph([node], "addc", [fp32_input("x", "N", 2)], [fp32_input("y", "N", 2)], init)
+
+
+def add_sub_graph():
+    i32 = lambda n: helper.make_tensor_value_info(n, TensorProto.INT32, ["N", 16])  # noqa: E731
+    nodes = [
+        helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"]),
+        helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"]),
+    ]
+    return helper.make_graph(nodes, "add_sub", [i32("INPUT0"), i32("INPUT1")], [i32("OUTPUT0"), i32("OUTPUT1")])
+
+
+TRITON_CONFIG = """
+name: "triton_add_sub"
+platform: "onnxruntime_onnx"
+max_batch_size: 8
+input [
+  { name: "INPUT0" data_type: TYPE_INT32 dims: [ 16 ] },
+  { name: "INPUT1" data_type: TYPE_INT32 dims: [ 16 ] }
+]
+output [
+  { name: "OUTPUT0" data_type: TYPE_INT32 dims: [ 16 ] },
+  { name: "OUTPUT1" data_type: TYPE_INT32 dims: [ 16 ] }
+]
+instance_group [ { count: 2 kind: KIND_CPU } ]
+"""
+
+
+def gelu(x):
+    return 0.5 * x * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
+
+
+def conv2d(x, w, b, stride=1, pad=1):
+    n, c, h, wd = x.shape
+    o, _, k, _ = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    oh, ow = (h + 2 * pad - k) // stride + 1, (wd + 2 * pad - k) // stride + 1
+    out = np.zeros((n, o, oh, ow), dtype=np.float64)
+    for i in range(k):
+        for j in range(k):
+            patch = xp[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
+            out += np.einsum("nchw,oc->nohw", patch, w[:, :, i, j])
+    return out + b[None, :, None, None]
+
+
+def resnet_reference(x, t, stages):
+    relu = lambda v: np.maximum(v, 0)  # noqa: E731
+    x = relu(conv2d(x, t["stem.weight"], t["stem.bias"]))
+    previous = stages[0]
+    for i, ch in enumerate(stages):
+        stride = 1 if i == 0 else 2
+        p = f"stages.{i}."
+        short = x
+        if stride != 1 or ch != previous:
+            short = conv2d(x, t[p + "proj.weight"], t[p + "proj.bias"], stride, 0)
+        y = relu(conv2d(x, t[p + "conv1.weight"], t[p + "conv1.bias"], stride))
+        x = relu(conv2d(y, t[p + "conv2.weight"], t[p + "conv2.bias"]) + short)
+        previous = ch
+    pooled = x.mean(axis=(2, 3))
+    return pooled @ t["fc.weight"].T + t["fc.bias"]
+
+
+CNN_STAGES = [4, 8]
+
+
+def write_safetensors(repo):
+    mlp = {}
+    sizes = [8, 16, 4]
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+        mlp[f"layers.{i}.weight"] = weights(b, a)
+        mlp[f"layers.{i}.bias"] = weights(b)
+    (repo / "st_mlp" / "1").mkdir(parents=True)
+    save_file(mlp, repo / "st_mlp" / "1" / "model.safetensors")
+    (repo / "st_mlp" / "config.toml").write_text(
+        'backend = "safetensors"\nmax_batch_size = 16\n'
+        'architecture = { kind = "mlp", layers = [8, 16, 4], activation = "gelu" }\n'
+        '[[input]]\nname = "features"\ndatatype = "FP32"\ndims = [8]\n'
+    )
+    cnn = {"stem.weight": weights(4, 3, 3, 3), "stem.bias": weights(4)}
+    previous = CNN_STAGES[0]
+    for i, ch in enumerate(CNN_STAGES):
+        p = f"stages.{i}."
+        cnn[p + "conv1.weight"], cnn[p + "conv1.bias"] = weights(ch, previous, 3, 3), weights(ch)
+        cnn[p + "conv2.weight"], cnn[p + "conv2.bias"] = weights(ch, ch, 3, 3), weights(ch)
+        if i > 0 or ch != previous:
+            cnn[p + "proj.weight"], cnn[p + "proj.bias"] = weights(ch, previous, 1, 1), weights(ch)
+        previous = ch
+    cnn["fc.weight"], cnn["fc.bias"] = weights(6, previous), weights(6)
+    (repo / "st_cnn" / "1").mkdir(parents=True)
+    save_file(cnn, repo / "st_cnn" / "1" / "model.safetensors")
+    (repo / "st_cnn" / "config.toml").write_text(
+        'backend = "safetensors"\n'
+        f'architecture = {{ kind = "cnn", in_channels = 3, stages = {CNN_STAGES}, num_classes = 6 }}\n'
+    )
+    return mlp, cnn
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("repo")
+    for name, (graph, opset) in OPS.items():
+        save_onnx(repo, "op_" + name, graph, opset)
+    save_onnx(repo, "cnn", cnn_graph())
+    save_onnx(repo, "mlp", mlp_graph(), 17)
+    for v in (1, 2, 3):
+        save_onnx(repo, "versioned", add_constant_graph(float(v)), version=v,
+                  config='backend = "onnx"\nversion_policy = { latest = 2 }\n')
+    save_onnx(repo, "triton_add_sub", add_sub_graph(), config=None)
+    (repo / "triton_add_sub" / "config.pbtxt").write_text(TRITON_CONFIG)
+    (repo / "ppocr_cls" / "1").mkdir(parents=True)
+    with zipfile.ZipFile(WHEEL) as wheel, wheel.open(PPOCR_CLS) as src:
+        (repo / "ppocr_cls" / "1" / "model.onnx").write_bytes(src.read())
+    (repo / "ppocr_cls" / "config.toml").write_text('backend = "onnx"\n')
+    (repo / "broken").mkdir()
+    (repo / "broken" / "config.toml").write_text('backend = "onnx"\ninstance_count = 0\n')
+    WEIGHTS["mlp"], WEIGHTS["cnn"] = write_safetensors(repo)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def server(repo):
+    d = Daemon("--threads", "2", repo=repo)
+    yield d
+    d.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    c = httpclient.InferenceServerClient(server.url, network_timeout=120)
+    yield c
+    c.close()
+
+
+def infer(client, model, arrays, version=""):
+    meta = client.get_model_metadata(model, model_version=version)
+    inputs = []
+    for spec, arr in zip(meta["inputs"], arrays):
+        i = httpclient.InferInput(spec["name"], list(arr.shape), spec["datatype"])
+        i.set_data_from_numpy(arr)
+        inputs.append(i)
+    result = client.infer(model, inputs, model_version=version)
+    return [result.as_numpy(o["name"]) for o in meta["outputs"]]
+
+
+def onnxruntime_outputs(path, arrays):
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    return sess.run(None, dict(zip(names, arrays)))
+
+
+def assert_close(got, ref, rel=1e-4):
+    err = np.abs(got.astype(np.float64) - ref).max() / max(np.abs(ref).max(), 1e-12)
+    assert err <= rel, f"relative error {err}"
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_rewritten_ops_match_onnxruntime(client, repo, op):
+    x = RNG.standard_normal((2, 4, 6, 8)).astype(np.float32)
+    (got,) = infer(client, "op_" + op, [x])
+    (ref,) = onnxruntime_outputs(repo / ("op_" + op) / "1" / "model.onnx", [x])
+    assert got.shape == ref.shape
+    assert_close(got, ref)
+
+
+@pytest.mark.parametrize("model,shape", [("cnn", (3, 3, 16, 16)), ("mlp", (5, 12)), ("ppocr_cls", (2, 3, 48, 192))])
+def test_graphs_match_onnxruntime(client, repo, model, shape):
+    x = RNG.standard_normal(shape).astype(np.float32)
+    (got,) = infer(client, model, [x])
+    (ref,) = onnxruntime_outputs(repo / model / "1" / "model.onnx", [x])
+    assert got.shape == ref.shape
+    assert_close(got, ref)
+
+
+def test_pp_ocr_metadata_comes_from_the_graph(client):
+    meta = client.get_model_metadata("ppocr_cls")
+    assert meta["platform"] == "onnx"
+    assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 3, -1, -1]}]
+    assert meta["outputs"] == [{"name": "save_infer_model/scale_0.tmp_1", "datatype": "FP32", "shape": [-1, 2]}]
+
+
+def test_safetensors_mlp_matches_numpy(client, repo):
+    w = WEIGHTS["mlp"]
+    x = RNG.standard_normal((3, 8)).astype(np.float32)
+    (got,) = infer(client, "st_mlp", [x])
+    ref = gelu(x @ w["layers.0.weight"].T + w["layers.0.bias"]) @ w["layers.1.weight"].T + w["layers.1.bias"]
+    assert_close(got, ref)
+    meta = client.get_model_metadata("st_mlp")
+    assert meta["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, 8]}]
+    assert client.get_model_config("st_mlp")["max_batch_size"] == 16
+
+
+def test_safetensors_cnn_matches_numpy(client, repo):
+    x = RNG.standard_normal((2, 3, 12, 12)).astype(np.float32)
+    (got,) = infer(client, "st_cnn", [x])
+    ref = resnet_reference(x.astype(np.float64), WEIGHTS["cnn"], CNN_STAGES)
+    assert got.shape == (2, 6)
+    assert_close(got, ref)
+
+
+def test_triton_pbtxt_config(client):
+    a = RNG.integers(-100, 100, (3, 16), dtype=np.int32)
+    b = RNG.integers(-100, 100, (3, 16), dtype=np.int32)
+    total, diff = infer(client, "triton_add_sub", [a, b])
+    np.testing.assert_array_equal(total, a + b)
+    np.testing.assert_array_equal(diff, a - b)
+    config = client.get_model_config("triton_add_sub")
+    assert config["max_batch_size"] == 8
+    assert config["input"][0] == {"name": "INPUT0", "data_type": "TYPE_INT32", "dims": [16]}
+    assert config["instance_group"] == [{"count": 2, "kind": "KIND_CPU"}]
+    assert client.get_model_metadata("triton_add_sub")["inputs"][0]["shape"] == [-1, 16]
+    big = np.zeros((9, 16), dtype=np.int32)
+    with pytest.raises(InferenceServerException, match="batch size 9, over the model's max_batch_size 8"):
+        infer(client, "triton_add_sub", [big, big])
+
+
+def test_version_policy_and_version_routes(client):
+    x = np.zeros((1, 2), dtype=np.float32)
+    assert client.get_model_metadata("versioned")["versions"] == ["2", "3"]
+    np.testing.assert_array_equal(infer(client, "versioned", [x])[0], x + 3)
+    np.testing.assert_array_equal(infer(client, "versioned", [x], version="2")[0], x + 2)
+    with pytest.raises(InferenceServerException, match="unknown version '1'") as e:
+        infer(client, "versioned", [x], version="1")
+    assert e.value.status() == "404"
+    assert client.is_model_ready("versioned", "3")
+
+
+def test_broken_model_beside_good_ones(client, server):
+    assert not client.is_model_ready("broken")
+    assert not client.is_server_ready(), "strict readiness: a broken model keeps the server not ready"
+    assert client.is_model_ready("cnn")
+    meta = client.get_model_metadata("broken")
+    assert meta["state"] == "UNAVAILABLE"
+    assert "instance_count" in meta["reason"] and "config.toml" in meta["reason"]
+    req = urllib.request.Request(f"http://{server.url}/v2/models/broken/infer", data=b'{"inputs":[]}')
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req)
+    assert e.value.code == 503
+    assert "instance_count" in json.load(e.value)["error"]
+
+
+def test_repository_index_unload_load(client, repo):
+    index = {(m["name"], m.get("version")): m for m in client.get_model_repository_index()}
+    assert index[("versioned", "3")]["state"] == "READY"
+    assert index[("broken", None)]["state"] == "UNAVAILABLE"
+    ready_only = client.get_model_repository_index(query_params=None)
+    assert len(ready_only) >= len(OPS)
+
+    client.unload_model("versioned")
+    assert not client.is_model_ready("versioned")
+    index = {(m["name"], m.get("version")): m for m in client.get_model_repository_index()}
+    assert index[("versioned", None)]["reason"] == "unloaded"
+
+    # A fourth version appears on disk; loading picks it up (latest 2: versions 3 and 4).
+    save_onnx(repo, "versioned", add_constant_graph(4.0), version=4, config=None)
+    client.load_model("versioned")
+    assert client.get_model_metadata("versioned")["versions"] == ["3", "4"]
+    x = np.ones((2, 2), dtype=np.float32)
+    np.testing.assert_array_equal(infer(client, "versioned", [x])[0], x + 4)
+
+    # A broken reload leaves the serving model serving.
+    config = repo / "versioned" / "config.toml"
+    good = config.read_text()
+    config.write_text('backend = "onnx"\ndevice = "tpu"\n')
+    try:
+        with pytest.raises(InferenceServerException, match="kept serving"):
+            client.load_model("versioned")
+        assert client.is_model_ready("versioned")
+        np.testing.assert_array_equal(infer(client, "versioned", [x])[0], x + 4)
+    finally:
+        config.write_text(good)
+    shutil.rmtree(repo / "versioned" / "4")
+    client.load_model("versioned")
+    assert client.get_model_metadata("versioned")["versions"] == ["2", "3"]
