@@ -8,15 +8,17 @@ import urllib.request
 import zipfile
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 import tritonclient.http as httpclient
 from onnx import TensorProto, helper, numpy_helper
-from safetensors.numpy import save_file
 from tritonclient.utils import InferenceServerException
 
+import model_builders
 from conftest import ROOT, Daemon
+from model_builders import (
+    cnn_graph, fp32_input, mlp_graph, save_onnx, write_safetensors_cnn, write_safetensors_mlp,
+)
 
 WHEEL = ROOT / "target" / "wheels" / "rapidocr_onnxruntime-1.4.4-py3-none-any.whl"
 PPOCR_CLS = "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx"
@@ -26,22 +28,7 @@ WEIGHTS = {}
 
 
 def weights(*shape, scale=0.5):
-    return (RNG.standard_normal(shape) * scale).astype(np.float32)
-
-
-def save_onnx(repo, name, graph, opset=13, version=1, config='backend = "onnx"\n'):
-    folder = repo / name / str(version)
-    folder.mkdir(parents=True, exist_ok=True)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, folder / "model.onnx")
-    if config is not None:
-        (repo / name / "config.toml").write_text(config)
-
-
-def fp32_input(name, *dims):
-    return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(dims))
+    return model_builders.weights(RNG, *shape, scale=scale)
 
 
 def single_op(op, inputs, attrs, initializers=(), out_dims=None):
@@ -71,47 +58,6 @@ OPS = {
         13,
     ),
 }
-
-
-def cnn_graph():
-    init = [
-        numpy_helper.from_array(weights(8, 3, 3, 3), "c1w"), numpy_helper.from_array(weights(8), "c1b"),
-        numpy_helper.from_array(np.abs(weights(8)) + 0.5, "bn_s"), numpy_helper.from_array(weights(8), "bn_b"),
-        numpy_helper.from_array(weights(8), "bn_m"), numpy_helper.from_array(np.abs(weights(8)) + 0.5, "bn_v"),
-        numpy_helper.from_array(weights(16, 8, 3, 3), "c2w"), numpy_helper.from_array(weights(16), "c2b"),
-        numpy_helper.from_array(weights(5, 16), "fcw"), numpy_helper.from_array(weights(5), "fcb"),
-    ]
-    nodes = [
-        helper.make_node("Conv", ["x", "c1w", "c1b"], ["c1"], pads=[1, 1, 1, 1]),
-        helper.make_node("BatchNormalization", ["c1", "bn_s", "bn_b", "bn_m", "bn_v"], ["bn"]),
-        helper.make_node("Relu", ["bn"], ["r1"]),
-        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
-        helper.make_node("Conv", ["p1", "c2w", "c2b"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
-        helper.make_node("HardSigmoid", ["c2"], ["h2"]),
-        helper.make_node("GlobalAveragePool", ["h2"], ["gap"]),
-        helper.make_node("Flatten", ["gap"], ["flat"]),
-        helper.make_node("Gemm", ["flat", "fcw", "fcb"], ["logits"], transB=1),
-        helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
-    ]
-    return helper.make_graph(nodes, "cnn", [fp32_input("x", "N", 3, 16, 16)], [fp32_input("probs", "N", 5)], init)
-
-
-def mlp_graph():
-    init = [
-        numpy_helper.from_array(weights(12, 32), "w1"), numpy_helper.from_array(weights(32), "b1"),
-        numpy_helper.from_array(weights(32), "ln_s"), numpy_helper.from_array(weights(32), "ln_b"),
-        numpy_helper.from_array(weights(32, 3), "w2"), numpy_helper.from_array(weights(3), "b2"),
-    ]
-    nodes = [
-        helper.make_node("MatMul", ["x", "w1"], ["m1"]),
-        helper.make_node("Add", ["m1", "b1"], ["a1"]),
-        helper.make_node("Relu", ["a1"], ["r1"]),
-        helper.make_node("LayerNormalization", ["r1", "ln_s", "ln_b"], ["ln"], axis=-1),
-        helper.make_node("MatMul", ["ln", "w2"], ["m2"]),
-        helper.make_node("Add", ["m2", "b2"], ["a2"]),
-        helper.make_node("Tanh", ["a2"], ["y"]),
-    ]
-    return helper.make_graph(nodes, "mlp", [fp32_input("x", "N", 12)], [fp32_input("y", "N", 3)], init)
 
 
 def add_constant_graph(c):
@@ -162,6 +108,9 @@ def conv2d(x, w, b, stride=1, pad=1):
     return out + b[None, :, None, None]
 
 
+CNN_STAGES = [4, 8]
+
+
 def resnet_reference(x, t, stages):
     relu = lambda v: np.maximum(v, 0)  # noqa: E731
     x = relu(conv2d(x, t["stem.weight"], t["stem.bias"]))
@@ -179,48 +128,13 @@ def resnet_reference(x, t, stages):
     return pooled @ t["fc.weight"].T + t["fc.bias"]
 
 
-CNN_STAGES = [4, 8]
-
-
-def write_safetensors(repo):
-    mlp = {}
-    sizes = [8, 16, 4]
-    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
-        mlp[f"layers.{i}.weight"] = weights(b, a)
-        mlp[f"layers.{i}.bias"] = weights(b)
-    (repo / "st_mlp" / "1").mkdir(parents=True)
-    save_file(mlp, repo / "st_mlp" / "1" / "model.safetensors")
-    (repo / "st_mlp" / "config.toml").write_text(
-        'backend = "safetensors"\nmax_batch_size = 16\n'
-        'architecture = { kind = "mlp", layers = [8, 16, 4], activation = "gelu" }\n'
-        '[[input]]\nname = "features"\ndatatype = "FP32"\ndims = [8]\n'
-    )
-    cnn = {"stem.weight": weights(4, 3, 3, 3), "stem.bias": weights(4)}
-    previous = CNN_STAGES[0]
-    for i, ch in enumerate(CNN_STAGES):
-        p = f"stages.{i}."
-        cnn[p + "conv1.weight"], cnn[p + "conv1.bias"] = weights(ch, previous, 3, 3), weights(ch)
-        cnn[p + "conv2.weight"], cnn[p + "conv2.bias"] = weights(ch, ch, 3, 3), weights(ch)
-        if i > 0 or ch != previous:
-            cnn[p + "proj.weight"], cnn[p + "proj.bias"] = weights(ch, previous, 1, 1), weights(ch)
-        previous = ch
-    cnn["fc.weight"], cnn["fc.bias"] = weights(6, previous), weights(6)
-    (repo / "st_cnn" / "1").mkdir(parents=True)
-    save_file(cnn, repo / "st_cnn" / "1" / "model.safetensors")
-    (repo / "st_cnn" / "config.toml").write_text(
-        'backend = "safetensors"\n'
-        f'architecture = {{ kind = "cnn", in_channels = 3, stages = {CNN_STAGES}, num_classes = 6 }}\n'
-    )
-    return mlp, cnn
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     repo = tmp_path_factory.mktemp("repo")
     for name, (graph, opset) in OPS.items():
         save_onnx(repo, "op_" + name, graph, opset)
-    save_onnx(repo, "cnn", cnn_graph())
-    save_onnx(repo, "mlp", mlp_graph(), 17)
+    save_onnx(repo, "cnn", cnn_graph(RNG))
+    save_onnx(repo, "mlp", mlp_graph(RNG), 17)
     for v in (1, 2, 3):
         save_onnx(repo, "versioned", add_constant_graph(float(v)), version=v,
                   config='backend = "onnx"\nversion_policy = { latest = 2 }\n')
@@ -232,7 +146,11 @@ def repo(tmp_path_factory):
     (repo / "ppocr_cls" / "config.toml").write_text('backend = "onnx"\n')
     (repo / "broken").mkdir()
     (repo / "broken" / "config.toml").write_text('backend = "onnx"\ninstance_count = 0\n')
-    WEIGHTS["mlp"], WEIGHTS["cnn"] = write_safetensors(repo)
+    WEIGHTS["mlp"] = write_safetensors_mlp(
+        RNG, repo, "st_mlp", [8, 16, 4], "gelu",
+        'max_batch_size = 16\n[[input]]\nname = "features"\ndatatype = "FP32"\ndims = [8]\n',
+    )
+    WEIGHTS["cnn"] = write_safetensors_cnn(RNG, repo, "st_cnn", CNN_STAGES, 6)
     return repo
 
 

@@ -1,0 +1,109 @@
+"""Models written for the tests and the model benchmark: ONNX graphs built with onnx.helper,
+safetensors weights for tensord's native architectures. Weights are random, from the given rng."""
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+from safetensors.numpy import save_file
+
+
+def weights(rng, *shape, scale=0.5):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def fp32_input(name, *dims):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(dims))
+
+
+def save_onnx(repo, name, graph, opset=13, version=1, config='backend = "onnx"\n'):
+    folder = repo / name / str(version)
+    folder.mkdir(parents=True, exist_ok=True)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, folder / "model.onnx")
+    if config is not None:
+        (repo / name / "config.toml").write_text(config)
+    return folder / "model.onnx"
+
+
+def cnn_graph(rng, size=16, channels=(8, 16), classes=5):
+    """Conv-BN-ReLU-MaxPool, a strided Conv, HardSigmoid, GlobalAveragePool, Gemm, Softmax."""
+    c1, c2 = channels
+    init = [
+        numpy_helper.from_array(weights(rng, c1, 3, 3, 3), "c1w"), numpy_helper.from_array(weights(rng, c1), "c1b"),
+        numpy_helper.from_array(np.abs(weights(rng, c1)) + 0.5, "bn_s"), numpy_helper.from_array(weights(rng, c1), "bn_b"),
+        numpy_helper.from_array(weights(rng, c1), "bn_m"), numpy_helper.from_array(np.abs(weights(rng, c1)) + 0.5, "bn_v"),
+        numpy_helper.from_array(weights(rng, c2, c1, 3, 3), "c2w"), numpy_helper.from_array(weights(rng, c2), "c2b"),
+        numpy_helper.from_array(weights(rng, classes, c2), "fcw"), numpy_helper.from_array(weights(rng, classes), "fcb"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "c1w", "c1b"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c1", "bn_s", "bn_b", "bn_m", "bn_v"], ["bn"]),
+        helper.make_node("Relu", ["bn"], ["r1"]),
+        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["p1", "c2w", "c2b"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("HardSigmoid", ["c2"], ["h2"]),
+        helper.make_node("GlobalAveragePool", ["h2"], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "fcw", "fcb"], ["logits"], transB=1),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
+    ]
+    return helper.make_graph(
+        nodes, "cnn", [fp32_input("x", "N", 3, size, size)], [fp32_input("probs", "N", classes)], init
+    )
+
+
+def mlp_graph(rng, sizes=(12, 32, 3)):
+    """MatMul+Add layers with ReLU between them, LayerNormalization after the first, Tanh at the end
+    (opset 17)."""
+    init, nodes, x = [], [], "x"
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+        init += [numpy_helper.from_array(weights(rng, a, b, scale=1 / np.sqrt(a)), f"w{i}"),
+                 numpy_helper.from_array(weights(rng, b), f"b{i}")]
+        nodes += [helper.make_node("MatMul", [x, f"w{i}"], [f"m{i}"]),
+                  helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"])]
+        x = f"a{i}"
+        if i + 2 < len(sizes):
+            nodes.append(helper.make_node("Relu", [x], [f"r{i}"]))
+            x = f"r{i}"
+        if i == 0 and len(sizes) > 2:
+            init += [numpy_helper.from_array(weights(rng, b), "ln_s"), numpy_helper.from_array(weights(rng, b), "ln_b")]
+            nodes.append(helper.make_node("LayerNormalization", [x, "ln_s", "ln_b"], ["ln"], axis=-1))
+            x = "ln"
+    nodes.append(helper.make_node("Tanh", [x], ["y"]))
+    return helper.make_graph(nodes, "mlp", [fp32_input("x", "N", sizes[0])], [fp32_input("y", "N", sizes[-1])], init)
+
+
+def write_safetensors_mlp(rng, repo, name, sizes, activation="gelu", extra_config=""):
+    tensors = {}
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+        tensors[f"layers.{i}.weight"] = weights(rng, b, a, scale=1 / np.sqrt(a))
+        tensors[f"layers.{i}.bias"] = weights(rng, b)
+    (repo / name / "1").mkdir(parents=True)
+    save_file(tensors, repo / name / "1" / "model.safetensors")
+    (repo / name / "config.toml").write_text(
+        f'backend = "safetensors"\n'
+        f'architecture = {{ kind = "mlp", layers = {list(sizes)}, activation = "{activation}" }}\n' + extra_config
+    )
+    return tensors
+
+
+def write_safetensors_cnn(rng, repo, name, stages, classes):
+    tensors = {"stem.weight": weights(rng, stages[0], 3, 3, 3), "stem.bias": weights(rng, stages[0])}
+    previous = stages[0]
+    for i, ch in enumerate(stages):
+        p = f"stages.{i}."
+        tensors[p + "conv1.weight"], tensors[p + "conv1.bias"] = weights(rng, ch, previous, 3, 3), weights(rng, ch)
+        tensors[p + "conv2.weight"], tensors[p + "conv2.bias"] = weights(rng, ch, ch, 3, 3), weights(rng, ch)
+        if i > 0 or ch != previous:
+            tensors[p + "proj.weight"], tensors[p + "proj.bias"] = weights(rng, ch, previous, 1, 1), weights(rng, ch)
+        previous = ch
+    tensors["fc.weight"], tensors["fc.bias"] = weights(rng, classes, previous), weights(rng, classes)
+    (repo / name / "1").mkdir(parents=True)
+    save_file(tensors, repo / name / "1" / "model.safetensors")
+    (repo / name / "config.toml").write_text(
+        f'backend = "safetensors"\n'
+        f'architecture = {{ kind = "cnn", in_channels = 3, stages = {list(stages)}, num_classes = {classes} }}\n'
+    )
+    return tensors
