@@ -1,9 +1,11 @@
 //! tensord: an Open Inference Protocol server. Data flows one way through the layers:
-//! server (sockets) → http (framing) → protocol (V2) → tensors → models, and back.
+//! server (sockets) → http (framing) → protocol (V2, tensors) → batching (queues, workers)
+//! → models, and back.
 
 // Request paths must not panic: errors are answered, never unwrapped.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod batching;
 pub mod config;
 pub mod http;
 pub mod models;

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+
 use super::TensorSpec;
 use crate::tensors::DataType;
 
@@ -48,6 +49,27 @@ pub struct ModelConfig {
     /// For `backend = "safetensors"`: the architecture and its hyper-parameters.
     #[serde(default)]
     pub architecture: Option<Architecture>,
+    /// For `backend = "builtin"`: a fixed cost per execution (a test model with controlled timing).
+    #[serde(default)]
+    pub execution_delay_microseconds: u64,
+    /// Present: requests are batched (needs `max_batch_size` > 0).
+    #[serde(default)]
+    pub dynamic_batching: Option<DynamicBatching>,
+    /// Requests waiting beyond this many for a model are refused (503 with Retry-After); 0: no limit.
+    #[serde(default)]
+    pub max_queue_size: usize,
+}
+
+/// Triton's dynamic batcher settings.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DynamicBatching {
+    /// Batch sizes released at once when they can be formed exactly.
+    #[serde(default)]
+    pub preferred_batch_size: Vec<u64>,
+    /// How long the oldest request may wait for a fuller batch; 0: never waits.
+    #[serde(default)]
+    pub max_queue_delay_microseconds: u64,
 }
 
 impl Default for ModelConfig {
@@ -63,6 +85,9 @@ impl Default for ModelConfig {
             default_model_filename: None,
             builtin: None,
             architecture: None,
+            execution_delay_microseconds: 0,
+            dynamic_batching: None,
+            max_queue_size: 0,
         }
     }
 }
@@ -245,6 +270,24 @@ impl ModelConfig {
         }
         self.specs("input")?;
         self.specs("output")?;
+        if let Some(batching) = &self.dynamic_batching {
+            if self.max_batch_size == 0 {
+                return Err("key 'dynamic_batching': needs max_batch_size > 0".into());
+            }
+            if let Some(bad) = batching
+                .preferred_batch_size
+                .iter()
+                .find(|&&p| p == 0 || p > self.max_batch_size)
+            {
+                return Err(format!(
+                    "key 'dynamic_batching.preferred_batch_size': {bad} is not in 1..=max_batch_size ({})",
+                    self.max_batch_size
+                ));
+            }
+        }
+        if self.execution_delay_microseconds > 0 && self.backend != "builtin" {
+            return Err("key 'execution_delay_microseconds': only built-in models take it".into());
+        }
         Ok(())
     }
 }

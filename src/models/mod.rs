@@ -3,7 +3,6 @@
 mod backends;
 mod candle_io;
 mod config;
-mod executor;
 mod model;
 mod pbtxt;
 mod repository;
@@ -14,6 +13,5 @@ pub use backends::LoadedVersion;
 pub use config::{
     Activation, Architecture, DeviceChoice, ModelConfig, TensorConfig, VersionPolicy,
 };
-pub use executor::Executor;
 pub use model::{Model, ModelError, ModelErrorKind, TensorSpec};
 pub use repository::{IndexEntry, LookupError, ModelVersion, Repository, ServedModel};

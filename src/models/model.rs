@@ -54,6 +54,14 @@ impl TensorSpec {
 /// It is synchronous: callers decide on which thread it runs.
 pub trait Model: Send + Sync {
     fn execute(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, ModelError>;
+
+    /// Runs several requests (each its inputs) taken from the queue together. `None` (the
+    /// default): the batcher gathers them into one batch tensor per input, calls `execute` once
+    /// and hands each request its rows. Models that gain nothing from a contiguous batch
+    /// (identity, element-wise built-ins) answer here instead and skip the gather copy.
+    fn execute_many(&self, _requests: &[&[Tensor]]) -> Option<Result<Vec<Vec<Tensor>>, ModelError>> {
+        None
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +70,10 @@ pub enum ModelErrorKind {
     InvalidInput,
     /// The model failed (500).
     Internal,
+    /// The request waited in the queue past its timeout (503).
+    TimedOut,
+    /// The model's queue is full (503 with Retry-After).
+    Overloaded,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,8 +1,8 @@
 //! Triton's `config.pbtxt` (protobuf text format), read for the fields that map onto tensord's
 //! config: name, platform/backend, max_batch_size, input/output, instance_group, version_policy,
-//! default_model_filename. Other fields are ignored.
+//! default_model_filename, dynamic_batching. Other fields are ignored.
 
-use super::config::{ModelConfig, TensorConfig, VersionPolicy};
+use super::config::{DynamicBatching, ModelConfig, TensorConfig, VersionPolicy};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Value {
@@ -173,6 +173,19 @@ pub fn config_from_pbtxt(text: &str) -> Result<ModelConfig, String> {
             config.device = format!("cuda:{index}");
         }
     }
+    if let Some(batching) = messages(&fields, "dynamic_batching").next() {
+        config.dynamic_batching = Some(DynamicBatching {
+            preferred_batch_size: scalars(batching, "preferred_batch_size")
+                .map(|p| number(p, "dynamic_batching.preferred_batch_size"))
+                .collect::<Result<_, _>>()?,
+            max_queue_delay_microseconds: scalar(batching, "max_queue_delay_microseconds")
+                .map_or(Ok(0), |d| number(d, "dynamic_batching.max_queue_delay_microseconds"))?,
+        });
+        if let Some(policy) = messages(batching, "default_queue_policy").next() {
+            config.max_queue_size = scalar(policy, "max_queue_size")
+                .map_or(Ok(0), |n| number(n, "dynamic_batching.default_queue_policy.max_queue_size"))?;
+        }
+    }
     if let Some(policy) = messages(&fields, "version_policy").next() {
         config.version_policy = if let Some(latest) = messages(policy, "latest").next() {
             VersionPolicy::Latest(
@@ -253,7 +266,11 @@ mod tests {
             output { name: "OUTPUT0" data_type: TYPE_FP32 dims: 16 }
             instance_group [ { count: 2 kind: KIND_GPU gpus: [ 1 ] } ]
             version_policy: { latest: { num_versions: 2 } }
-            dynamic_batching { preferred_batch_size: [ 4, 8 ] }
+            dynamic_batching {
+              preferred_batch_size: [ 4, 8 ]
+              max_queue_delay_microseconds: 100
+              default_queue_policy { max_queue_size: 12 }
+            }
         "#;
         let c = config_from_pbtxt(text).unwrap();
         assert_eq!(c.backend, "onnx");
@@ -268,6 +285,14 @@ mod tests {
         assert_eq!(c.instance_count, 2);
         assert_eq!(c.device, "cuda:1");
         assert_eq!(c.version_policy, VersionPolicy::Latest(2));
+        assert_eq!(
+            c.dynamic_batching,
+            Some(DynamicBatching {
+                preferred_batch_size: vec![4, 8],
+                max_queue_delay_microseconds: 100
+            })
+        );
+        assert_eq!(c.max_queue_size, 12);
         assert_eq!(
             config_from_pbtxt(
                 "backend: \"onnxruntime\"\nversion_policy { specific { versions: [1, 3] } }"

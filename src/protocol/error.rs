@@ -12,28 +12,29 @@ use crate::tensors::TensorError;
 pub struct ProtocolError {
     pub status: u16,
     pub message: String,
+    /// Seconds a client should wait before retrying (503 on overload).
+    pub retry_after: Option<u32>,
 }
 
 impl ProtocolError {
-    pub fn bad_request(message: impl Into<String>) -> ProtocolError {
+    pub fn new(status: u16, message: impl Into<String>) -> ProtocolError {
         ProtocolError {
-            status: 400,
+            status,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ProtocolError {
+        ProtocolError::new(400, message)
     }
 
     pub fn unavailable(message: impl Into<String>) -> ProtocolError {
-        ProtocolError {
-            status: 503,
-            message: message.into(),
-        }
+        ProtocolError::new(503, message)
     }
 
     pub fn internal(message: impl Into<String>) -> ProtocolError {
-        ProtocolError {
-            status: 500,
-            message: message.into(),
-        }
+        ProtocolError::new(500, message)
     }
 
     /// A tensor error about one named input or output.
@@ -42,7 +43,11 @@ impl ProtocolError {
     }
 
     pub fn into_response(self) -> Response {
-        error_response(self.status, &self.message)
+        let mut response = error_response(self.status, &self.message);
+        if let Some(seconds) = self.retry_after {
+            response.headers.push(("Retry-After", seconds.to_string()));
+        }
+        response
     }
 }
 
@@ -58,32 +63,27 @@ impl From<LookupError> for ProtocolError {
             LookupError::NotReady { .. } => 503,
             LookupError::UnknownModel(_) | LookupError::UnknownVersion { .. } => 404,
         };
-        ProtocolError {
-            status,
-            message: e.to_string(),
-        }
+        ProtocolError::new(status, e.to_string())
     }
 }
 
 impl From<ModelError> for ProtocolError {
     fn from(e: ModelError) -> ProtocolError {
-        let status = match e.kind {
-            ModelErrorKind::InvalidInput => 400,
-            ModelErrorKind::Internal => 500,
-        };
-        ProtocolError {
-            status,
-            message: e.message,
+        match e.kind {
+            ModelErrorKind::InvalidInput => ProtocolError::bad_request(e.message),
+            ModelErrorKind::Internal => ProtocolError::internal(e.message),
+            ModelErrorKind::TimedOut => ProtocolError::unavailable(e.message),
+            ModelErrorKind::Overloaded => ProtocolError {
+                retry_after: Some(1),
+                ..ProtocolError::unavailable(e.message)
+            },
         }
     }
 }
 
 impl From<HttpError> for ProtocolError {
     fn from(e: HttpError) -> ProtocolError {
-        ProtocolError {
-            status: e.status,
-            message: e.message,
-        }
+        ProtocolError::new(e.status, e.message)
     }
 }
 

@@ -2,6 +2,7 @@
 
 use serde_json::{json, Value};
 
+use crate::batching::{Counter, ModelStats};
 use crate::models::{IndexEntry, LoadedVersion, ServedModel, TensorSpec, VersionPolicy};
 
 /// Extensions this server implements, as listed in server metadata.
@@ -10,6 +11,7 @@ pub const EXTENSIONS: &[&str] = &[
     "parameters",
     "model_repository",
     "model_configuration",
+    "statistics",
 ];
 
 pub fn server_metadata() -> Value {
@@ -127,4 +129,55 @@ pub fn repository_index(entries: &[IndexEntry], ready_only: bool) -> Value {
         })
         .collect();
     Value::Array(rows)
+}
+
+fn duration(counter: &Counter) -> Value {
+    let (count, ns) = counter.get();
+    json!({ "count": count, "ns": ns })
+}
+
+fn phase(count: u64, d: std::time::Duration) -> Value {
+    json!({ "count": count, "ns": d.as_nanos() as u64 })
+}
+
+/// `{"model_stats": [...]}` in the statistics extension's shape (Triton's), one entry per
+/// (model, version).
+pub fn model_statistics(entries: &[(&str, u64, &ModelStats)]) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let stats: Vec<Value> = entries
+        .iter()
+        .map(|&(name, version, s)| {
+            let batches: Vec<Value> = s
+                .batch_stats()
+                .into_iter()
+                .map(|(size, n, p)| {
+                    json!({
+                        "batch_size": size,
+                        "compute_input": phase(n, p.input),
+                        "compute_infer": phase(n, p.infer),
+                        "compute_output": phase(n, p.output),
+                    })
+                })
+                .collect();
+            json!({
+                "name": name,
+                "version": version.to_string(),
+                "last_inference": s.last_inference_ms.load(Relaxed),
+                "inference_count": s.inference_count.load(Relaxed),
+                "execution_count": s.execution_count.load(Relaxed),
+                "inference_stats": {
+                    "success": duration(&s.success),
+                    "fail": duration(&s.fail),
+                    "queue": duration(&s.queue),
+                    "compute_input": duration(&s.compute_input),
+                    "compute_infer": duration(&s.compute_infer),
+                    "compute_output": duration(&s.compute_output),
+                    "cache_hit": { "count": 0, "ns": 0 },
+                    "cache_miss": { "count": 0, "ns": 0 },
+                },
+                "batch_stats": batches,
+            })
+        })
+        .collect();
+    json!({ "model_stats": stats })
 }

@@ -13,6 +13,8 @@ pub enum Route<'a> {
     ModelMetadata(ModelRef<'a>),
     ModelReady(ModelRef<'a>),
     ModelConfig(ModelRef<'a>),
+    /// Statistics of one model, or of all (`None`).
+    ModelStats(Option<ModelRef<'a>>),
     Infer(ModelRef<'a>),
     RepositoryIndex,
     Load(Cow<'a, str>),
@@ -47,7 +49,10 @@ pub fn route(path: &str) -> Result<Option<Route<'_>>, ProtocolError> {
         [] | [""] => Route::ServerMetadata,
         ["health", "live"] => Route::Live,
         ["health", "ready"] => Route::Ready,
+        ["models", "stats"] => Route::ModelStats(None),
         ["models", m] => Route::ModelMetadata(model(m, None)?),
+        ["models", m, "stats"] => Route::ModelStats(Some(model(m, None)?)),
+        ["models", m, "versions", v, "stats"] => Route::ModelStats(Some(model(m, Some(v))?)),
         ["models", m, "ready"] => Route::ModelReady(model(m, None)?),
         ["models", m, "infer"] => Route::Infer(model(m, None)?),
         ["models", m, "config"] => Route::ModelConfig(model(m, None)?),
@@ -117,6 +122,11 @@ mod tests {
             Some(Route::ModelReady(model("m", None)))
         );
         assert_eq!(route("/v2/models/m/stats/x").unwrap(), None);
+        assert_eq!(route("/v2/models/stats").unwrap(), Some(Route::ModelStats(None)));
+        assert_eq!(
+            route("/v2/models/m/versions/1/stats").unwrap(),
+            Some(Route::ModelStats(Some(model("m", Some("1")))))
+        );
         assert_eq!(
             route("/v2/repository/index").unwrap(),
             Some(Route::RepositoryIndex)

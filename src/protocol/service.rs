@@ -2,12 +2,13 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::infer_request::{decode_infer_request, decode_raw_request, header_length, InferRequest};
 use super::infer_response::{encode_infer_response, ResponseOutput};
-use super::metadata::{model_config, model_metadata, repository_index, server_metadata};
+use super::metadata::{model_config, model_metadata, model_statistics, repository_index, server_metadata};
 use super::routes::{route, ModelRef, Route};
 use super::ProtocolError;
 use crate::http::{Method, Request, Response};
@@ -50,21 +51,15 @@ impl Service {
 
     async fn dispatch(&self, request: &Request) -> Result<Response, ProtocolError> {
         let Some(route) = route(request.head.path())? else {
-            return Err(ProtocolError {
-                status: 404,
-                message: format!("no such endpoint: {}", request.head.path()),
-            });
+            return Err(ProtocolError::new(404, format!("no such endpoint: {}", request.head.path())));
         };
         let method = match request.head.method {
             Method::Head => Method::Get,
             other => other,
         };
         if method != route.method() {
-            return Err(ProtocolError {
-                status: 405,
-                message: format!("{} needs {:?}", request.head.path(), route.method())
-                    .to_uppercase(),
-            });
+            let message = format!("{} needs {:?}", request.head.path(), route.method());
+            return Err(ProtocolError::new(405, message.to_uppercase()));
         }
         match route {
             Route::ServerMetadata => Ok(json_response(server_metadata().to_string())),
@@ -97,6 +92,7 @@ impl Service {
                 let (version, loaded) = model.version(m.version.as_deref())?;
                 self.infer(&model, version, loaded, request).await
             }
+            Route::ModelStats(m) => Ok(json_response(self.statistics(m.as_ref())?.to_string())),
             Route::RepositoryIndex => {
                 let ready_only = index_ready_filter(&request.body)?;
                 let entries = self.repository.index().map_err(ProtocolError::internal)?;
@@ -118,6 +114,30 @@ impl Service {
         }
     }
 
+    /// Statistics of one model's versions (one version when named), or of every model.
+    fn statistics(&self, m: Option<&ModelRef>) -> Result<serde_json::Value, ProtocolError> {
+        let models = match m {
+            Some(m) => vec![self.repository.get(&m.name)?],
+            None => self.repository.models(),
+        };
+        let wanted = match m.and_then(|m| m.version.as_deref()) {
+            Some(v) => Some(models[0].version(Some(v))?.0),
+            None => None,
+        };
+        let entries: Vec<(&str, u64, &crate::batching::ModelStats)> = models
+            .iter()
+            .flat_map(|model| {
+                model.versions.iter().filter_map(move |v| {
+                    let loaded = v.state.as_ref().ok()?;
+                    Some((model.name.as_str(), v.version, loaded.executor.stats()))
+                })
+            })
+            .filter(|(_, v, _)| wanted.is_none_or(|w| w == *v))
+            .collect();
+        Ok(model_statistics(&entries))
+    }
+
+    /// Runs one infer request and counts it in the model's statistics.
     async fn infer(
         &self,
         model: &ServedModel,
@@ -125,6 +145,24 @@ impl Service {
         loaded: &LoadedVersion,
         request: &Request,
     ) -> Result<Response, ProtocolError> {
+        let started = Instant::now();
+        let result = self.run_infer(model, version, loaded, request).await;
+        let stats = loaded.executor.stats();
+        match &result {
+            Ok((_, rows)) => stats.record_success(*rows, started.elapsed()),
+            Err(_) => stats.record_failure(started.elapsed()),
+        }
+        result.map(|(response, _)| response)
+    }
+
+    /// The response, and the request's rows (its batch size, 1 for a model that does not batch).
+    async fn run_infer(
+        &self,
+        model: &ServedModel,
+        version: u64,
+        loaded: &LoadedVersion,
+        request: &Request,
+    ) -> Result<(Response, u64), ProtocolError> {
         let body = &request.body;
         let header_len = request
             .head
@@ -144,7 +182,15 @@ impl Service {
             (len, _) => decode_infer_request(body, len, self.max_tensor_elements)?,
         };
         let inputs = arrange_inputs(model, loaded, &infer_request)?;
-        let outputs = loaded.executor.execute(inputs).await?;
+        let rows = match model.config.max_batch_size {
+            0 => 1,
+            _ => inputs.first().and_then(|t| t.shape.first().copied()).unwrap_or(1),
+        };
+        let timeout = infer_request
+            .parameters
+            .get_u64("timeout")?
+            .map(Duration::from_micros);
+        let outputs = loaded.executor.execute(inputs, timeout).await?;
         if outputs.len() != loaded.outputs.len() {
             return Err(ProtocolError::internal(format!(
                 "model '{}' returned {} outputs, declared {}",
@@ -154,7 +200,8 @@ impl Service {
             )));
         }
         let selected = select_outputs(model, loaded, &infer_request, outputs)?;
-        encode_infer_response(&model.name, version, &infer_request, selected)
+        let response = encode_infer_response(&model.name, version, &infer_request, selected)?;
+        Ok((response, rows))
     }
 }
 
@@ -237,6 +284,12 @@ fn arrange_inputs(
                 )));
             }
             spec.check(input.tensor.datatype, &input.tensor.shape)?;
+            if max_batch > 0 && input.tensor.shape.is_empty() {
+                return Err(ProtocolError::bad_request(format!(
+                    "input '{}' has no batch dimension, which model '{}' needs (max_batch_size {max_batch})",
+                    spec.name, model.name
+                )));
+            }
             let batch = input.tensor.shape.first().copied().unwrap_or(0);
             if max_batch > 0 && batch > max_batch {
                 return Err(ProtocolError::bad_request(format!(

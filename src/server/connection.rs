@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use std::os::fd::AsRawFd;
 
 use super::vectored::{write_all_vectored, IoParts};
 use super::ShutdownSignal;
@@ -77,7 +79,7 @@ impl Drop for BusyGuard<'_> {
     }
 }
 
-pub async fn serve<S: AsyncReadRent + AsyncWriteRent>(mut stream: S, ctx: Rc<ConnectionContext>) {
+pub async fn serve(mut stream: TcpStream, ctx: Rc<ConnectionContext>) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     loop {
         if buf.is_empty() && !wait_for_request(&mut stream, &mut buf, &ctx).await {
@@ -101,12 +103,17 @@ pub async fn serve<S: AsyncReadRent + AsyncWriteRent>(mut stream: S, ctx: Rc<Con
         };
         let keep_alive = request.head.keep_alive && !ctx.shutdown.is_fired();
         let head_only = request.head.method == Method::Head;
-        let response = CatchUnwind(ctx.service.handle(&request))
-            .await
-            .unwrap_or_else(|()| {
+        let handled = CatchUnwind(unless_peer_closes(&stream, ctx.service.handle(&request))).await;
+        let response = match handled {
+            Ok(Some(response)) => response,
+            // The client left while its request waited: dropping the request took it out of
+            // its model's queue. Nobody is left to answer.
+            Ok(None) => return,
+            Err(()) => {
                 tracing::error!(path = request.head.path(), "request handler panicked");
                 error_response(500, "internal error while handling the request")
-            });
+            }
+        };
         drop(request);
         if write_response(&mut stream, response, keep_alive, head_only)
             .await
@@ -235,6 +242,54 @@ async fn write_response<S: AsyncWriteRent>(
         parts.extend(response.body);
     }
     write_all_vectored(stream, IoParts::new(parts)).await
+}
+
+/// Awaits `work`; while it waits (queued behind a model), also watches the socket, and gives up
+/// (`None`, dropping `work`) when the peer closes. Work done on its first poll costs no watch.
+async fn unless_peer_closes<F: Future>(stream: &TcpStream, work: F) -> Option<F::Output> {
+    let mut work = std::pin::pin!(work);
+    let first = std::future::poll_fn(|cx| Poll::Ready(match work.as_mut().poll(cx) {
+        Poll::Ready(done) => Some(done),
+        Poll::Pending => None,
+    }))
+    .await;
+    if first.is_some() {
+        return first;
+    }
+    monoio::select! {
+        done = work.as_mut() => Some(done),
+        () = peer_closed(stream) => None,
+    }
+}
+
+/// Resolves when the peer has closed the connection (EOF or error). Bytes waiting to be read
+/// (a pipelined request) mean the peer is still there: then it never resolves.
+async fn peer_closed(stream: &TcpStream) {
+    loop {
+        if stream.readable(false).await.is_err() {
+            return;
+        }
+        let mut byte = 0u8;
+        // SAFETY: a one-byte peek into a local; the descriptor is the stream's own.
+        let n = unsafe {
+            libc::recv(
+                stream.as_raw_fd(),
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        match n {
+            0 => return,
+            1.. => std::future::pending::<()>().await,
+            _ => {
+                let e = io::Error::last_os_error().kind();
+                if e != io::ErrorKind::WouldBlock && e != io::ErrorKind::Interrupted {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// A panic while handling one request fails that request (500), not the io thread.

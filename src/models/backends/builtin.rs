@@ -1,5 +1,8 @@
 //! Models written in Rust that need no weights: identity and add_sub.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use bytes::Bytes;
 
 use crate::models::{Model, ModelError, TensorSpec};
@@ -41,12 +44,46 @@ pub fn builtin(name: &str) -> Option<Builtin> {
 
 pub const BUILTIN_NAMES: &[&str] = &["identity", "add_sub"];
 
+/// The model, made to take at least `micros` per execution when `micros` > 0 (a test model
+/// whose execution time is controlled, for batching tests and benchmarks).
+pub fn with_delay(model: Box<dyn Model>, micros: u64) -> Arc<dyn Model> {
+    if micros == 0 {
+        return Arc::from(model);
+    }
+    Arc::new(Delayed {
+        inner: model,
+        delay: Duration::from_micros(micros),
+    })
+}
+
+struct Delayed {
+    inner: Box<dyn Model>,
+    delay: Duration,
+}
+
+impl Model for Delayed {
+    fn execute(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, ModelError> {
+        std::thread::sleep(self.delay);
+        self.inner.execute(inputs)
+    }
+
+    fn execute_many(&self, requests: &[&[Tensor]]) -> Option<Result<Vec<Vec<Tensor>>, ModelError>> {
+        std::thread::sleep(self.delay);
+        self.inner.execute_many(requests)
+    }
+}
+
 /// OUTPUT0 is INPUT0: the same bytes, not a copy of them.
 struct Identity;
 
 impl Model for Identity {
     fn execute(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, ModelError> {
         Ok(inputs.to_vec())
+    }
+
+    /// Each request's output is its own input buffer: a batch needs no gathering.
+    fn execute_many(&self, requests: &[&[Tensor]]) -> Option<Result<Vec<Vec<Tensor>>, ModelError>> {
+        Some(Ok(requests.iter().map(|inputs| inputs.to_vec()).collect()))
     }
 }
 
@@ -78,6 +115,11 @@ impl Model for AddSub {
             data: Bytes::from(data),
         };
         Ok(vec![output(sum), output(diff)])
+    }
+
+    /// Element-wise: each request is computed where it lies, without gathering.
+    fn execute_many(&self, requests: &[&[Tensor]]) -> Option<Result<Vec<Vec<Tensor>>, ModelError>> {
+        Some(requests.iter().map(|inputs| self.execute(inputs)).collect())
     }
 }
 

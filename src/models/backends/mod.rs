@@ -13,8 +13,8 @@ use std::sync::Arc;
 use candle_core::Device;
 
 use super::config::{DeviceChoice, ModelConfig};
-use super::executor::Executor;
-use super::TensorSpec;
+use super::{Model, TensorSpec};
+use crate::batching::{BatchPolicy, Executor};
 
 /// One loaded version of a model.
 pub struct LoadedVersion {
@@ -30,6 +30,21 @@ fn device(config: &ModelConfig) -> Result<Device, String> {
             Device::new_cuda(n).map_err(|e| format!("key 'device': cuda:{n}: {e}"))
         }
     }
+}
+
+/// The model behind its queue, or inline when it is a cheap built-in that neither batches nor
+/// pretends to be slow.
+fn executor(model: Arc<dyn Model>, config: &ModelConfig, name: &str, cheap: bool) -> Result<Executor, String> {
+    let batching = config.dynamic_batching.as_ref();
+    if cheap && batching.is_none() && config.execution_delay_microseconds == 0 {
+        return Ok(Executor::inline(model));
+    }
+    let policy = BatchPolicy {
+        max_batch_size: batching.map_or(0, |_| config.max_batch_size),
+        preferred: batching.map(|b| b.preferred_batch_size.clone()).unwrap_or_default(),
+        max_delay: std::time::Duration::from_micros(batching.map_or(0, |b| b.max_queue_delay_microseconds)),
+    };
+    Executor::queued(model, policy, config.instance_count, config.max_queue_size, name)
 }
 
 fn model_file(config: &ModelConfig, dir: &Path, default: &str) -> std::path::PathBuf {
@@ -50,10 +65,11 @@ pub fn load_version(name: &str, config: &ModelConfig, dir: &Path) -> Result<Load
                     builtin::BUILTIN_NAMES.join(", ")
                 )
             })?;
+            let model = builtin::with_delay(b.model, config.execution_delay_microseconds);
             Ok(LoadedVersion {
                 inputs: b.inputs,
                 outputs: b.outputs,
-                executor: Executor::Inline(Arc::from(b.model)),
+                executor: executor(model, config, name, true)?,
             })
         }
         #[cfg(feature = "onnx")]
@@ -72,7 +88,7 @@ pub fn load_version(name: &str, config: &ModelConfig, dir: &Path) -> Result<Load
             Ok(LoadedVersion {
                 inputs: pick(declared_in, graph_inputs),
                 outputs: pick(declared_out, graph_outputs),
-                executor: Executor::workers(Arc::new(model), config.instance_count, name)?,
+                executor: executor(Arc::new(model), config, name, false)?,
             })
         }
         "safetensors" => {
@@ -97,7 +113,7 @@ pub fn load_version(name: &str, config: &ModelConfig, dir: &Path) -> Result<Load
             Ok(LoadedVersion {
                 inputs: rename("input", input)?,
                 outputs: rename("output", output)?,
-                executor: Executor::workers(Arc::new(model), config.instance_count, name)?,
+                executor: executor(Arc::new(model), config, name, false)?,
             })
         }
         other => Err(format!("key 'backend': unknown backend '{other}'")),

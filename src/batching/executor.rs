@@ -1,0 +1,187 @@
+//! Where a model runs: inline for the trivial built-ins, otherwise through its queue to worker
+//! threads of its own, so that a model's compute never stalls an io thread's event loop.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::scheduler::{run_model, run_worker, BatchPolicy, Job, Queue};
+use super::stats::{ModelStats, Phases};
+use crate::models::{Model, ModelError, ModelErrorKind};
+use crate::tensors::Tensor;
+
+pub struct Executor {
+    stats: Arc<ModelStats>,
+    route: Route,
+}
+
+enum Route {
+    /// Runs on the caller's thread: only for models that cost less than a hand-off.
+    Inline(Arc<dyn Model>),
+    Queued { queue: Arc<Queue>, batching: bool },
+}
+
+impl Executor {
+    pub fn inline(model: Arc<dyn Model>) -> Executor {
+        Executor {
+            stats: Arc::default(),
+            route: Route::Inline(model),
+        }
+    }
+
+    /// Starts `instances` workers on the model's queue; they stop when the executor drops.
+    pub fn queued(
+        model: Arc<dyn Model>,
+        policy: BatchPolicy,
+        instances: usize,
+        max_queue_size: usize,
+        name: &str,
+    ) -> Result<Executor, String> {
+        let stats = Arc::new(ModelStats::default());
+        let batching = policy.max_batch_size > 0;
+        let queue = Arc::new(Queue::new(policy, max_queue_size));
+        for i in 0..instances {
+            let (model, queue, stats) = (model.clone(), queue.clone(), stats.clone());
+            std::thread::Builder::new()
+                .name(format!("model-{name}-{i}"))
+                .spawn(move || run_worker(model, queue, stats))
+                .map_err(|e| format!("cannot start a worker thread for model '{name}': {e}"))?;
+        }
+        Ok(Executor {
+            stats,
+            route: Route::Queued { queue, batching },
+        })
+    }
+
+    pub fn stats(&self) -> &ModelStats {
+        &self.stats
+    }
+
+    /// Runs the model on `inputs`; an io thread awaits the answer without blocking. A request
+    /// whose future is dropped before it runs (its client went away) is dropped from the queue.
+    pub async fn execute(&self, inputs: Vec<Tensor>, timeout: Option<Duration>) -> Result<Vec<Tensor>, ModelError> {
+        match &self.route {
+            Route::Inline(model) => {
+                let started = Instant::now();
+                let rows = inputs.first().and_then(|t| t.shape.first().copied()).unwrap_or(1);
+                let outputs = run_model(&**model, &inputs);
+                let phases = Phases {
+                    infer: started.elapsed(),
+                    ..Phases::default()
+                };
+                self.stats.record_execution(rows, 1, phases);
+                outputs
+            }
+            Route::Queued { queue, batching } => {
+                let (reply, answer) = flume::bounded(1);
+                queue
+                    .push(Job::new(inputs, *batching, timeout, reply))
+                    .map_err(|_| ModelError {
+                        kind: ModelErrorKind::Overloaded,
+                        message: "the model's queue is full".into(),
+                    })?;
+                answer
+                    .recv_async()
+                    .await
+                    .map_err(|_| ModelError::internal("the model's worker stopped"))?
+            }
+        }
+    }
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        if let Route::Queued { queue, .. } = &self.route {
+            queue.close();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    use crate::tensors::DataType;
+
+    /// Returns its input; panics on an empty batch; records the batch sizes it saw.
+    struct Echo(std::sync::Mutex<Vec<u64>>);
+
+    impl Model for Echo {
+        fn execute(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, ModelError> {
+            let rows = inputs[0].shape[0];
+            if rows == 0 {
+                panic!("empty");
+            }
+            self.0.lock().unwrap().push(rows);
+            std::thread::sleep(Duration::from_millis(20));
+            Ok(inputs.to_vec())
+        }
+    }
+
+    fn rows(n: u64, value: u8) -> Tensor {
+        Tensor::new(DataType::Uint8, vec![n, 2], vec![value; 2 * n as usize].into(), 100).unwrap()
+    }
+
+    #[test]
+    fn concurrent_requests_share_a_batch_and_get_their_own_rows() {
+        let model = Arc::new(Echo(Default::default()));
+        let policy = BatchPolicy {
+            max_batch_size: 8,
+            preferred: vec![],
+            max_delay: Duration::ZERO,
+        };
+        let exec = Executor::queued(model.clone(), policy, 1, 0, "t").unwrap();
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().unwrap();
+        rt.block_on(async {
+            // The first request occupies the worker; the next three queue and run as one batch.
+            let first = exec.execute(vec![rows(1, 1)], None);
+            let rest = async {
+                monoio::time::sleep(Duration::from_millis(5)).await;
+                monoio::join!(
+                    exec.execute(vec![rows(2, 2)], None),
+                    exec.execute(vec![rows(1, 3)], None),
+                    exec.execute(vec![rows(3, 4)], None),
+                )
+            };
+            let (a, (b, c, d)) = monoio::join!(first, rest);
+            assert_eq!(a.unwrap(), vec![rows(1, 1)]);
+            assert_eq!(b.unwrap(), vec![rows(2, 2)]);
+            assert_eq!(c.unwrap(), vec![rows(1, 3)]);
+            assert_eq!(d.unwrap(), vec![rows(3, 4)]);
+            let err = exec.execute(vec![rows(0, 0)], None).await.unwrap_err();
+            assert_eq!(err.message, "the model panicked");
+        });
+        assert_eq!(*model.0.lock().unwrap(), vec![1, 6]);
+        assert_eq!(exec.stats().execution_count.load(Ordering::Relaxed), 2);
+        let batches = exec.stats().batch_stats();
+        assert_eq!(batches.iter().map(|b| (b.0, b.1)).collect::<Vec<_>>(), vec![(1, 1), (6, 1)]);
+        assert_eq!(exec.stats().queue.get().0, 5);
+    }
+
+    #[test]
+    fn a_full_queue_refuses_and_timeouts_expire() {
+        let model = Arc::new(Echo(Default::default()));
+        let policy = BatchPolicy {
+            max_batch_size: 0,
+            preferred: vec![],
+            max_delay: Duration::ZERO,
+        };
+        let exec = Executor::queued(model, policy, 1, 1, "t").unwrap();
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().unwrap();
+        rt.block_on(async {
+            // The first request runs; the second waits (and expires); the third finds the queue full.
+            let first = exec.execute(vec![rows(1, 1)], None);
+            let rest = async {
+                monoio::time::sleep(Duration::from_millis(5)).await;
+                monoio::join!(
+                    exec.execute(vec![rows(1, 2)], Some(Duration::from_millis(1))),
+                    exec.execute(vec![rows(1, 3)], None),
+                )
+            };
+            let (a, (b, c)) = monoio::join!(first, rest);
+            assert!(a.is_ok());
+            assert_eq!(b.unwrap_err().kind, ModelErrorKind::TimedOut);
+            assert_eq!(c.unwrap_err().kind, ModelErrorKind::Overloaded);
+        });
+    }
+}

@@ -1,0 +1,387 @@
+//! The per-model queue: io threads push requests and await replies; each of the model's
+//! `instance_count` workers, when free, takes the next batch from it and executes it.
+//!
+//! Batching follows Triton's dynamic batcher: a batch is released as soon as it is full or of a
+//! preferred size; otherwise it waits for more requests only while the oldest request has waited
+//! less than the configured delay (no delay: never). Only requests whose datatypes and non-batch
+//! dimensions match share a batch; requests are never split or padded.
+
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::gather::{gather, scatter};
+use super::stats::{ModelStats, Phases};
+use crate::models::{Model, ModelError, ModelErrorKind};
+use crate::tensors::{DataType, Tensor};
+
+/// How a model's queue forms batches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchPolicy {
+    /// 0: the model does not batch; every request runs alone.
+    pub max_batch_size: u64,
+    pub preferred: Vec<u64>,
+    pub max_delay: Duration,
+}
+
+pub type Reply = flume::Sender<Result<Vec<Tensor>, ModelError>>;
+
+/// One request waiting for execution.
+pub struct Job {
+    pub inputs: Vec<Tensor>,
+    /// Its rows (batch dimension; 1 when the model does not batch).
+    pub rows: u64,
+    /// What must match for requests to share a batch: datatypes and non-batch dimensions.
+    pub key: Vec<(DataType, Vec<u64>)>,
+    pub enqueued: Instant,
+    pub deadline: Option<Instant>,
+    pub reply: Reply,
+}
+
+impl Job {
+    pub fn new(inputs: Vec<Tensor>, batching: bool, timeout: Option<Duration>, reply: Reply) -> Job {
+        let rows = if batching {
+            inputs.first().and_then(|t| t.shape.first().copied()).unwrap_or(1)
+        } else {
+            1
+        };
+        let key = inputs
+            .iter()
+            .map(|t| (t.datatype, t.shape.get(1..).unwrap_or(&[]).to_vec()))
+            .collect();
+        let enqueued = Instant::now();
+        Job {
+            inputs,
+            rows,
+            key,
+            enqueued,
+            deadline: timeout.map(|t| enqueued + t),
+            reply,
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Decision {
+    /// Run these queue positions (ascending) as one batch.
+    Release(Vec<usize>),
+    /// Nothing to release before this instant (unless more requests arrive).
+    WaitUntil(Instant),
+    Empty,
+}
+
+/// What the queue should do now.
+fn decide(queue: &VecDeque<Job>, policy: &BatchPolicy, now: Instant) -> Decision {
+    let Some(head) = queue.front() else {
+        return Decision::Empty;
+    };
+    if policy.max_batch_size == 0 || head.rows >= policy.max_batch_size {
+        return Decision::Release(vec![0]);
+    }
+    let mut picked = Vec::new();
+    let mut prefix_rows = Vec::new();
+    let mut total = 0;
+    for (i, job) in queue.iter().enumerate() {
+        if job.key == head.key && total + job.rows <= policy.max_batch_size {
+            total += job.rows;
+            picked.push(i);
+            prefix_rows.push(total);
+            if total == policy.max_batch_size {
+                return Decision::Release(picked);
+            }
+        }
+    }
+    let preferred = prefix_rows
+        .iter()
+        .enumerate()
+        .filter(|(_, rows)| policy.preferred.contains(rows))
+        .max_by_key(|(_, &rows)| rows);
+    if let Some((last, _)) = preferred {
+        picked.truncate(last + 1);
+        return Decision::Release(picked);
+    }
+    let release_at = head.enqueued + policy.max_delay;
+    if now >= release_at {
+        Decision::Release(picked)
+    } else {
+        Decision::WaitUntil(release_at)
+    }
+}
+
+/// Drops requests whose client has gone, and answers those past their timeout.
+fn purge(queue: &mut VecDeque<Job>, now: Instant) {
+    queue.retain(|job| {
+        if job.deadline.is_some_and(|d| now >= d) {
+            let waited = now - job.enqueued;
+            let _ = job.reply.send(Err(ModelError {
+                kind: ModelErrorKind::TimedOut,
+                message: format!("request timed out after {} µs in the queue", waited.as_micros()),
+            }));
+            return false;
+        }
+        !job.reply.is_disconnected()
+    });
+}
+
+/// A model's queue, shared by the io threads (which push) and the model's workers (which form
+/// batches when they are free). There is no scheduler thread: the free worker decides.
+pub struct Queue {
+    state: Mutex<QueueState>,
+    arrived: Condvar,
+    policy: BatchPolicy,
+    max_queue_size: usize,
+}
+
+struct QueueState {
+    jobs: VecDeque<Job>,
+    closed: bool,
+}
+
+impl Queue {
+    pub fn new(policy: BatchPolicy, max_queue_size: usize) -> Queue {
+        Queue {
+            state: Mutex::new(QueueState {
+                jobs: VecDeque::new(),
+                closed: false,
+            }),
+            arrived: Condvar::new(),
+            policy,
+            max_queue_size,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a request, unless the queue is full (then the job comes back).
+    pub fn push(&self, job: Job) -> Result<(), Job> {
+        let mut state = self.lock();
+        if self.max_queue_size > 0 && state.jobs.len() >= self.max_queue_size {
+            return Err(job);
+        }
+        state.jobs.push_back(job);
+        drop(state);
+        self.arrived.notify_one();
+        Ok(())
+    }
+
+    /// Workers stop once the queue is empty.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.arrived.notify_all();
+    }
+
+    /// Blocks until a batch should run; `None` once closed and drained.
+    fn next_batch(&self) -> Option<Vec<Job>> {
+        let mut state = self.lock();
+        loop {
+            let now = Instant::now();
+            purge(&mut state.jobs, now);
+            let wake = match decide(&state.jobs, &self.policy, now) {
+                Decision::Release(positions) => {
+                    // Remove from the back so earlier positions stay valid, then restore order.
+                    let mut batch = Vec::with_capacity(positions.len());
+                    for &i in positions.iter().rev() {
+                        batch.extend(state.jobs.remove(i));
+                    }
+                    batch.reverse();
+                    let more = !state.jobs.is_empty();
+                    drop(state);
+                    if more {
+                        self.arrived.notify_one();
+                    }
+                    return Some(batch);
+                }
+                Decision::Empty if state.closed => return None,
+                // Closed: nothing more will come, so do not wait for a fuller batch.
+                Decision::WaitUntil(_) if state.closed => now,
+                Decision::WaitUntil(at) => at,
+                Decision::Empty => now + Duration::from_secs(3600),
+            };
+            let wake = state.jobs.iter().filter_map(|j| j.deadline).fold(wake, Instant::min);
+            if wake > now {
+                state = self
+                    .arrived
+                    .wait_timeout(state, wake - now)
+                    .map(|(s, _)| s)
+                    .unwrap_or_else(|e| e.into_inner().0);
+            } else if state.closed {
+                let batch: Vec<Job> = state.jobs.drain(..).collect();
+                return Some(batch).filter(|b| !b.is_empty());
+            }
+        }
+    }
+}
+
+/// A worker thread: takes the next batch, runs it, answers each request.
+pub fn run_worker(model: Arc<dyn Model>, queue: Arc<Queue>, stats: Arc<ModelStats>) {
+    while let Some(batch) = queue.next_batch() {
+        let started = Instant::now();
+        for job in &batch {
+            stats.queue.add(1, started - job.enqueued);
+        }
+        match execute_batch(&*model, &batch, &stats) {
+            Ok(outputs) => {
+                for (job, outputs) in batch.into_iter().zip(outputs) {
+                    let _ = job.reply.send(Ok(outputs));
+                }
+            }
+            Err(e) => {
+                for job in batch {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Executes one batch: through the model's own `execute_many` when it has one, else gathered
+/// into batch tensors, executed once and scattered; a lone request skips gather and scatter.
+fn execute_batch(model: &dyn Model, batch: &[Job], stats: &ModelStats) -> Result<Vec<Vec<Tensor>>, ModelError> {
+    let t0 = Instant::now();
+    let requests: Vec<&[Tensor]> = batch.iter().map(|job| &job.inputs[..]).collect();
+    let (per_request, phases) = match guarded(|| model.execute_many(&requests))? {
+        Some(outputs) => {
+            let outputs = outputs?;
+            let phases = Phases {
+                infer: t0.elapsed(),
+                ..Phases::default()
+            };
+            (outputs, phases)
+        }
+        None => gather_execute_scatter(model, batch, t0)?,
+    };
+    if per_request.len() != batch.len() {
+        return Err(ModelError::internal("the model answered a different number of requests"));
+    }
+    let rows = batch.iter().map(|job| job.rows).sum();
+    stats.record_execution(rows, batch.len() as u64, phases);
+    Ok(per_request)
+}
+
+fn gather_execute_scatter(model: &dyn Model, batch: &[Job], t0: Instant) -> Result<(Vec<Vec<Tensor>>, Phases), ModelError> {
+    let gathered;
+    let inputs = match batch {
+        [only] => &only.inputs,
+        _ => {
+            gathered = (0..batch[0].inputs.len())
+                .map(|i| gather(&batch.iter().map(|job| &job.inputs[i]).collect::<Vec<_>>()))
+                .collect::<Result<Vec<_>, _>>()?;
+            &gathered
+        }
+    };
+    let t1 = Instant::now();
+    let outputs = run_model(model, inputs)?;
+    let t2 = Instant::now();
+    let per_request = match batch {
+        [_] => vec![outputs],
+        _ => {
+            let rows: Vec<u64> = batch.iter().map(|job| job.rows).collect();
+            let mut per_request = vec![Vec::with_capacity(outputs.len()); batch.len()];
+            for output in &outputs {
+                for (mine, part) in per_request.iter_mut().zip(scatter(output, &rows)?) {
+                    mine.push(part);
+                }
+            }
+            per_request
+        }
+    };
+    let phases = Phases {
+        input: t1 - t0,
+        infer: t2 - t1,
+        output: t2.elapsed(),
+    };
+    Ok((per_request, phases))
+}
+
+/// Runs model code, turning a panic into an error for its requests.
+fn guarded<T>(work: impl FnOnce() -> T) -> Result<T, ModelError> {
+    catch_unwind(AssertUnwindSafe(work)).map_err(|_| ModelError::internal("the model panicked"))
+}
+
+/// A panicking model fails its requests, not the thread it runs on.
+pub fn run_model(model: &dyn Model, inputs: &[Tensor]) -> Result<Vec<Tensor>, ModelError> {
+    guarded(|| model.execute(inputs))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(rows: u64, width: u64, age: Duration, now: Instant) -> Job {
+        let t = Tensor {
+            datatype: DataType::Fp32,
+            shape: vec![rows, width],
+            data: vec![0u8; (rows * width * 4) as usize].into(),
+        };
+        let mut job = Job::new(vec![t], true, None, flume::unbounded().0);
+        job.enqueued = now - age;
+        job
+    }
+
+    fn policy(max: u64, preferred: &[u64], delay_us: u64) -> BatchPolicy {
+        BatchPolicy {
+            max_batch_size: max,
+            preferred: preferred.to_vec(),
+            max_delay: Duration::from_micros(delay_us),
+        }
+    }
+
+    #[test]
+    fn no_delay_releases_what_is_queued() {
+        let now = Instant::now();
+        let q: VecDeque<Job> = [job(1, 4, Duration::ZERO, now)].into();
+        assert_eq!(decide(&q, &policy(8, &[], 0), now), Decision::Release(vec![0]));
+        assert_eq!(decide(&VecDeque::new(), &policy(8, &[], 0), now), Decision::Empty);
+    }
+
+    #[test]
+    fn delay_waits_only_until_the_oldest_has_waited_it() {
+        let now = Instant::now();
+        let q: VecDeque<Job> = [job(1, 4, Duration::from_micros(30), now)].into();
+        let p = policy(8, &[], 100);
+        assert_eq!(decide(&q, &p, now), Decision::WaitUntil(now + Duration::from_micros(70)));
+        assert_eq!(decide(&q, &p, now + Duration::from_micros(70)), Decision::Release(vec![0]));
+    }
+
+    #[test]
+    fn full_and_preferred_batches_go_at_once_and_shapes_never_mix() {
+        let now = Instant::now();
+        let q: VecDeque<Job> = [
+            job(2, 4, Duration::ZERO, now),
+            job(3, 5, Duration::ZERO, now),
+            job(3, 4, Duration::ZERO, now),
+            job(3, 4, Duration::ZERO, now),
+        ]
+        .into();
+        // Full: 2 + 3 + 3 = 8 rows of width 4; the width-5 request waits.
+        assert_eq!(decide(&q, &policy(8, &[], 1000), now), Decision::Release(vec![0, 2, 3]));
+        // Preferred 5 = 2 + 3 (never split the third request to reach 8 with max 9).
+        assert_eq!(decide(&q, &policy(9, &[5], 1000), now), Decision::Release(vec![0, 2]));
+        // Nothing full or preferred: wait.
+        assert!(matches!(decide(&q, &policy(16, &[4], 1000), now), Decision::WaitUntil(_)));
+        // Not batching: one request at a time.
+        assert_eq!(decide(&q, &policy(0, &[], 1000), now), Decision::Release(vec![0]));
+    }
+
+    #[test]
+    fn purge_drops_the_disconnected_and_answers_the_expired() {
+        let now = Instant::now();
+        let (tx, rx) = flume::unbounded();
+        let mut expired = job(1, 4, Duration::from_millis(5), now);
+        expired.deadline = Some(now - Duration::from_millis(1));
+        expired.reply = tx;
+        let gone = job(1, 4, Duration::ZERO, now); // its receiver was dropped in job()
+        let (alive_tx, _alive_rx) = flume::unbounded();
+        let mut alive = job(1, 4, Duration::ZERO, now);
+        alive.reply = alive_tx;
+        let mut q: VecDeque<Job> = [expired, gone, alive].into();
+        purge(&mut q, now);
+        assert_eq!(q.len(), 1);
+        let answer = rx.try_recv().unwrap().unwrap_err();
+        assert_eq!(answer.kind, ModelErrorKind::TimedOut);
+        assert!(answer.message.contains("timed out"));
+    }
+}
