@@ -17,7 +17,10 @@ pub struct Executor {
 enum Route {
     /// Runs on the caller's thread: only for models that cost less than a hand-off.
     Inline(Arc<dyn Model>),
-    Queued { queue: Arc<Queue>, batching: bool },
+    Queued {
+        queue: Arc<Queue>,
+        batching: bool,
+    },
 }
 
 impl Executor {
@@ -58,11 +61,18 @@ impl Executor {
 
     /// Runs the model on `inputs`; an io thread awaits the answer without blocking. A request
     /// whose future is dropped before it runs (its client went away) is dropped from the queue.
-    pub async fn execute(&self, inputs: Vec<Tensor>, timeout: Option<Duration>) -> Result<Vec<Tensor>, ModelError> {
+    pub async fn execute(
+        &self,
+        inputs: Vec<Tensor>,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<Tensor>, ModelError> {
         match &self.route {
             Route::Inline(model) => {
                 let started = Instant::now();
-                let rows = inputs.first().and_then(|t| t.shape.first().copied()).unwrap_or(1);
+                let rows = inputs
+                    .first()
+                    .and_then(|t| t.shape.first().copied())
+                    .unwrap_or(1);
                 let outputs = run_model(&**model, &inputs);
                 let phases = Phases {
                     infer: started.elapsed(),
@@ -119,7 +129,13 @@ mod tests {
     }
 
     fn rows(n: u64, value: u8) -> Tensor {
-        Tensor::new(DataType::Uint8, vec![n, 2], vec![value; 2 * n as usize].into(), 100).unwrap()
+        Tensor::new(
+            DataType::Uint8,
+            vec![n, 2],
+            vec![value; 2 * n as usize].into(),
+            100,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -131,7 +147,10 @@ mod tests {
             max_delay: Duration::ZERO,
         };
         let exec = Executor::queued(model.clone(), policy, 1, 0, "t").unwrap();
-        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().unwrap();
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
         rt.block_on(async {
             // The first request occupies the worker; the next three queue and run as one batch.
             let first = exec.execute(vec![rows(1, 1)], None);
@@ -154,7 +173,10 @@ mod tests {
         assert_eq!(*model.0.lock().unwrap(), vec![1, 6]);
         assert_eq!(exec.stats().execution_count.load(Ordering::Relaxed), 2);
         let batches = exec.stats().batch_stats();
-        assert_eq!(batches.iter().map(|b| (b.0, b.1)).collect::<Vec<_>>(), vec![(1, 1), (6, 1)]);
+        assert_eq!(
+            batches.iter().map(|b| (b.0, b.1)).collect::<Vec<_>>(),
+            vec![(1, 1), (6, 1)]
+        );
         assert_eq!(exec.stats().queue.get().0, 5);
     }
 
@@ -167,7 +189,10 @@ mod tests {
             max_delay: Duration::ZERO,
         };
         let exec = Executor::queued(model, policy, 1, 1, "t").unwrap();
-        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().unwrap();
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
         rt.block_on(async {
             // The first request runs; the second waits (and expires); the third finds the queue full.
             let first = exec.execute(vec![rows(1, 1)], None);

@@ -9,7 +9,10 @@ pub fn gather(parts: &[&Tensor]) -> Result<Tensor, ModelError> {
     let first = parts
         .first()
         .ok_or_else(|| ModelError::internal("an empty batch"))?;
-    let rows: u64 = parts.iter().map(|t| t.shape.first().copied().unwrap_or(1)).sum();
+    let rows: u64 = parts
+        .iter()
+        .map(|t| t.shape.first().copied().unwrap_or(1))
+        .sum();
     let mut data = Vec::with_capacity(parts.iter().map(|t| t.data.len()).sum());
     for part in parts {
         data.extend_from_slice(&part.data);
@@ -34,7 +37,8 @@ pub fn scatter(output: &Tensor, rows: &[u64]) -> Result<Vec<Tensor>, ModelError>
             output.shape
         )));
     }
-    let row_elements = element_count(&output.shape[1..], u64::MAX).map_err(|e| ModelError::internal(e.to_string()))?;
+    let row_elements = element_count(&output.shape[1..], u64::MAX)
+        .map_err(|e| ModelError::internal(e.to_string()))?;
     let offsets = row_offsets(output, row_elements, total)?;
     let mut parts = Vec::with_capacity(rows.len());
     let mut row = 0usize;
@@ -63,7 +67,7 @@ fn row_offsets(output: &Tensor, row_elements: u64, total: u64) -> Result<Vec<usi
     let mut offsets = Vec::with_capacity(total as usize + 1);
     let mut offset = 0usize;
     for (i, element) in output.bytes_elements().enumerate() {
-        if i as u64 % row_elements.max(1) == 0 {
+        if (i as u64).is_multiple_of(row_elements.max(1)) {
             offsets.push(offset);
         }
         offset += 4 + element.len();
@@ -72,7 +76,9 @@ fn row_offsets(output: &Tensor, row_elements: u64, total: u64) -> Result<Vec<usi
         offsets.push(offset);
     }
     if offset != output.data.len() {
-        return Err(ModelError::internal("the model returned malformed BYTES data"));
+        return Err(ModelError::internal(
+            "the model returned malformed BYTES data",
+        ));
     }
     Ok(offsets)
 }
@@ -96,7 +102,11 @@ mod tests {
         assert_eq!(batch, int32(&[3, 2], &[1, 2, 3, 4, 5, 6]));
         let parts = scatter(&batch, &[1, 2, 0]).unwrap();
         assert_eq!(parts, vec![a, b, c]);
-        assert_eq!(parts[1].data.as_ptr(), batch.data[8..].as_ptr(), "a slice, not a copy");
+        assert_eq!(
+            parts[1].data.as_ptr(),
+            batch.data[8..].as_ptr(),
+            "a slice, not a copy"
+        );
         assert!(scatter(&batch, &[1, 1]).is_err());
     }
 
@@ -108,8 +118,14 @@ mod tests {
         }
         let batch = Tensor::new(DataType::Bytes, vec![2, 2], data.into(), 100).unwrap();
         let parts = scatter(&batch, &[1, 1]).unwrap();
-        assert_eq!(parts[0].bytes_elements().collect::<Vec<_>>(), vec![&b"a"[..], b"bb"]);
-        assert_eq!(parts[1].bytes_elements().collect::<Vec<_>>(), vec![&b""[..], b"dddd"]);
+        assert_eq!(
+            parts[0].bytes_elements().collect::<Vec<_>>(),
+            vec![&b"a"[..], b"bb"]
+        );
+        assert_eq!(
+            parts[1].bytes_elements().collect::<Vec<_>>(),
+            vec![&b""[..], b"dddd"]
+        );
         assert_eq!(parts[1].shape, vec![1, 2]);
     }
 }

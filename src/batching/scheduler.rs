@@ -40,9 +40,17 @@ pub struct Job {
 }
 
 impl Job {
-    pub fn new(inputs: Vec<Tensor>, batching: bool, timeout: Option<Duration>, reply: Reply) -> Job {
+    pub fn new(
+        inputs: Vec<Tensor>,
+        batching: bool,
+        timeout: Option<Duration>,
+        reply: Reply,
+    ) -> Job {
         let rows = if batching {
-            inputs.first().and_then(|t| t.shape.first().copied()).unwrap_or(1)
+            inputs
+                .first()
+                .and_then(|t| t.shape.first().copied())
+                .unwrap_or(1)
         } else {
             1
         };
@@ -116,7 +124,10 @@ fn purge(queue: &mut VecDeque<Job>, now: Instant) {
             let waited = now - job.enqueued;
             let _ = job.reply.send(Err(ModelError {
                 kind: ModelErrorKind::TimedOut,
-                message: format!("request timed out after {} µs in the queue", waited.as_micros()),
+                message: format!(
+                    "request timed out after {} µs in the queue",
+                    waited.as_micros()
+                ),
             }));
             return false;
         }
@@ -136,6 +147,10 @@ pub struct Queue {
 struct QueueState {
     jobs: VecDeque<Job>,
     closed: bool,
+    /// Workers waiting for a request to arrive (an empty queue).
+    idle: usize,
+    /// Workers waiting out a batch delay: a new request wakes one only if it completes a batch.
+    delaying: usize,
 }
 
 impl Queue {
@@ -144,6 +159,8 @@ impl Queue {
             state: Mutex::new(QueueState {
                 jobs: VecDeque::new(),
                 closed: false,
+                idle: 0,
+                delaying: 0,
             }),
             arrived: Condvar::new(),
             policy,
@@ -162,8 +179,18 @@ impl Queue {
             return Err(job);
         }
         state.jobs.push_back(job);
+        // Wake a worker only when it has something to do: waking costs a context switch per
+        // request, which is most of the hand-off's cost.
+        let wake = state.idle > 0
+            || (state.delaying > 0
+                && matches!(
+                    decide(&state.jobs, &self.policy, Instant::now()),
+                    Decision::Release(_)
+                ));
         drop(state);
-        self.arrived.notify_one();
+        if wake {
+            self.arrived.notify_one();
+        }
         Ok(())
     }
 
@@ -200,13 +227,28 @@ impl Queue {
                 Decision::WaitUntil(at) => at,
                 Decision::Empty => now + Duration::from_secs(3600),
             };
-            let wake = state.jobs.iter().filter_map(|j| j.deadline).fold(wake, Instant::min);
+            let wake = state
+                .jobs
+                .iter()
+                .filter_map(|j| j.deadline)
+                .fold(wake, Instant::min);
             if wake > now {
+                let empty = state.jobs.is_empty();
+                if empty {
+                    state.idle += 1;
+                } else {
+                    state.delaying += 1;
+                }
                 state = self
                     .arrived
                     .wait_timeout(state, wake - now)
                     .map(|(s, _)| s)
                     .unwrap_or_else(|e| e.into_inner().0);
+                if empty {
+                    state.idle -= 1;
+                } else {
+                    state.delaying -= 1;
+                }
             } else if state.closed {
                 let batch: Vec<Job> = state.jobs.drain(..).collect();
                 return Some(batch).filter(|b| !b.is_empty());
@@ -239,7 +281,11 @@ pub fn run_worker(model: Arc<dyn Model>, queue: Arc<Queue>, stats: Arc<ModelStat
 
 /// Executes one batch: through the model's own `execute_many` when it has one, else gathered
 /// into batch tensors, executed once and scattered; a lone request skips gather and scatter.
-fn execute_batch(model: &dyn Model, batch: &[Job], stats: &ModelStats) -> Result<Vec<Vec<Tensor>>, ModelError> {
+fn execute_batch(
+    model: &dyn Model,
+    batch: &[Job],
+    stats: &ModelStats,
+) -> Result<Vec<Vec<Tensor>>, ModelError> {
     let t0 = Instant::now();
     let requests: Vec<&[Tensor]> = batch.iter().map(|job| &job.inputs[..]).collect();
     let (per_request, phases) = match guarded(|| model.execute_many(&requests))? {
@@ -254,14 +300,20 @@ fn execute_batch(model: &dyn Model, batch: &[Job], stats: &ModelStats) -> Result
         None => gather_execute_scatter(model, batch, t0)?,
     };
     if per_request.len() != batch.len() {
-        return Err(ModelError::internal("the model answered a different number of requests"));
+        return Err(ModelError::internal(
+            "the model answered a different number of requests",
+        ));
     }
     let rows = batch.iter().map(|job| job.rows).sum();
     stats.record_execution(rows, batch.len() as u64, phases);
     Ok(per_request)
 }
 
-fn gather_execute_scatter(model: &dyn Model, batch: &[Job], t0: Instant) -> Result<(Vec<Vec<Tensor>>, Phases), ModelError> {
+fn gather_execute_scatter(
+    model: &dyn Model,
+    batch: &[Job],
+    t0: Instant,
+) -> Result<(Vec<Vec<Tensor>>, Phases), ModelError> {
     let gathered;
     let inputs = match batch {
         [only] => &only.inputs,
@@ -333,8 +385,14 @@ mod tests {
     fn no_delay_releases_what_is_queued() {
         let now = Instant::now();
         let q: VecDeque<Job> = [job(1, 4, Duration::ZERO, now)].into();
-        assert_eq!(decide(&q, &policy(8, &[], 0), now), Decision::Release(vec![0]));
-        assert_eq!(decide(&VecDeque::new(), &policy(8, &[], 0), now), Decision::Empty);
+        assert_eq!(
+            decide(&q, &policy(8, &[], 0), now),
+            Decision::Release(vec![0])
+        );
+        assert_eq!(
+            decide(&VecDeque::new(), &policy(8, &[], 0), now),
+            Decision::Empty
+        );
     }
 
     #[test]
@@ -342,8 +400,14 @@ mod tests {
         let now = Instant::now();
         let q: VecDeque<Job> = [job(1, 4, Duration::from_micros(30), now)].into();
         let p = policy(8, &[], 100);
-        assert_eq!(decide(&q, &p, now), Decision::WaitUntil(now + Duration::from_micros(70)));
-        assert_eq!(decide(&q, &p, now + Duration::from_micros(70)), Decision::Release(vec![0]));
+        assert_eq!(
+            decide(&q, &p, now),
+            Decision::WaitUntil(now + Duration::from_micros(70))
+        );
+        assert_eq!(
+            decide(&q, &p, now + Duration::from_micros(70)),
+            Decision::Release(vec![0])
+        );
     }
 
     #[test]
@@ -357,13 +421,25 @@ mod tests {
         ]
         .into();
         // Full: 2 + 3 + 3 = 8 rows of width 4; the width-5 request waits.
-        assert_eq!(decide(&q, &policy(8, &[], 1000), now), Decision::Release(vec![0, 2, 3]));
+        assert_eq!(
+            decide(&q, &policy(8, &[], 1000), now),
+            Decision::Release(vec![0, 2, 3])
+        );
         // Preferred 5 = 2 + 3 (never split the third request to reach 8 with max 9).
-        assert_eq!(decide(&q, &policy(9, &[5], 1000), now), Decision::Release(vec![0, 2]));
+        assert_eq!(
+            decide(&q, &policy(9, &[5], 1000), now),
+            Decision::Release(vec![0, 2])
+        );
         // Nothing full or preferred: wait.
-        assert!(matches!(decide(&q, &policy(16, &[4], 1000), now), Decision::WaitUntil(_)));
+        assert!(matches!(
+            decide(&q, &policy(16, &[4], 1000), now),
+            Decision::WaitUntil(_)
+        ));
         // Not batching: one request at a time.
-        assert_eq!(decide(&q, &policy(0, &[], 1000), now), Decision::Release(vec![0]));
+        assert_eq!(
+            decide(&q, &policy(0, &[], 1000), now),
+            Decision::Release(vec![0])
+        );
     }
 
     #[test]

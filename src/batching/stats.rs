@@ -16,13 +16,18 @@ pub struct Counter {
 impl Counter {
     pub fn add(&self, times: u64, each: Duration) {
         self.count.fetch_add(times, Ordering::Relaxed);
-        self.ns
-            .fetch_add(times.saturating_mul(each.as_nanos() as u64), Ordering::Relaxed);
+        self.ns.fetch_add(
+            times.saturating_mul(each.as_nanos() as u64),
+            Ordering::Relaxed,
+        );
     }
 
     /// (count, ns)
     pub fn get(&self) -> (u64, u64) {
-        (self.count.load(Ordering::Relaxed), self.ns.load(Ordering::Relaxed))
+        (
+            self.count.load(Ordering::Relaxed),
+            self.ns.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -71,8 +76,11 @@ impl ModelStats {
     pub fn record_success(&self, rows: u64, took: Duration) {
         self.success.add(1, took);
         self.inference_count.fetch_add(rows, Ordering::Relaxed);
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        self.last_inference_ms.store(now.as_millis() as u64, Ordering::Relaxed);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        self.last_inference_ms
+            .store(now.as_millis() as u64, Ordering::Relaxed);
     }
 
     pub fn record_failure(&self, took: Duration) {
@@ -82,6 +90,9 @@ impl ModelStats {
     /// Executions per batch size: (batch size, executions, summed phases), ascending.
     pub fn batch_stats(&self) -> Vec<(u64, u64, Phases)> {
         let batches = self.batches.lock().unwrap_or_else(|e| e.into_inner());
-        batches.iter().map(|(&size, &(n, phases))| (size, n, phases)).collect()
+        batches
+            .iter()
+            .map(|(&size, &(n, phases))| (size, n, phases))
+            .collect()
     }
 }

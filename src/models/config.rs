@@ -5,7 +5,6 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-
 use super::TensorSpec;
 use crate::tensors::DataType;
 

@@ -59,7 +59,10 @@ pub trait Model: Send + Sync {
     /// default): the batcher gathers them into one batch tensor per input, calls `execute` once
     /// and hands each request its rows. Models that gain nothing from a contiguous batch
     /// (identity, element-wise built-ins) answer here instead and skip the gather copy.
-    fn execute_many(&self, _requests: &[&[Tensor]]) -> Option<Result<Vec<Vec<Tensor>>, ModelError>> {
+    fn execute_many(
+        &self,
+        _requests: &[&[Tensor]],
+    ) -> Option<Result<Vec<Vec<Tensor>>, ModelError>> {
         None
     }
 }

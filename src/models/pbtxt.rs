@@ -179,11 +179,14 @@ pub fn config_from_pbtxt(text: &str) -> Result<ModelConfig, String> {
                 .map(|p| number(p, "dynamic_batching.preferred_batch_size"))
                 .collect::<Result<_, _>>()?,
             max_queue_delay_microseconds: scalar(batching, "max_queue_delay_microseconds")
-                .map_or(Ok(0), |d| number(d, "dynamic_batching.max_queue_delay_microseconds"))?,
+                .map_or(Ok(0), |d| {
+                    number(d, "dynamic_batching.max_queue_delay_microseconds")
+                })?,
         });
         if let Some(policy) = messages(batching, "default_queue_policy").next() {
-            config.max_queue_size = scalar(policy, "max_queue_size")
-                .map_or(Ok(0), |n| number(n, "dynamic_batching.default_queue_policy.max_queue_size"))?;
+            config.max_queue_size = scalar(policy, "max_queue_size").map_or(Ok(0), |n| {
+                number(n, "dynamic_batching.default_queue_policy.max_queue_size")
+            })?;
         }
     }
     if let Some(policy) = messages(&fields, "version_policy").next() {

@@ -122,7 +122,10 @@ mod tests {
             Some(Route::ModelReady(model("m", None)))
         );
         assert_eq!(route("/v2/models/m/stats/x").unwrap(), None);
-        assert_eq!(route("/v2/models/stats").unwrap(), Some(Route::ModelStats(None)));
+        assert_eq!(
+            route("/v2/models/stats").unwrap(),
+            Some(Route::ModelStats(None))
+        );
         assert_eq!(
             route("/v2/models/m/versions/1/stats").unwrap(),
             Some(Route::ModelStats(Some(model("m", Some("1")))))

@@ -8,7 +8,9 @@ use bytes::Bytes;
 
 use super::infer_request::{decode_infer_request, decode_raw_request, header_length, InferRequest};
 use super::infer_response::{encode_infer_response, ResponseOutput};
-use super::metadata::{model_config, model_metadata, model_statistics, repository_index, server_metadata};
+use super::metadata::{
+    model_config, model_metadata, model_statistics, repository_index, server_metadata,
+};
 use super::routes::{route, ModelRef, Route};
 use super::ProtocolError;
 use crate::http::{Method, Request, Response};
@@ -51,7 +53,10 @@ impl Service {
 
     async fn dispatch(&self, request: &Request) -> Result<Response, ProtocolError> {
         let Some(route) = route(request.head.path())? else {
-            return Err(ProtocolError::new(404, format!("no such endpoint: {}", request.head.path())));
+            return Err(ProtocolError::new(
+                404,
+                format!("no such endpoint: {}", request.head.path()),
+            ));
         };
         let method = match request.head.method {
             Method::Head => Method::Get,
@@ -184,7 +189,10 @@ impl Service {
         let inputs = arrange_inputs(model, loaded, &infer_request)?;
         let rows = match model.config.max_batch_size {
             0 => 1,
-            _ => inputs.first().and_then(|t| t.shape.first().copied()).unwrap_or(1),
+            _ => inputs
+                .first()
+                .and_then(|t| t.shape.first().copied())
+                .unwrap_or(1),
         };
         let timeout = infer_request
             .parameters

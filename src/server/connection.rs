@@ -248,10 +248,12 @@ async fn write_response<S: AsyncWriteRent>(
 /// (`None`, dropping `work`) when the peer closes. Work done on its first poll costs no watch.
 async fn unless_peer_closes<F: Future>(stream: &TcpStream, work: F) -> Option<F::Output> {
     let mut work = std::pin::pin!(work);
-    let first = std::future::poll_fn(|cx| Poll::Ready(match work.as_mut().poll(cx) {
-        Poll::Ready(done) => Some(done),
-        Poll::Pending => None,
-    }))
+    let first = std::future::poll_fn(|cx| {
+        Poll::Ready(match work.as_mut().poll(cx) {
+            Poll::Ready(done) => Some(done),
+            Poll::Pending => None,
+        })
+    })
     .await;
     if first.is_some() {
         return first;

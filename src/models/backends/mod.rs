@@ -34,17 +34,32 @@ fn device(config: &ModelConfig) -> Result<Device, String> {
 
 /// The model behind its queue, or inline when it is a cheap built-in that neither batches nor
 /// pretends to be slow.
-fn executor(model: Arc<dyn Model>, config: &ModelConfig, name: &str, cheap: bool) -> Result<Executor, String> {
+fn executor(
+    model: Arc<dyn Model>,
+    config: &ModelConfig,
+    name: &str,
+    cheap: bool,
+) -> Result<Executor, String> {
     let batching = config.dynamic_batching.as_ref();
     if cheap && batching.is_none() && config.execution_delay_microseconds == 0 {
         return Ok(Executor::inline(model));
     }
     let policy = BatchPolicy {
         max_batch_size: batching.map_or(0, |_| config.max_batch_size),
-        preferred: batching.map(|b| b.preferred_batch_size.clone()).unwrap_or_default(),
-        max_delay: std::time::Duration::from_micros(batching.map_or(0, |b| b.max_queue_delay_microseconds)),
+        preferred: batching
+            .map(|b| b.preferred_batch_size.clone())
+            .unwrap_or_default(),
+        max_delay: std::time::Duration::from_micros(
+            batching.map_or(0, |b| b.max_queue_delay_microseconds),
+        ),
     };
-    Executor::queued(model, policy, config.instance_count, config.max_queue_size, name)
+    Executor::queued(
+        model,
+        policy,
+        config.instance_count,
+        config.max_queue_size,
+        name,
+    )
 }
 
 fn model_file(config: &ModelConfig, dir: &Path, default: &str) -> std::path::PathBuf {
