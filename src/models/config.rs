@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::TensorSpec;
+use crate::images::ImageOptions;
 use crate::tensors::DataType;
 
 /// The backends this build can serve.
@@ -141,9 +142,12 @@ pub struct TensorConfig {
     pub name: String,
     pub datatype: String,
     pub dims: Vec<i64>,
-    /// Informational layout such as "NHWC" (used by image inputs).
+    /// "NHWC" (default) or "NCHW": where image inputs put their channels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layout: Option<String>,
+    /// How JPEG/PNG images sent to this input are decoded (`[input.image]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageOptions>,
 }
 
 /// Native architectures served from safetensors weights.
@@ -237,16 +241,28 @@ impl ModelConfig {
                 if let Some(bad) = t.dims.iter().find(|&&d| d < -1) {
                     return Err(format!("key '{which}[{i}].dims': invalid dimension {bad}"));
                 }
+                if let Some(layout) = t.layout.as_deref().filter(|l| !["NHWC", "NCHW"].contains(l)) {
+                    return Err(format!("key '{which}[{i}].layout': '{layout}' is neither NHWC nor NCHW"));
+                }
                 let mut dims = Vec::with_capacity(t.dims.len() + 1);
                 if self.max_batch_size > 0 {
                     dims.push(-1);
                 }
                 dims.extend_from_slice(&t.dims);
-                Ok(TensorSpec {
+                let spec = TensorSpec {
                     name: t.name.clone(),
                     datatype: Some(datatype),
                     dims: Some(dims),
-                })
+                    layout: t.layout.clone(),
+                    image: t.image.clone().unwrap_or_default(),
+                };
+                if let Some(target) = spec.image_target() {
+                    target
+                        .options
+                        .validate(target.channels)
+                        .map_err(|e| format!("key '{which}[{i}].{}", e.trim_start_matches("key '")))?;
+                }
+                Ok(spec)
             })
             .collect()
     }
@@ -337,6 +353,7 @@ mod tests {
                 datatype: "FP33".into(),
                 dims: vec![1],
                 layout: None,
+                image: None,
             }],
             ..c.clone()
         };

@@ -2,16 +2,21 @@
 
 use std::fmt;
 
+use crate::images::{ImageOptions, ImageTarget};
 use crate::tensors::{DataType, Tensor};
 
 /// What a model says about one of its inputs or outputs.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct TensorSpec {
     pub name: String,
     /// `None`: any datatype is accepted (the identity model).
     pub datatype: Option<DataType>,
     /// Dimensions, -1 for a variable one; `None`: any rank.
     pub dims: Option<Vec<i64>>,
+    /// "NHWC" or "NCHW" for image inputs (default NHWC).
+    pub layout: Option<String>,
+    /// How JPEG/PNG images sent to this input are turned into its tensor.
+    pub image: ImageOptions,
 }
 
 impl TensorSpec {
@@ -20,7 +25,13 @@ impl TensorSpec {
             name: name.to_string(),
             datatype: Some(datatype),
             dims: Some(dims.to_vec()),
+            ..TensorSpec::default()
         }
+    }
+
+    /// Where JPEG/PNG images go when a client sends them to this input.
+    pub fn image_target(&self) -> Option<ImageTarget<'_>> {
+        ImageTarget::of(self.datatype?, self.dims.as_deref()?, self.layout.as_deref(), &self.image)
     }
 
     /// Whether a tensor of `datatype` and `shape` may be fed to this input.
@@ -130,8 +141,7 @@ mod tests {
         }
         let any = TensorSpec {
             name: "x".into(),
-            datatype: None,
-            dims: None,
+            ..TensorSpec::default()
         };
         assert!(any.check(DataType::Bytes, &[2, 3, 4]).is_ok());
     }

@@ -238,6 +238,7 @@ fn tensors(fields: &Fields, key: &str) -> Result<Vec<TensorConfig>, String> {
                 datatype,
                 dims,
                 layout,
+                image: None,
             })
         })
         .collect()

@@ -15,7 +15,8 @@ use super::routes::{route, ModelRef, Route};
 use super::ProtocolError;
 use crate::http::{Method, Request, Response};
 use crate::models::{LoadedVersion, Repository, ServedModel};
-use crate::tensors::Tensor;
+use crate::images;
+use crate::tensors::{DataType, Tensor};
 
 pub struct Service {
     repository: Arc<Repository>,
@@ -186,6 +187,8 @@ impl Service {
             }
             (len, _) => decode_infer_request(body, len, self.max_tensor_elements)?,
         };
+        let mut infer_request = infer_request;
+        self.decode_images(&mut infer_request, loaded).await?;
         let inputs = arrange_inputs(model, loaded, &infer_request)?;
         let rows = match model.config.max_batch_size {
             0 => 1,
@@ -211,6 +214,53 @@ impl Service {
         let response = encode_infer_response(&model.name, version, &infer_request, selected)?;
         Ok((response, rows))
     }
+}
+
+impl Service {
+    /// Turns BYTES [N] inputs sent to image inputs (4 dims) into the model's tensors. Heavy
+    /// work (several images, or large ones) runs on the compute pool, not the io thread.
+    async fn decode_images(&self, request: &mut InferRequest<'_>, loaded: &LoadedVersion) -> Result<(), ProtocolError> {
+        let max = self.max_tensor_elements;
+        for input in request.inputs.iter_mut() {
+            let tensor = &input.tensor;
+            if tensor.datatype != DataType::Bytes || tensor.shape.len() != 1 {
+                continue;
+            }
+            let Some(spec) = loaded.inputs.iter().find(|s| s.name == input.name) else {
+                continue;
+            };
+            let Some(target) = spec.image_target() else {
+                continue;
+            };
+            let decoded = if images::is_heavy(tensor) {
+                let (tensor, spec) = (tensor.clone(), spec.clone());
+                on_pool(move || match spec.image_target() {
+                    Some(target) => images::decode_images(&tensor, &target, max),
+                    None => Err("not an image input".into()),
+                })
+                .await?
+            } else {
+                images::decode_images(tensor, &target, max)
+            };
+            input.tensor = decoded.map_err(|e| ProtocolError::bad_request(format!("input '{}': {e}", input.name)))?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs CPU-heavy work on rayon's pool; the io thread awaits it. A panic fails the request
+/// (rayon would otherwise abort the process).
+async fn on_pool<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, ProtocolError> {
+    let (done, result) = flume::bounded(1);
+    rayon::spawn(move || {
+        let _ = done.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).ok());
+    });
+    result
+        .recv_async()
+        .await
+        .ok()
+        .flatten()
+        .ok_or_else(|| ProtocolError::internal("the image decoder failed"))
 }
 
 /// The version whose tensors metadata describes: the one asked for, else the default one

@@ -21,8 +21,7 @@ pub fn builtin(name: &str) -> Option<Builtin> {
         "identity" => {
             let any = |name: &str| TensorSpec {
                 name: name.to_string(),
-                datatype: None,
-                dims: None,
+                ..TensorSpec::default()
             };
             Some(Builtin {
                 inputs: vec![any("INPUT0")],
@@ -38,11 +37,24 @@ pub fn builtin(name: &str) -> Option<Builtin> {
                 model: Box::new(AddSub),
             })
         }
+        "image_probe" => {
+            // Clients send JPEG/PNG bytes to IMAGE; the decoded tensor comes back as OUTPUT0,
+            // showing exactly what a model would receive.
+            let spec = |name: &str| TensorSpec {
+                layout: Some("NHWC".into()),
+                ..TensorSpec::new(name, DataType::Uint8, &[-1, -1, -1, 3])
+            };
+            Some(Builtin {
+                inputs: vec![spec("IMAGE")],
+                outputs: vec![spec("OUTPUT0")],
+                model: Box::new(Identity),
+            })
+        }
         _ => None,
     }
 }
 
-pub const BUILTIN_NAMES: &[&str] = &["identity", "add_sub"];
+pub const BUILTIN_NAMES: &[&str] = &["identity", "add_sub", "image_probe"];
 
 /// The model, made to take at least `micros` per execution when `micros` > 0 (a test model
 /// whose execution time is controlled, for batching tests and benchmarks).

@@ -118,6 +118,8 @@ pub fn load_version(name: &str, config: &ModelConfig, dir: &Path) -> Result<Load
                     [] => Ok(vec![spec]),
                     [declared] => Ok(vec![TensorSpec {
                         name: declared.name.clone(),
+                        layout: declared.layout.clone().or(spec.layout),
+                        image: declared.image.clone(),
                         ..spec
                     }]),
                     _ => Err(format!(

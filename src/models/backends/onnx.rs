@@ -59,6 +59,7 @@ fn spec_of(value: &ValueInfoProto) -> Result<TensorSpec, String> {
         name: value.name.clone(),
         datatype: Some(datatype),
         dims,
+        ..TensorSpec::default()
     })
 }
 

@@ -76,11 +76,7 @@ pub fn load(
     // SAFETY: the weights file must not change while mapped; model folders are read-only inputs.
     let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device) }
         .map_err(|e| format!("{}: {}", path.display(), candle_message(&e)))?;
-    let spec = |name: &str, dims: Vec<i64>| TensorSpec {
-        name: name.into(),
-        datatype: Some(DataType::Fp32),
-        dims: Some(dims),
-    };
+    let spec = |name: &str, dims: Vec<i64>| TensorSpec::new(name, DataType::Fp32, &dims);
     let (net, input, output) = match architecture {
         Architecture::Mlp { layers, activation } => {
             if layers.len() < 2 {
@@ -151,7 +147,10 @@ pub fn load(
                 previous = channels;
             }
             let fc = Dense::load(previous, *num_classes, vb.pp("fc")).map_err(err)?;
-            let input = spec("INPUT0", vec![-1, *in_channels as i64, -1, -1]);
+            let input = TensorSpec {
+                layout: Some("NCHW".into()),
+                ..spec("INPUT0", vec![-1, *in_channels as i64, -1, -1])
+            };
             let output = spec("OUTPUT0", vec![-1, *num_classes as i64]);
             (Net::Cnn(Cnn { stem, blocks, fc }), input, output)
         }

@@ -1,0 +1,211 @@
+//! Binary image inputs, OVMS-style: a BYTES [N] input of JPEG/PNG images sent to a model input
+//! with 4 dims becomes the model's tensor (NHWC, or NCHW when the input's layout says so),
+//! decoded to BGR (by default) and converted to the input's datatype without scaling, resized
+//! (bilinear) when the model's H×W is fixed and differs.
+
+mod decode;
+mod options;
+mod transform;
+
+use half::{bf16, f16};
+use rayon::prelude::*;
+use zune_core::colorspace::ColorSpace;
+
+use crate::tensors::{element_count, DataType, Tensor};
+pub use options::{ColorOrder, ImageOptions, ResizeMode};
+use transform::{fit, normalize, orient, to_plane, Plane};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    Nhwc,
+    Nchw,
+}
+
+/// What a model input expects of images.
+#[derive(Debug)]
+pub struct ImageTarget<'a> {
+    pub datatype: DataType,
+    pub layout: Layout,
+    /// -1: any number of images.
+    pub batch: i64,
+    /// -1: the images' own size (then all must match).
+    pub height: i64,
+    pub width: i64,
+    pub channels: usize,
+    pub options: &'a ImageOptions,
+}
+
+impl<'a> ImageTarget<'a> {
+    /// The image target of a model input with these dims, or `None` when it takes no images
+    /// (not 4 dims, or BYTES, or a datatype pixels cannot be stored in).
+    pub fn of(datatype: DataType, dims: &[i64], layout: Option<&str>, options: &'a ImageOptions) -> Option<Self> {
+        let &[n, a, b, c] = dims else {
+            return None;
+        };
+        let pixel_type = matches!(
+            datatype,
+            DataType::Uint8
+                | DataType::Int8
+                | DataType::Uint16
+                | DataType::Int16
+                | DataType::Int32
+                | DataType::Fp16
+                | DataType::Bf16
+                | DataType::Fp32
+                | DataType::Fp64
+        );
+        if !pixel_type {
+            return None;
+        }
+        let (layout, height, width, channels) = match layout {
+            Some(l) if l.eq_ignore_ascii_case("NCHW") => (Layout::Nchw, b, c, a),
+            _ => (Layout::Nhwc, a, b, c),
+        };
+        Some(ImageTarget {
+            datatype,
+            layout,
+            batch: n,
+            height,
+            width,
+            channels: usize::try_from(channels).ok().filter(|&c| c > 0)?,
+            options,
+        })
+    }
+
+    fn shape(&self, n: usize, height: usize, width: usize) -> Vec<u64> {
+        let (n, h, w, c) = (n as u64, height as u64, width as u64, self.channels as u64);
+        match self.layout {
+            Layout::Nhwc => vec![n, h, w, c],
+            Layout::Nchw => vec![n, c, h, w],
+        }
+    }
+}
+
+/// Whether decoding `input` is worth moving off an io thread.
+pub fn is_heavy(input: &Tensor) -> bool {
+    input.shape.first().is_some_and(|&n| n > 1) || input.data.len() > 64 * 1024
+}
+
+/// Decodes the images of a BYTES [N] tensor into the target's tensor. Errors name the image.
+pub fn decode_images(input: &Tensor, target: &ImageTarget, max_elements: u64) -> Result<Tensor, String> {
+    let images: Vec<&[u8]> = input.bytes_elements().collect();
+    if images.is_empty() {
+        return Err("no images in the input".into());
+    }
+    if target.batch >= 0 && images.len() as i64 != target.batch {
+        return Err(format!("{} images for a model batch of {}", images.len(), target.batch));
+    }
+    let orientations: Vec<u16> = images
+        .iter()
+        .map(|data| match target.options.exif_orientation {
+            true => decode::jpeg_orientation(data),
+            false => 1,
+        })
+        .collect();
+    let mut sizes = Vec::with_capacity(images.len());
+    for (i, data) in images.iter().enumerate() {
+        let (w, h, _) = decode::probe(data).map_err(|e| format!("image {i}: {e}"))?;
+        sizes.push(if orientations[i] >= 5 { (h, w) } else { (w, h) });
+    }
+    let (width, height) = match (target.width, target.height) {
+        (w, h) if w > 0 && h > 0 => (w as usize, h as usize),
+        _ => {
+            if let Some((i, &(w, h))) = sizes.iter().enumerate().find(|(_, &s)| s != sizes[0]) {
+                let (w0, h0) = sizes[0];
+                return Err(format!(
+                    "image {i} is {w}x{h} but image 0 is {w0}x{h0}: the model input has no fixed size, \
+                     so all images of a request must match"
+                ));
+            }
+            sizes[0]
+        }
+    };
+    let shape = target.shape(images.len(), height, width);
+    element_count(&shape, max_elements).map_err(|e| e.to_string())?;
+    let size = target.datatype.element_size().unwrap_or(1);
+    let per_image = height * width * target.channels * size;
+    let mut data = vec![0u8; per_image * images.len()];
+    let work = |(i, out): (usize, &mut [u8])| -> Result<(), String> {
+        fill(images[i], sizes[i], orientations[i], (width, height), target, out).map_err(|e| format!("image {i}: {e}"))
+    };
+    if images.len() > 1 {
+        data.par_chunks_mut(per_image).enumerate().try_for_each(work)?;
+    } else {
+        work((0, &mut data[..]))?;
+    }
+    Ok(Tensor {
+        datatype: target.datatype,
+        shape,
+        data: data.into(),
+    })
+}
+
+/// Decodes one image into its slot of the output tensor.
+fn fill(
+    data: &[u8],
+    size: (usize, usize),
+    orientation: u16,
+    (width, height): (usize, usize),
+    target: &ImageTarget,
+    out: &mut [u8],
+) -> Result<(), String> {
+    let options = target.options;
+    let direct = target.datatype == DataType::Uint8
+        && target.layout == Layout::Nhwc
+        && target.channels == 3
+        && size == (width, height)
+        && orientation == 1
+        && !options.normalizes()
+        && decode::format_of(data)? == decode::Format::Jpeg
+        && decode::probe(data)?.2 == 3;
+    if direct {
+        // The common case needs no intermediate image: decode straight into the tensor.
+        let colorspace = match options.color {
+            ColorOrder::Bgr => ColorSpace::BGR,
+            ColorOrder::Rgb => ColorSpace::RGB,
+        };
+        return decode::jpeg_into(data, colorspace, out);
+    }
+    let pixels = decode::decode(data)?;
+    let eight_bit = matches!(target.datatype, DataType::Uint8 | DataType::Int8);
+    let plane = orient(to_plane(pixels, target.channels, options, eight_bit)?, orientation);
+    let mut plane = fit(plane, width, height, options.resize);
+    normalize(&mut plane, options);
+    store(&plane, target, out);
+    Ok(())
+}
+
+/// Writes a plane into a tensor slot: the target's datatype (rounded and saturated for
+/// integers, as OpenCV's convertTo does) and layout.
+fn store(plane: &Plane, target: &ImageTarget, out: &mut [u8]) {
+    let (w, h, c) = (plane.width, plane.height, plane.channels);
+    // Position of the k-th value of the HWC plane in the output, in elements.
+    let position = |k: usize| match target.layout {
+        Layout::Nhwc => k,
+        Layout::Nchw => {
+            let (pixel, ch) = (k / c, k % c);
+            ch * h * w + pixel
+        }
+    };
+    macro_rules! put {
+        ($t:ty, $conv:expr) => {{
+            const SIZE: usize = std::mem::size_of::<$t>();
+            for (k, &v) in plane.values.iter().enumerate() {
+                let value: $t = $conv(v);
+                let at = position(k) * SIZE;
+                out[at..at + SIZE].copy_from_slice(&value.to_le_bytes());
+            }
+        }};
+    }
+    match target.datatype {
+        DataType::Uint8 => put!(u8, |v: f32| v.round().clamp(0.0, 255.0) as u8),
+        DataType::Int8 => put!(i8, |v: f32| v.round().clamp(-128.0, 127.0) as i8),
+        DataType::Uint16 => put!(u16, |v: f32| v.round().clamp(0.0, 65535.0) as u16),
+        DataType::Int16 => put!(i16, |v: f32| v.round().clamp(-32768.0, 32767.0) as i16),
+        DataType::Int32 => put!(i32, |v: f32| v.round() as i32),
+        DataType::Fp16 => put!(f16, f16::from_f32),
+        DataType::Bf16 => put!(bf16, bf16::from_f32),
+        DataType::Fp64 => put!(f64, f64::from),
+        _ => put!(f32, |v: f32| v),
+    }
+}

@@ -1,0 +1,247 @@
+//! Pixels to model values: orientation, channel order and count, bilinear resize, normalisation.
+//! Works on f32 HWC planes; the store into the tensor's datatype and layout is in `mod.rs`.
+
+use super::decode::{Pixels, Samples};
+use super::options::{ColorOrder, ImageOptions, ResizeMode};
+
+/// An image as f32 values, height × width × channels.
+pub struct Plane {
+    pub width: usize,
+    pub height: usize,
+    pub channels: usize,
+    pub values: Vec<f32>,
+}
+
+/// Native samples to f32 in the model's channel count and order. 16-bit samples keep their
+/// value, except into 8-bit datatypes (`eight_bit`), where they are scaled to 0..255.
+pub fn to_plane(pixels: Pixels, want: usize, options: &ImageOptions, eight_bit: bool) -> Result<Plane, String> {
+    let have = pixels.channels;
+    let values: Vec<f32> = match pixels.samples {
+        Samples::U8(v) => v.into_iter().map(f32::from).collect(),
+        Samples::U16(v) if eight_bit => v.into_iter().map(|s| f32::from(s) / 257.0).collect(),
+        Samples::U16(v) => v.into_iter().map(f32::from).collect(),
+    };
+    let pick: Vec<usize> = match (have, want) {
+        (h, w) if h == w => (0..h).collect(),
+        _ if !options.convert_channels => {
+            return Err(format!("has {have} channels, the model input takes {want}"));
+        }
+        (1 | 2, 3) => vec![0, 0, 0],
+        (4, 3) => vec![0, 1, 2],
+        (2, 1) => vec![0],
+        (3 | 4, 1) => vec![usize::MAX],
+        _ => return Err(format!("has {have} channels, which cannot become {want}")),
+    };
+    let reorder = want >= 3 && options.color == ColorOrder::Bgr;
+    let mut out = Vec::with_capacity(pixels.width * pixels.height * want);
+    for px in values.chunks_exact(have) {
+        if pick[0] == usize::MAX {
+            out.push(0.299 * px[0] + 0.587 * px[1] + 0.114 * px[2]);
+            continue;
+        }
+        let start = out.len();
+        out.extend(pick.iter().map(|&c| px[c]));
+        if reorder {
+            out.swap(start, start + 2);
+        }
+    }
+    Ok(Plane {
+        width: pixels.width,
+        height: pixels.height,
+        channels: want,
+        values: out,
+    })
+}
+
+/// Applies an EXIF orientation (1..=8).
+pub fn orient(plane: Plane, orientation: u16) -> Plane {
+    if orientation <= 1 || orientation > 8 {
+        return plane;
+    }
+    let (w, h, c) = (plane.width, plane.height, plane.channels);
+    let (dw, dh) = if orientation >= 5 { (h, w) } else { (w, h) };
+    let mut out = vec![0.0; plane.values.len()];
+    for y in 0..dh {
+        for x in 0..dw {
+            let (sx, sy) = match orientation {
+                2 => (w - 1 - x, y),
+                3 => (w - 1 - x, h - 1 - y),
+                4 => (x, h - 1 - y),
+                5 => (y, x),
+                6 => (y, h - 1 - x),
+                7 => (w - 1 - y, h - 1 - x),
+                _ => (w - 1 - y, x),
+            };
+            let (d, s) = ((y * dw + x) * c, (sy * w + sx) * c);
+            out[d..d + c].copy_from_slice(&plane.values[s..s + c]);
+        }
+    }
+    Plane {
+        width: dw,
+        height: dh,
+        channels: c,
+        values: out,
+    }
+}
+
+/// Bilinear resize with OpenCV's INTER_LINEAR geometry (pixel centres aligned,
+/// src = (dst + 0.5) × scale − 0.5, clamped to the edges).
+pub fn bilinear(plane: &Plane, width: usize, height: usize) -> Plane {
+    let c = plane.channels;
+    let axis = |dst: usize, src: usize| -> Vec<(usize, usize, f32)> {
+        let scale = src as f32 / dst as f32;
+        (0..dst)
+            .map(|d| {
+                let f = ((d as f32 + 0.5) * scale - 0.5).max(0.0);
+                let i0 = (f.floor() as usize).min(src - 1);
+                let i1 = (i0 + 1).min(src - 1);
+                (i0, i1, f - i0 as f32)
+            })
+            .collect()
+    };
+    let (xs, ys) = (axis(width, plane.width), axis(height, plane.height));
+    let mut out = Vec::with_capacity(width * height * c);
+    let row = plane.width * c;
+    for &(y0, y1, fy) in &ys {
+        for &(x0, x1, fx) in &xs {
+            for ch in 0..c {
+                let p = |y: usize, x: usize| plane.values[y * row + x * c + ch];
+                let top = p(y0, x0) + (p(y0, x1) - p(y0, x0)) * fx;
+                let bottom = p(y1, x0) + (p(y1, x1) - p(y1, x0)) * fx;
+                out.push(top + (bottom - top) * fy);
+            }
+        }
+    }
+    Plane {
+        width,
+        height,
+        channels: c,
+        values: out,
+    }
+}
+
+/// Brings a plane to exactly `width` × `height` by the configured mode.
+pub fn fit(plane: Plane, width: usize, height: usize, mode: ResizeMode) -> Plane {
+    if plane.width == width && plane.height == height {
+        return plane;
+    }
+    let (sw, sh) = (plane.width as f32, plane.height as f32);
+    let scale = match mode {
+        ResizeMode::Stretch => return bilinear(&plane, width, height),
+        ResizeMode::Letterbox => (width as f32 / sw).min(height as f32 / sh),
+        ResizeMode::CenterCrop => (width as f32 / sw).max(height as f32 / sh),
+    };
+    let rw = ((sw * scale).round() as usize).max(1);
+    let rh = ((sh * scale).round() as usize).max(1);
+    let scaled = bilinear(&plane, rw, rh);
+    let c = plane.channels;
+    let mut out = vec![0.0; width * height * c];
+    // Offsets of the scaled image in the output (letterbox) or of the output in it (crop).
+    let ox = (width as isize - rw as isize) / 2;
+    let oy = (height as isize - rh as isize) / 2;
+    for y in 0..height {
+        let sy = y as isize - oy;
+        if sy < 0 || sy >= rh as isize {
+            continue;
+        }
+        for x in 0..width {
+            let sx = x as isize - ox;
+            if sx < 0 || sx >= rw as isize {
+                continue;
+            }
+            let (d, s) = ((y * width + x) * c, (sy as usize * rw + sx as usize) * c);
+            out[d..d + c].copy_from_slice(&scaled.values[s..s + c]);
+        }
+    }
+    Plane {
+        width,
+        height,
+        channels: c,
+        values: out,
+    }
+}
+
+/// value = (value × scale − mean) / std, per channel.
+pub fn normalize(plane: &mut Plane, options: &ImageOptions) {
+    if !options.normalizes() {
+        return;
+    }
+    let scale = options.scale.unwrap_or(1.0);
+    let c = plane.channels;
+    for px in plane.values.chunks_exact_mut(c) {
+        for (ch, v) in px.iter_mut().enumerate() {
+            let mean = options.mean.get(ch).copied().unwrap_or(0.0);
+            let std = options.std.get(ch).copied().unwrap_or(1.0);
+            *v = (*v * scale - mean) / std;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plane(w: usize, h: usize, values: Vec<f32>) -> Plane {
+        Plane {
+            width: w,
+            height: h,
+            channels: 1,
+            values,
+        }
+    }
+
+    #[test]
+    fn bilinear_matches_opencv_geometry() {
+        // 2x1 → 4x1: OpenCV gives [a, a + (b-a)/4, a + 3(b-a)/4, b].
+        let p = bilinear(&plane(2, 1, vec![0.0, 100.0]), 4, 1);
+        assert_eq!(p.values, vec![0.0, 25.0, 75.0, 100.0]);
+        // 4x1 → 2x1 samples at 0.5 and 2.5.
+        let p = bilinear(&plane(4, 1, vec![0.0, 10.0, 20.0, 30.0]), 2, 1);
+        assert_eq!(p.values, vec![5.0, 25.0]);
+    }
+
+    #[test]
+    fn orientations_move_corners() {
+        // 2x1 image [a b]: orientation 6 (90° clockwise) gives a 1x2 column [a; b].
+        let p = orient(plane(2, 1, vec![1.0, 2.0]), 6);
+        assert_eq!((p.width, p.height, p.values.clone()), (1, 2, vec![1.0, 2.0]));
+        let p = orient(plane(2, 1, vec![1.0, 2.0]), 8);
+        assert_eq!((p.width, p.height, p.values.clone()), (1, 2, vec![2.0, 1.0]));
+        let p = orient(plane(2, 1, vec![1.0, 2.0]), 2);
+        assert_eq!(p.values, vec![2.0, 1.0]);
+    }
+
+    #[test]
+    fn letterbox_pads_and_crop_cuts() {
+        let wide = plane(4, 2, vec![1.0; 8]);
+        let boxed = fit(wide, 4, 4, ResizeMode::Letterbox);
+        assert_eq!(boxed.values[..4], [0.0; 4], "top padding row");
+        assert_eq!(boxed.values[4..12], [1.0; 8]);
+        let cropped = fit(plane(4, 2, vec![1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0]), 2, 2, ResizeMode::CenterCrop);
+        assert_eq!(cropped.values, vec![2.0, 3.0, 2.0, 3.0]);
+    }
+
+    #[test]
+    fn channels_convert_only_when_asked() {
+        let gray = || Pixels {
+            width: 1,
+            height: 1,
+            channels: 1,
+            samples: Samples::U8(vec![7]),
+        };
+        let strict = ImageOptions::default();
+        assert!(to_plane(gray(), 3, &strict, true).unwrap_err().contains("1 channels"));
+        let convert = ImageOptions {
+            convert_channels: true,
+            ..Default::default()
+        };
+        assert_eq!(to_plane(gray(), 3, &convert, true).unwrap().values, vec![7.0; 3]);
+        let rgb = Pixels {
+            width: 1,
+            height: 1,
+            channels: 3,
+            samples: Samples::U16(vec![65535, 0, 257]),
+        };
+        assert_eq!(to_plane(rgb, 3, &strict, true).unwrap().values, vec![1.0, 0.0, 255.0], "BGR, 16 to 8 bit");
+    }
+}
