@@ -29,6 +29,13 @@ pub struct Pixels {
     pub samples: Samples,
 }
 
+fn corrupt(format: &str, error: impl std::fmt::Debug) -> String {
+    format!(
+        "corrupt or truncated {format}: {}",
+        format!("{error:?}").trim()
+    )
+}
+
 pub fn format_of(data: &[u8]) -> Result<Format, String> {
     if data.starts_with(&[0xFF, 0xD8, 0xFF]) {
         Ok(Format::Jpeg)
@@ -46,15 +53,19 @@ pub fn probe(data: &[u8]) -> Result<(usize, usize, usize), String> {
     match format_of(data)? {
         Format::Jpeg => {
             let mut d = JpegDecoder::new(ZCursor::new(data));
-            d.decode_headers().map_err(|e| format!("corrupt JPEG: {e:?}"))?;
-            let info = d.info().ok_or("corrupt JPEG: no frame header")?;
+            d.decode_headers().map_err(|e| corrupt("JPEG", e))?;
+            let info = d
+                .info()
+                .ok_or("corrupt or truncated JPEG: no frame header")?;
             let channels = if info.components == 1 { 1 } else { 3 };
             Ok((usize::from(info.width), usize::from(info.height), channels))
         }
         Format::Png => {
             let mut d = PngDecoder::new(ZCursor::new(data));
-            d.decode_headers().map_err(|e| format!("corrupt PNG: {e:?}"))?;
-            let (w, h) = d.dimensions().ok_or("corrupt PNG: no header")?;
+            d.decode_headers().map_err(|e| corrupt("PNG", e))?;
+            let (w, h) = d
+                .dimensions()
+                .ok_or("corrupt or truncated PNG: no header")?;
             let channels = d.colorspace().map_or(3, |c| c.num_components());
             Ok((w, h, channels))
         }
@@ -66,21 +77,25 @@ pub fn probe(data: &[u8]) -> Result<(usize, usize, usize), String> {
 pub fn jpeg_into(data: &[u8], colorspace: ColorSpace, out: &mut [u8]) -> Result<(), String> {
     let options = DecoderOptions::default().jpeg_set_out_colorspace(colorspace);
     let mut d = JpegDecoder::new_with_options(ZCursor::new(data), options);
-    d.decode_headers().map_err(|e| format!("corrupt JPEG: {e:?}"))?;
+    d.decode_headers().map_err(|e| corrupt("JPEG", e))?;
     if d.output_buffer_size() != Some(out.len()) {
         return Err("JPEG size differs from its header".into());
     }
-    d.decode_into(out).map_err(|e| format!("corrupt or truncated JPEG: {e:?}"))
+    d.decode_into(out).map_err(|e| corrupt("JPEG", e))
 }
 
 pub fn decode(data: &[u8]) -> Result<Pixels, String> {
     match format_of(data)? {
         Format::Jpeg => {
             let (width, height, channels) = probe(data)?;
-            let colorspace = if channels == 1 { ColorSpace::Luma } else { ColorSpace::RGB };
+            let colorspace = if channels == 1 {
+                ColorSpace::Luma
+            } else {
+                ColorSpace::RGB
+            };
             let options = DecoderOptions::default().jpeg_set_out_colorspace(colorspace);
             let mut d = JpegDecoder::new_with_options(ZCursor::new(data), options);
-            let pixels = d.decode().map_err(|e| format!("corrupt or truncated JPEG: {e:?}"))?;
+            let pixels = d.decode().map_err(|e| corrupt("JPEG", e))?;
             Ok(Pixels {
                 width,
                 height,
@@ -90,8 +105,10 @@ pub fn decode(data: &[u8]) -> Result<Pixels, String> {
         }
         Format::Png => {
             let mut d = PngDecoder::new(ZCursor::new(data));
-            let result = d.decode().map_err(|e| format!("corrupt or truncated PNG: {e:?}"))?;
-            let (width, height) = d.dimensions().ok_or("corrupt PNG: no header")?;
+            let result = d.decode().map_err(|e| corrupt("PNG", e))?;
+            let (width, height) = d
+                .dimensions()
+                .ok_or("corrupt or truncated PNG: no header")?;
             let channels = d.colorspace().map_or(3, |c| c.num_components());
             let samples = match result {
                 DecodingResult::U8(v) => Samples::U8(v),
@@ -114,7 +131,9 @@ pub fn jpeg_orientation(data: &[u8]) -> u16 {
     if d.decode_headers().is_err() {
         return 1;
     }
-    d.exif().and_then(|exif| exif_orientation(exif)).unwrap_or(1)
+    d.exif()
+        .and_then(|exif| exif_orientation(exif))
+        .unwrap_or(1)
 }
 
 /// Reads tag 0x0112 from the first IFD of an EXIF (TIFF) block.
@@ -126,11 +145,19 @@ fn exif_orientation(exif: &[u8]) -> Option<u16> {
     let little = tiff[0] == b'I';
     let u16_at = |at: usize| -> Option<u16> {
         let b: [u8; 2] = tiff.get(at..at + 2)?.try_into().ok()?;
-        Some(if little { u16::from_le_bytes(b) } else { u16::from_be_bytes(b) })
+        Some(if little {
+            u16::from_le_bytes(b)
+        } else {
+            u16::from_be_bytes(b)
+        })
     };
     let u32_at = |at: usize| -> Option<u32> {
         let b: [u8; 4] = tiff.get(at..at + 4)?.try_into().ok()?;
-        Some(if little { u32::from_le_bytes(b) } else { u32::from_be_bytes(b) })
+        Some(if little {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        })
     };
     let ifd = u32_at(4)? as usize;
     let entries = u16_at(ifd)? as usize;

@@ -38,7 +38,12 @@ pub struct ImageTarget<'a> {
 impl<'a> ImageTarget<'a> {
     /// The image target of a model input with these dims, or `None` when it takes no images
     /// (not 4 dims, or BYTES, or a datatype pixels cannot be stored in).
-    pub fn of(datatype: DataType, dims: &[i64], layout: Option<&str>, options: &'a ImageOptions) -> Option<Self> {
+    pub fn of(
+        datatype: DataType,
+        dims: &[i64],
+        layout: Option<&str>,
+        options: &'a ImageOptions,
+    ) -> Option<Self> {
         let &[n, a, b, c] = dims else {
             return None;
         };
@@ -87,13 +92,21 @@ pub fn is_heavy(input: &Tensor) -> bool {
 }
 
 /// Decodes the images of a BYTES [N] tensor into the target's tensor. Errors name the image.
-pub fn decode_images(input: &Tensor, target: &ImageTarget, max_elements: u64) -> Result<Tensor, String> {
+pub fn decode_images(
+    input: &Tensor,
+    target: &ImageTarget,
+    max_elements: u64,
+) -> Result<Tensor, String> {
     let images: Vec<&[u8]> = input.bytes_elements().collect();
     if images.is_empty() {
         return Err("no images in the input".into());
     }
     if target.batch >= 0 && images.len() as i64 != target.batch {
-        return Err(format!("{} images for a model batch of {}", images.len(), target.batch));
+        return Err(format!(
+            "{} images for a model batch of {}",
+            images.len(),
+            target.batch
+        ));
     }
     let orientations: Vec<u16> = images
         .iter()
@@ -126,10 +139,20 @@ pub fn decode_images(input: &Tensor, target: &ImageTarget, max_elements: u64) ->
     let per_image = height * width * target.channels * size;
     let mut data = vec![0u8; per_image * images.len()];
     let work = |(i, out): (usize, &mut [u8])| -> Result<(), String> {
-        fill(images[i], sizes[i], orientations[i], (width, height), target, out).map_err(|e| format!("image {i}: {e}"))
+        fill(
+            images[i],
+            sizes[i],
+            orientations[i],
+            (width, height),
+            target,
+            out,
+        )
+        .map_err(|e| format!("image {i}: {e}"))
     };
     if images.len() > 1 {
-        data.par_chunks_mut(per_image).enumerate().try_for_each(work)?;
+        data.par_chunks_mut(per_image)
+            .enumerate()
+            .try_for_each(work)?;
     } else {
         work((0, &mut data[..]))?;
     }
@@ -168,7 +191,10 @@ fn fill(
     }
     let pixels = decode::decode(data)?;
     let eight_bit = matches!(target.datatype, DataType::Uint8 | DataType::Int8);
-    let plane = orient(to_plane(pixels, target.channels, options, eight_bit)?, orientation);
+    let plane = orient(
+        to_plane(pixels, target.channels, options, eight_bit)?,
+        orientation,
+    );
     let mut plane = fit(plane, width, height, options.resize);
     normalize(&mut plane, options);
     store(&plane, target, out);

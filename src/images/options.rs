@@ -50,7 +50,10 @@ impl ImageOptions {
     pub fn validate(&self, channels: usize) -> Result<(), String> {
         for (key, values) in [("mean", &self.mean), ("std", &self.std)] {
             if !values.is_empty() && values.len() != channels {
-                return Err(format!("key 'image.{key}': {} values for {channels} channels", values.len()));
+                return Err(format!(
+                    "key 'image.{key}': {} values for {channels} channels",
+                    values.len()
+                ));
             }
         }
         if self.std.contains(&0.0) {

@@ -5,6 +5,7 @@ use super::decode::{Pixels, Samples};
 use super::options::{ColorOrder, ImageOptions, ResizeMode};
 
 /// An image as f32 values, height × width × channels.
+#[derive(Debug)]
 pub struct Plane {
     pub width: usize,
     pub height: usize,
@@ -14,7 +15,12 @@ pub struct Plane {
 
 /// Native samples to f32 in the model's channel count and order. 16-bit samples keep their
 /// value, except into 8-bit datatypes (`eight_bit`), where they are scaled to 0..255.
-pub fn to_plane(pixels: Pixels, want: usize, options: &ImageOptions, eight_bit: bool) -> Result<Plane, String> {
+pub fn to_plane(
+    pixels: Pixels,
+    want: usize,
+    options: &ImageOptions,
+    eight_bit: bool,
+) -> Result<Plane, String> {
     let have = pixels.channels;
     let values: Vec<f32> = match pixels.samples {
         Samples::U8(v) => v.into_iter().map(f32::from).collect(),
@@ -204,9 +210,15 @@ mod tests {
     fn orientations_move_corners() {
         // 2x1 image [a b]: orientation 6 (90° clockwise) gives a 1x2 column [a; b].
         let p = orient(plane(2, 1, vec![1.0, 2.0]), 6);
-        assert_eq!((p.width, p.height, p.values.clone()), (1, 2, vec![1.0, 2.0]));
+        assert_eq!(
+            (p.width, p.height, p.values.clone()),
+            (1, 2, vec![1.0, 2.0])
+        );
         let p = orient(plane(2, 1, vec![1.0, 2.0]), 8);
-        assert_eq!((p.width, p.height, p.values.clone()), (1, 2, vec![2.0, 1.0]));
+        assert_eq!(
+            (p.width, p.height, p.values.clone()),
+            (1, 2, vec![2.0, 1.0])
+        );
         let p = orient(plane(2, 1, vec![1.0, 2.0]), 2);
         assert_eq!(p.values, vec![2.0, 1.0]);
     }
@@ -217,7 +229,12 @@ mod tests {
         let boxed = fit(wide, 4, 4, ResizeMode::Letterbox);
         assert_eq!(boxed.values[..4], [0.0; 4], "top padding row");
         assert_eq!(boxed.values[4..12], [1.0; 8]);
-        let cropped = fit(plane(4, 2, vec![1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0]), 2, 2, ResizeMode::CenterCrop);
+        let cropped = fit(
+            plane(4, 2, vec![1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0]),
+            2,
+            2,
+            ResizeMode::CenterCrop,
+        );
         assert_eq!(cropped.values, vec![2.0, 3.0, 2.0, 3.0]);
     }
 
@@ -230,18 +247,27 @@ mod tests {
             samples: Samples::U8(vec![7]),
         };
         let strict = ImageOptions::default();
-        assert!(to_plane(gray(), 3, &strict, true).unwrap_err().contains("1 channels"));
+        assert!(to_plane(gray(), 3, &strict, true)
+            .unwrap_err()
+            .contains("1 channels"));
         let convert = ImageOptions {
             convert_channels: true,
             ..Default::default()
         };
-        assert_eq!(to_plane(gray(), 3, &convert, true).unwrap().values, vec![7.0; 3]);
+        assert_eq!(
+            to_plane(gray(), 3, &convert, true).unwrap().values,
+            vec![7.0; 3]
+        );
         let rgb = Pixels {
             width: 1,
             height: 1,
             channels: 3,
             samples: Samples::U16(vec![65535, 0, 257]),
         };
-        assert_eq!(to_plane(rgb, 3, &strict, true).unwrap().values, vec![1.0, 0.0, 255.0], "BGR, 16 to 8 bit");
+        assert_eq!(
+            to_plane(rgb, 3, &strict, true).unwrap().values,
+            vec![1.0, 0.0, 255.0],
+            "BGR, 16 to 8 bit"
+        );
     }
 }

@@ -241,8 +241,14 @@ impl ModelConfig {
                 if let Some(bad) = t.dims.iter().find(|&&d| d < -1) {
                     return Err(format!("key '{which}[{i}].dims': invalid dimension {bad}"));
                 }
-                if let Some(layout) = t.layout.as_deref().filter(|l| !["NHWC", "NCHW"].contains(l)) {
-                    return Err(format!("key '{which}[{i}].layout': '{layout}' is neither NHWC nor NCHW"));
+                if let Some(layout) = t
+                    .layout
+                    .as_deref()
+                    .filter(|l| !["NHWC", "NCHW"].contains(l))
+                {
+                    return Err(format!(
+                        "key '{which}[{i}].layout': '{layout}' is neither NHWC nor NCHW"
+                    ));
                 }
                 let mut dims = Vec::with_capacity(t.dims.len() + 1);
                 if self.max_batch_size > 0 {
@@ -257,10 +263,9 @@ impl ModelConfig {
                     image: t.image.clone().unwrap_or_default(),
                 };
                 if let Some(target) = spec.image_target() {
-                    target
-                        .options
-                        .validate(target.channels)
-                        .map_err(|e| format!("key '{which}[{i}].{}", e.trim_start_matches("key '")))?;
+                    target.options.validate(target.channels).map_err(|e| {
+                        format!("key '{which}[{i}].{}", e.trim_start_matches("key '"))
+                    })?;
                 }
                 Ok(spec)
             })

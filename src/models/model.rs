@@ -31,7 +31,12 @@ impl TensorSpec {
 
     /// Where JPEG/PNG images go when a client sends them to this input.
     pub fn image_target(&self) -> Option<ImageTarget<'_>> {
-        ImageTarget::of(self.datatype?, self.dims.as_deref()?, self.layout.as_deref(), &self.image)
+        ImageTarget::of(
+            self.datatype?,
+            self.dims.as_deref()?,
+            self.layout.as_deref(),
+            &self.image,
+        )
     }
 
     /// Whether a tensor of `datatype` and `shape` may be fed to this input.

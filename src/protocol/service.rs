@@ -14,8 +14,8 @@ use super::metadata::{
 use super::routes::{route, ModelRef, Route};
 use super::ProtocolError;
 use crate::http::{Method, Request, Response};
-use crate::models::{LoadedVersion, Repository, ServedModel};
 use crate::images;
+use crate::models::{LoadedVersion, Repository, ServedModel};
 use crate::tensors::{DataType, Tensor};
 
 pub struct Service {
@@ -219,7 +219,11 @@ impl Service {
 impl Service {
     /// Turns BYTES [N] inputs sent to image inputs (4 dims) into the model's tensors. Heavy
     /// work (several images, or large ones) runs on the compute pool, not the io thread.
-    async fn decode_images(&self, request: &mut InferRequest<'_>, loaded: &LoadedVersion) -> Result<(), ProtocolError> {
+    async fn decode_images(
+        &self,
+        request: &mut InferRequest<'_>,
+        loaded: &LoadedVersion,
+    ) -> Result<(), ProtocolError> {
         let max = self.max_tensor_elements;
         for input in request.inputs.iter_mut() {
             let tensor = &input.tensor;
@@ -242,7 +246,8 @@ impl Service {
             } else {
                 images::decode_images(tensor, &target, max)
             };
-            input.tensor = decoded.map_err(|e| ProtocolError::bad_request(format!("input '{}': {e}", input.name)))?;
+            input.tensor = decoded
+                .map_err(|e| ProtocolError::bad_request(format!("input '{}': {e}", input.name)))?;
         }
         Ok(())
     }
@@ -250,7 +255,9 @@ impl Service {
 
 /// Runs CPU-heavy work on rayon's pool; the io thread awaits it. A panic fails the request
 /// (rayon would otherwise abort the process).
-async fn on_pool<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, ProtocolError> {
+async fn on_pool<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ProtocolError> {
     let (done, result) = flume::bounded(1);
     rayon::spawn(move || {
         let _ = done.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).ok());

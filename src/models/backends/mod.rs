@@ -70,9 +70,6 @@ fn model_file(config: &ModelConfig, dir: &Path, default: &str) -> std::path::Pat
 pub fn load_version(name: &str, config: &ModelConfig, dir: &Path) -> Result<LoadedVersion, String> {
     match config.backend.as_str() {
         "builtin" => {
-            if !config.input.is_empty() || !config.output.is_empty() {
-                return Err("keys 'input'/'output': built-in models declare their own".into());
-            }
             let which = config.builtin.as_deref().unwrap_or(name);
             let b = builtin::builtin(which).ok_or_else(|| {
                 format!(
@@ -80,10 +77,17 @@ pub fn load_version(name: &str, config: &ModelConfig, dir: &Path) -> Result<Load
                     builtin::BUILTIN_NAMES.join(", ")
                 )
             })?;
+            // identity may be given one declared input and output: an identity of that
+            // datatype and shape (with image options, a probe of any image input).
+            let (inputs, outputs) = match (config.specs("input")?, config.specs("output")?) {
+                (i, o) if i.is_empty() && o.is_empty() => (b.inputs, b.outputs),
+                (i, o) if which == "identity" && i.len() == 1 && o.len() == 1 => (i, o),
+                _ => return Err("keys 'input'/'output': only identity takes one of each".into()),
+            };
             let model = builtin::with_delay(b.model, config.execution_delay_microseconds);
             Ok(LoadedVersion {
-                inputs: b.inputs,
-                outputs: b.outputs,
+                inputs,
+                outputs,
                 executor: executor(model, config, name, true)?,
             })
         }
