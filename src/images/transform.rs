@@ -22,41 +22,52 @@ pub fn to_plane(
     eight_bit: bool,
 ) -> Result<Plane, String> {
     let have = pixels.channels;
-    let values: Vec<f32> = match pixels.samples {
-        Samples::U8(v) => v.into_iter().map(f32::from).collect(),
-        Samples::U16(v) if eight_bit => v.into_iter().map(|s| f32::from(s) / 257.0).collect(),
-        Samples::U16(v) => v.into_iter().map(f32::from).collect(),
-    };
-    let pick: Vec<usize> = match (have, want) {
-        (h, w) if h == w => (0..h).collect(),
+    // For each output channel, the source channel it is read from; `None`: luma of R, G, B.
+    let mut source: Vec<Option<usize>> = match (have, want) {
+        (h, w) if h == w => (0..h).map(Some).collect(),
         _ if !options.convert_channels => {
             return Err(format!("has {have} channels, the model input takes {want}"));
         }
-        (1 | 2, 3) => vec![0, 0, 0],
-        (4, 3) => vec![0, 1, 2],
-        (2, 1) => vec![0],
-        (3 | 4, 1) => vec![usize::MAX],
+        (1 | 2, 3) => vec![Some(0); 3],
+        (4, 3) => vec![Some(0), Some(1), Some(2)],
+        (2, 1) => vec![Some(0)],
+        (3 | 4, 1) => vec![None],
         _ => return Err(format!("has {have} channels, which cannot become {want}")),
     };
-    let reorder = want >= 3 && options.color == ColorOrder::Bgr;
-    let mut out = Vec::with_capacity(pixels.width * pixels.height * want);
-    for px in values.chunks_exact(have) {
-        if pick[0] == usize::MAX {
-            out.push(0.299 * px[0] + 0.587 * px[1] + 0.114 * px[2]);
-            continue;
-        }
-        let start = out.len();
-        out.extend(pick.iter().map(|&c| px[c]));
-        if reorder {
-            out.swap(start, start + 2);
-        }
+    if want >= 3 && options.color == ColorOrder::Bgr {
+        source.swap(0, 2);
     }
+    let values = match &pixels.samples {
+        Samples::U8(v) => convert(v, have, &source, |s| f32::from(s)),
+        Samples::U16(v) if eight_bit => convert(v, have, &source, |s| f32::from(s) / 257.0),
+        Samples::U16(v) => convert(v, have, &source, |s| f32::from(s)),
+    };
     Ok(Plane {
         width: pixels.width,
         height: pixels.height,
         channels: want,
-        values: out,
+        values,
     })
+}
+
+/// One pass over the samples, picking and converting each output value.
+fn convert<S: Copy>(
+    samples: &[S],
+    have: usize,
+    source: &[Option<usize>],
+    to_f32: impl Fn(S) -> f32,
+) -> Vec<f32> {
+    let want = source.len();
+    let mut out = vec![0.0; samples.len() / have * want];
+    for (px, dst) in samples.chunks_exact(have).zip(out.chunks_exact_mut(want)) {
+        for (d, src) in dst.iter_mut().zip(source) {
+            *d = match *src {
+                Some(c) => to_f32(px[c]),
+                None => 0.299 * to_f32(px[0]) + 0.587 * to_f32(px[1]) + 0.114 * to_f32(px[2]),
+            };
+        }
+    }
+    out
 }
 
 /// Applies an EXIF orientation (1..=8).
