@@ -38,9 +38,9 @@ pub fn to_plane(
         source.swap(0, 2);
     }
     let values = match &pixels.samples {
-        Samples::U8(v) => convert(v, have, &source, |s| f32::from(s)),
+        Samples::U8(v) => convert(v, have, &source, f32::from),
         Samples::U16(v) if eight_bit => convert(v, have, &source, |s| f32::from(s) / 257.0),
-        Samples::U16(v) => convert(v, have, &source, |s| f32::from(s)),
+        Samples::U16(v) => convert(v, have, &source, f32::from),
     };
     Ok(Plane {
         width: pixels.width,
