@@ -32,10 +32,16 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let rounds: usize = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(20);
     let options = ImageOptions::default();
-    let native =
-        ImageTarget::of(DataType::Uint8, &[-1, -1, -1, 3], None, &options).expect("image target");
-    let resized = ImageTarget::of(DataType::Fp32, &[-1, 3, 224, 224], Some("NCHW"), &options)
+    let native = ImageTarget::of(DataType::Uint8, &[-1, -1, -1, 3], &[], None, &options)
         .expect("image target");
+    let resized = ImageTarget::of(
+        DataType::Fp32,
+        &[-1, 3, 224, 224],
+        &[],
+        Some("NCHW"),
+        &options,
+    )
+    .expect("image target");
     for path in &args[2..] {
         let image = std::fs::read(path).expect("readable file");
         let one = request(&image, 1);

@@ -28,9 +28,11 @@ pub struct ImageTarget<'a> {
     pub layout: Layout,
     /// -1: any number of images.
     pub batch: i64,
-    /// -1: the images' own size (then all must match).
+    /// -1: the images' own size (then all must match), clamped into the range when one is given.
     pub height: i64,
     pub width: i64,
+    pub height_range: Option<(u64, u64)>,
+    pub width_range: Option<(u64, u64)>,
     pub channels: usize,
     pub options: &'a ImageOptions,
 }
@@ -41,12 +43,14 @@ impl<'a> ImageTarget<'a> {
     pub fn of(
         datatype: DataType,
         dims: &[i64],
+        ranges: &[Option<(u64, u64)>],
         layout: Option<&str>,
         options: &'a ImageOptions,
     ) -> Option<Self> {
         let &[n, a, b, c] = dims else {
             return None;
         };
+        let range = |d: usize| ranges.get(d).copied().flatten();
         let pixel_type = matches!(
             datatype,
             DataType::Uint8
@@ -62,9 +66,9 @@ impl<'a> ImageTarget<'a> {
         if !pixel_type {
             return None;
         }
-        let (layout, height, width, channels) = match layout {
-            Some(l) if l.eq_ignore_ascii_case("NCHW") => (Layout::Nchw, b, c, a),
-            _ => (Layout::Nhwc, a, b, c),
+        let (layout, height, width, channels, (h, w)) = match layout {
+            Some(l) if l.eq_ignore_ascii_case("NCHW") => (Layout::Nchw, b, c, a, (2, 3)),
+            _ => (Layout::Nhwc, a, b, c, (1, 2)),
         };
         Some(ImageTarget {
             datatype,
@@ -72,6 +76,8 @@ impl<'a> ImageTarget<'a> {
             batch: n,
             height,
             width,
+            height_range: range(h),
+            width_range: range(w),
             channels: usize::try_from(channels).ok().filter(|&c| c > 0)?,
             options,
         })
@@ -120,19 +126,31 @@ pub fn decode_images(
         let (w, h, _) = decode::probe(data).map_err(|e| format!("image {i}: {e}"))?;
         sizes.push(if orientations[i] >= 5 { (h, w) } else { (w, h) });
     }
-    let (width, height) = match (target.width, target.height) {
-        (w, h) if w > 0 && h > 0 => (w as usize, h as usize),
-        _ => {
-            if let Some((i, &(w, h))) = sizes.iter().enumerate().find(|(_, &s)| s != sizes[0]) {
-                let (w0, h0) = sizes[0];
-                return Err(format!(
-                    "image {i} is {w}x{h} but image 0 is {w0}x{h0}: the model input has no fixed size, \
-                     so all images of a request must match"
-                ));
-            }
-            sizes[0]
-        }
+    // Each axis: the model's fixed size, else the image's own clamped into the range (OVMS:
+    // the nearer bound), else the image's own.
+    let axis = |fixed: i64, range: Option<(u64, u64)>, own: usize| match (fixed, range) {
+        (f, _) if f > 0 => f as usize,
+        (_, Some((lo, hi))) => own.clamp(lo as usize, hi as usize),
+        _ => own,
     };
+    let out_size = |&(w, h): &(usize, usize)| {
+        (
+            axis(target.width, target.width_range, w),
+            axis(target.height, target.height_range, h),
+        )
+    };
+    let (width, height) = out_size(&sizes[0]);
+    if let Some((i, &(w, h))) = sizes
+        .iter()
+        .enumerate()
+        .find(|(_, s)| out_size(s) != (width, height))
+    {
+        let (w0, h0) = sizes[0];
+        return Err(format!(
+            "image {i} is {w}x{h} but image 0 is {w0}x{h0}: the model input has no fixed size, \
+             so all images of a request must match"
+        ));
+    }
     let shape = target.shape(images.len(), height, width);
     element_count(&shape, max_elements).map_err(|e| e.to_string())?;
     let size = target.datatype.element_size().unwrap_or(1);

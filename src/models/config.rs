@@ -141,13 +141,52 @@ impl VersionPolicy {
 pub struct TensorConfig {
     pub name: String,
     pub datatype: String,
-    pub dims: Vec<i64>,
+    /// Sizes, -1 for any, or "lo:hi" for a range (OVMS's range dimensions).
+    pub dims: Vec<Dim>,
     /// "NHWC" (default) or "NCHW": where image inputs put their channels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layout: Option<String>,
     /// How JPEG/PNG images sent to this input are decoded (`[input.image]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageOptions>,
+}
+
+/// One declared dimension: a size (-1: any) or an inclusive range written "lo:hi".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dim {
+    Fixed(i64),
+    Range(u64, u64),
+}
+
+impl<'de> Deserialize<'de> for Dim {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Dim, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Size(i64),
+            Range(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Size(n) => Ok(Dim::Fixed(n)),
+            Raw::Range(text) => text
+                .split_once(':')
+                .and_then(|(lo, hi)| Some((lo.trim().parse().ok()?, hi.trim().parse().ok()?)))
+                .filter(|(lo, hi)| lo <= hi)
+                .map(|(lo, hi)| Dim::Range(lo, hi))
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!("'{text}' is not a range \"lo:hi\""))
+                }),
+        }
+    }
+}
+
+impl Serialize for Dim {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Dim::Fixed(n) => s.serialize_i64(*n),
+            Dim::Range(lo, hi) => s.serialize_str(&format!("{lo}:{hi}")),
+        }
+    }
 }
 
 /// Native architectures served from safetensors weights.
@@ -238,8 +277,14 @@ impl ModelConfig {
                         t.datatype
                     )
                 })?;
-                if let Some(bad) = t.dims.iter().find(|&&d| d < -1) {
-                    return Err(format!("key '{which}[{i}].dims': invalid dimension {bad}"));
+                if let Some(bad) = t
+                    .dims
+                    .iter()
+                    .find(|d| matches!(d, Dim::Fixed(n) if *n < -1))
+                {
+                    return Err(format!(
+                        "key '{which}[{i}].dims': invalid dimension {bad:?}"
+                    ));
                 }
                 if let Some(layout) = t
                     .layout
@@ -250,15 +295,31 @@ impl ModelConfig {
                         "key '{which}[{i}].layout': '{layout}' is neither NHWC nor NCHW"
                     ));
                 }
-                let mut dims = Vec::with_capacity(t.dims.len() + 1);
-                if self.max_batch_size > 0 {
-                    dims.push(-1);
-                }
-                dims.extend_from_slice(&t.dims);
+                let batch = (self.max_batch_size > 0).then_some(Dim::Fixed(-1));
+                let all: Vec<Dim> = batch.into_iter().chain(t.dims.iter().copied()).collect();
+                let dims = all
+                    .iter()
+                    .map(|d| match d {
+                        Dim::Fixed(n) => *n,
+                        Dim::Range(..) => -1,
+                    })
+                    .collect();
+                let ranges = all
+                    .iter()
+                    .map(|d| match d {
+                        Dim::Range(lo, hi) => Some((*lo, *hi)),
+                        Dim::Fixed(_) => None,
+                    })
+                    .collect::<Vec<_>>();
                 let spec = TensorSpec {
                     name: t.name.clone(),
                     datatype: Some(datatype),
                     dims: Some(dims),
+                    ranges: if ranges.iter().any(Option::is_some) {
+                        ranges
+                    } else {
+                        Vec::new()
+                    },
                     layout: t.layout.clone(),
                     image: t.image.clone().unwrap_or_default(),
                 };
@@ -339,7 +400,7 @@ mod tests {
             [[input]]
             name = "x"
             datatype = "FP32"
-            dims = [3, -1]
+            dims = [3, "10:20"]
             [[output]]
             name = "y"
             datatype = "INT64"
@@ -350,13 +411,18 @@ mod tests {
         assert_eq!(c.version_policy, VersionPolicy::Specific(vec![1, 3]));
         let specs = c.specs("input").unwrap();
         assert_eq!(specs[0].dims, Some(vec![-1, 3, -1]));
+        assert_eq!(specs[0].ranges, vec![None, None, Some((10, 20))]);
+        assert!(toml::from_str::<TensorConfig>(
+            "name = \"x\"\ndatatype = \"FP32\"\ndims = [\"9:1\"]"
+        )
+        .is_err());
         assert_eq!(c.device().unwrap(), DeviceChoice::Cpu);
 
         let bad_type = ModelConfig {
             input: vec![TensorConfig {
                 name: "x".into(),
                 datatype: "FP33".into(),
-                dims: vec![1],
+                dims: vec![Dim::Fixed(1)],
                 layout: None,
                 image: None,
             }],

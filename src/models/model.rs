@@ -13,6 +13,8 @@ pub struct TensorSpec {
     pub datatype: Option<DataType>,
     /// Dimensions, -1 for a variable one; `None`: any rank.
     pub dims: Option<Vec<i64>>,
+    /// Inclusive bounds of range dimensions (one entry per dim), or empty when there are none.
+    pub ranges: Vec<Option<(u64, u64)>>,
     /// "NHWC" or "NCHW" for image inputs (default NHWC).
     pub layout: Option<String>,
     /// How JPEG/PNG images sent to this input are turned into its tensor.
@@ -34,6 +36,7 @@ impl TensorSpec {
         ImageTarget::of(
             self.datatype?,
             self.dims.as_deref()?,
+            &self.ranges,
             self.layout.as_deref(),
             &self.image,
         )
@@ -50,15 +53,32 @@ impl TensorSpec {
         let Some(dims) = &self.dims else {
             return Ok(());
         };
+        let in_range = |d: usize, got: u64| {
+            self.ranges
+                .get(d)
+                .copied()
+                .flatten()
+                .is_none_or(|(lo, hi)| (lo..=hi).contains(&got))
+        };
         let fits = dims.len() == shape.len()
             && dims
                 .iter()
                 .zip(shape)
-                .all(|(&want, &got)| want < 0 || want as u64 == got);
+                .enumerate()
+                .all(|(d, (&want, &got))| (want < 0 || want as u64 == got) && in_range(d, got));
         if !fits {
+            let expected: Vec<String> = dims
+                .iter()
+                .enumerate()
+                .map(|(d, want)| match self.ranges.get(d).copied().flatten() {
+                    Some((lo, hi)) => format!("{lo}:{hi}"),
+                    None => want.to_string(),
+                })
+                .collect();
             return Err(ModelError::invalid(format!(
-                "input '{}' has shape {shape:?}, the model expects {dims:?}",
-                self.name
+                "input '{}' has shape {shape:?}, the model expects [{}]",
+                self.name,
+                expected.join(", ")
             )));
         }
         Ok(())

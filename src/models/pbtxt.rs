@@ -2,7 +2,7 @@
 //! config: name, platform/backend, max_batch_size, input/output, instance_group, version_policy,
 //! default_model_filename, dynamic_batching. Other fields are ignored.
 
-use super::config::{DynamicBatching, ModelConfig, TensorConfig, VersionPolicy};
+use super::config::{Dim, DynamicBatching, ModelConfig, TensorConfig, VersionPolicy};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Value {
@@ -228,7 +228,7 @@ fn tensors(fields: &Fields, key: &str) -> Result<Vec<TensorConfig>, String> {
                 }
             };
             let dims = scalars(t, "dims")
-                .map(|d| number(d, &format!("{key}[{i}].dims")))
+                .map(|d| number(d, &format!("{key}[{i}].dims")).map(Dim::Fixed))
                 .collect::<Result<_, _>>()?;
             let layout = scalar(t, "format")
                 .and_then(|f| f.strip_prefix("FORMAT_"))
@@ -281,11 +281,11 @@ mod tests {
         assert_eq!(c.max_batch_size, 8);
         assert_eq!(c.input.len(), 2);
         assert_eq!(c.input[0].datatype, "INT32");
-        assert_eq!(c.input[0].dims, vec![16]);
+        assert_eq!(c.input[0].dims, vec![Dim::Fixed(16)]);
         assert_eq!(c.input[1].datatype, "BYTES");
-        assert_eq!(c.input[1].dims, vec![-1, 3]);
+        assert_eq!(c.input[1].dims, vec![Dim::Fixed(-1), Dim::Fixed(3)]);
         assert_eq!(c.input[1].layout.as_deref(), Some("NHWC"));
-        assert_eq!(c.output[0].dims, vec![16]);
+        assert_eq!(c.output[0].dims, vec![Dim::Fixed(16)]);
         assert_eq!(c.instance_count, 2);
         assert_eq!(c.device, "cuda:1");
         assert_eq!(c.version_policy, VersionPolicy::Latest(2));

@@ -79,6 +79,7 @@ def server(tmp_path_factory):
     probe_model(repo, "letterbox", "FP32", [-1, 8, 8, 3], image='[input.image]\nresize = "letterbox"\n')
     probe_model(repo, "crop", "FP32", [-1, 8, 8, 3], image='[input.image]\nresize = "center_crop"\n')
     probe_model(repo, "exif", "UINT8", [-1, -1, -1, 3], image='[input.image]\nexif_orientation = true\n')
+    probe_model(repo, "ranged", "FP32", '[-1, "8:16", "8:16", 3]')
     CNN.update(write_safetensors_cnn(RNG, repo, "cnn", [4, 8], 5))
     d = Daemon("--threads", "2", repo=repo)
     yield d
@@ -206,6 +207,20 @@ def test_letterbox_and_center_crop(client):
     np.testing.assert_allclose(boxed[3:5], bilinear(wide[:, :, ::-1], 2, 8), atol=1e-3)
     cropped = send(client, "crop", [encode(wide, "PNG")])[0]
     np.testing.assert_allclose(cropped, bilinear(wide[:, :, ::-1], 8, 32)[:, 12:20], atol=1e-3)
+
+
+def test_range_dimensions_clamp_to_the_nearer_bound(client):
+    src = RNG.integers(0, 256, (4, 20, 3), dtype=np.uint8)
+    got = send(client, "ranged", [encode(src, "PNG")])
+    assert got.shape == (1, 8, 16, 3), "height 4 rises to 8, width 20 falls to 16"
+    np.testing.assert_allclose(got[0], bilinear(src[:, :, ::-1], 8, 16), atol=1e-3)
+    inside = RNG.integers(0, 256, (10, 12, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(send(client, "ranged", [encode(inside, "PNG")])[0], inside[:, :, ::-1])
+    assert client.get_model_metadata("ranged")["inputs"][0]["shape"] == [-1, -1, -1, 3]
+    tensor = httpclient.InferInput("IMAGE", [1, 20, 20, 3], "FP32")
+    tensor.set_data_from_numpy(np.zeros((1, 20, 20, 3), np.float32))
+    with pytest.raises(Exception, match=r"the model expects \[-1, 8:16, 8:16, 3\]"):
+        client.infer("ranged", [tensor])
 
 
 def test_exif_orientation(client):
