@@ -128,6 +128,14 @@ mod tests {
         }
     }
 
+    fn block_on(work: impl std::future::Future<Output = ()>) {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        rt.block_on(work);
+    }
+
     fn rows(n: u64, value: u8) -> Tensor {
         Tensor::new(
             DataType::Uint8,
@@ -147,11 +155,7 @@ mod tests {
             max_delay: Duration::ZERO,
         };
         let exec = Executor::queued(model.clone(), policy, 1, 0, "t").unwrap();
-        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        block_on(async {
             // The first request occupies the worker; the next three queue and run as one batch.
             let first = exec.execute(vec![rows(1, 1)], None);
             let rest = async {
@@ -189,11 +193,7 @@ mod tests {
             max_delay: Duration::ZERO,
         };
         let exec = Executor::queued(model, policy, 1, 1, "t").unwrap();
-        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        block_on(async {
             // The first request runs; the second waits (and expires); the third finds the queue full.
             let first = exec.execute(vec![rows(1, 1)], None);
             let rest = async {

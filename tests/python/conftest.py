@@ -59,3 +59,13 @@ def daemon():
 @pytest.fixture(scope="session")
 def url(daemon):
     return daemon.url
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    """A tritonclient for the module's own `server` fixture (a Daemon on its own repository)."""
+    import tritonclient.http as httpclient
+
+    c = httpclient.InferenceServerClient(server.url, network_timeout=120)
+    yield c
+    c.close()

@@ -86,13 +86,6 @@ def server(tmp_path_factory):
     d.stop()
 
 
-@pytest.fixture(scope="module")
-def client(server):
-    c = httpclient.InferenceServerClient(server.url, network_timeout=60)
-    yield c
-    c.close()
-
-
 def send(client, model, images, binary=True, name="IMAGE"):
     """As OVMS's KServe samples do: np.array([bytes, ...], dtype=object) as BYTES."""
     inp = httpclient.InferInput(name, [len(images)], "BYTES")

@@ -161,13 +161,6 @@ def server(repo):
     d.stop()
 
 
-@pytest.fixture(scope="module")
-def client(server):
-    c = httpclient.InferenceServerClient(server.url, network_timeout=120)
-    yield c
-    c.close()
-
-
 def infer(client, model, arrays, version=""):
     meta = client.get_model_metadata(model, model_version=version)
     inputs = []
