@@ -10,7 +10,9 @@ use divan::{black_box, Bencher};
 use serde::Deserialize;
 
 use tensord::http::{parse_head, Limits};
-use tensord::protocol::{decode_infer_request, encode_infer_response, ResponseOutput};
+use tensord::protocol::{
+    decode_infer_request, encode_infer_response, tfs_tensor_of, ResponseOutput,
+};
 use tensord::tensors::{decode_json_data, DataType};
 
 fn main() {
@@ -177,4 +179,13 @@ fn data_simd_json(bencher: Bencher, n: usize) {
             }
             black_box(out)
         });
+}
+
+/// The same FP32 data through the TF Serving path, which must infer the shape from the nesting.
+#[divan::bench(args = SIZES)]
+fn data_tfs_path(bencher: Bencher, n: usize) {
+    let text = json_data(n);
+    bencher
+        .counter(divan::counter::BytesCount::new(text.len()))
+        .bench(|| black_box(tfs_tensor_of(black_box(&text), None, u64::MAX).unwrap()));
 }

@@ -12,6 +12,7 @@ use super::metadata::{
     model_config, model_metadata, model_statistics, repository_index, server_metadata,
 };
 use super::routes::{route, ModelRef, Route};
+use super::tfs::{self, TfsRoute};
 use super::ProtocolError;
 use crate::http::{Method, Request, Response};
 use crate::images;
@@ -53,6 +54,9 @@ impl Service {
     }
 
     async fn dispatch(&self, request: &Request) -> Result<Response, ProtocolError> {
+        if let Some(route) = tfs::route(request.head.path()) {
+            return self.tfs(route, request).await;
+        }
         let Some(route) = route(request.head.path())? else {
             return Err(ProtocolError::new(
                 404,
@@ -143,7 +147,7 @@ impl Service {
         Ok(model_statistics(&entries))
     }
 
-    /// Runs one infer request and counts it in the model's statistics.
+    /// Runs one V2 infer request and counts it in the model's statistics.
     async fn infer(
         &self,
         model: &ServedModel,
@@ -151,45 +155,50 @@ impl Service {
         loaded: &LoadedVersion,
         request: &Request,
     ) -> Result<Response, ProtocolError> {
-        let started = Instant::now();
-        let result = self.run_infer(model, version, loaded, request).await;
-        let stats = loaded.executor.stats();
-        match &result {
-            Ok((_, rows)) => stats.record_success(*rows, started.elapsed()),
-            Err(_) => stats.record_failure(started.elapsed()),
-        }
-        result.map(|(response, _)| response)
+        counted(loaded, async {
+            let mut infer_request = self.decode_v2(model, loaded, request)?;
+            let (outputs, rows) = self.run(model, loaded, &mut infer_request).await?;
+            let response = encode_infer_response(&model.name, version, &infer_request, outputs)?;
+            Ok((response, rows))
+        })
+        .await
     }
 
-    /// The response, and the request's rows (its batch size, 1 for a model that does not batch).
-    async fn run_infer(
+    fn decode_v2<'r>(
         &self,
         model: &ServedModel,
-        version: u64,
-        loaded: &LoadedVersion,
-        request: &Request,
-    ) -> Result<(Response, u64), ProtocolError> {
+        loaded: &'r LoadedVersion,
+        request: &'r Request,
+    ) -> Result<InferRequest<'r>, ProtocolError> {
         let body = &request.body;
         let header_len = request
             .head
             .header("inference-header-content-length")
             .map(header_length)
             .transpose()?;
-        let infer_request = match (header_len, loaded.inputs.as_slice()) {
-            (Some(0), [only]) => decode_raw_request(body, only, self.max_tensor_elements)?,
-            (Some(0), _) => {
-                return Err(ProtocolError::bad_request(format!(
-                    "a raw binary request (Inference-Header-Content-Length: 0) needs a model with \
-                     one input; '{}' has {}",
-                    model.name,
-                    loaded.inputs.len()
-                )))
-            }
-            (len, _) => decode_infer_request(body, len, self.max_tensor_elements)?,
-        };
-        let mut infer_request = infer_request;
-        self.decode_images(&mut infer_request, loaded).await?;
-        let inputs = arrange_inputs(model, loaded, &infer_request)?;
+        match (header_len, loaded.inputs.as_slice()) {
+            (Some(0), [only]) => decode_raw_request(body, only, self.max_tensor_elements),
+            (Some(0), _) => Err(ProtocolError::bad_request(format!(
+                "a raw binary request (Inference-Header-Content-Length: 0) needs a model with \
+                 one input; '{}' has {}",
+                model.name,
+                loaded.inputs.len()
+            ))),
+            (len, _) => decode_infer_request(body, len, self.max_tensor_elements),
+        }
+    }
+
+    /// What every front door shares once a request is decoded: images, input checks, the
+    /// model's queue, output selection. Returns the outputs and the request's rows (its batch
+    /// size, 1 for a model that does not batch).
+    async fn run<'l>(
+        &self,
+        model: &ServedModel,
+        loaded: &'l LoadedVersion,
+        infer_request: &mut InferRequest<'_>,
+    ) -> Result<(Vec<ResponseOutput<'l>>, u64), ProtocolError> {
+        self.decode_images(infer_request, loaded).await?;
+        let inputs = arrange_inputs(model, loaded, infer_request)?;
         let rows = match model.config.max_batch_size {
             0 => 1,
             _ => inputs
@@ -210,10 +219,63 @@ impl Service {
                 loaded.outputs.len()
             )));
         }
-        let selected = select_outputs(model, loaded, &infer_request, outputs)?;
-        let response = encode_infer_response(&model.name, version, &infer_request, selected)?;
-        Ok((response, rows))
+        Ok((select_outputs(model, loaded, infer_request, outputs)?, rows))
     }
+
+    /// TensorFlow Serving's REST API.
+    async fn tfs(&self, route: TfsRoute<'_>, request: &Request) -> Result<Response, ProtocolError> {
+        let (want, got) = match route {
+            TfsRoute::Predict(_) => (Method::Post, request.head.method),
+            _ => (Method::Get, request.head.method),
+        };
+        if got != want && !(want == Method::Get && got == Method::Head) {
+            return Err(ProtocolError::new(
+                405,
+                format!("{} needs {want:?}", request.head.path()).to_uppercase(),
+            ));
+        }
+        match route {
+            TfsRoute::Status(m) => {
+                let model = self.repository.get(&m.name)?;
+                Ok(json_response(
+                    tfs::status(&model, m.version.as_deref())?.to_string(),
+                ))
+            }
+            TfsRoute::Metadata(m) => {
+                let model = self.repository.get(&m.name)?;
+                let (version, loaded) = model.version(m.version.as_deref())?;
+                Ok(json_response(
+                    tfs::metadata(&model, version, loaded).to_string(),
+                ))
+            }
+            TfsRoute::Predict(m) => {
+                let model = self.repository.get(&m.name)?;
+                let (_, loaded) = model.version(m.version.as_deref())?;
+                counted(loaded, async {
+                    let (mut infer_request, format) =
+                        tfs::decode_predict(&request.body, loaded, self.max_tensor_elements)?;
+                    let (outputs, rows) = self.run(&model, loaded, &mut infer_request).await?;
+                    Ok((tfs::encode_predict(format, outputs)?, rows))
+                })
+                .await
+            }
+        }
+    }
+}
+
+/// Runs `work` (a response and its rows) and counts it in the model's statistics.
+async fn counted(
+    loaded: &LoadedVersion,
+    work: impl std::future::Future<Output = Result<(Response, u64), ProtocolError>>,
+) -> Result<Response, ProtocolError> {
+    let started = Instant::now();
+    let result = work.await;
+    let stats = loaded.executor.stats();
+    match &result {
+        Ok((_, rows)) => stats.record_success(*rows, started.elapsed()),
+        Err(_) => stats.record_failure(started.elapsed()),
+    }
+    result.map(|(response, _)| response)
 }
 
 impl Service {
