@@ -7,8 +7,6 @@ mod model;
 mod pbtxt;
 mod repository;
 
-#[cfg(feature = "onnx")]
-pub use backends::onnx_rewrite::REWRITTEN_OPS;
 pub use backends::LoadedVersion;
 pub use config::{
     Activation, Architecture, DeviceChoice, ModelConfig, TensorConfig, VersionPolicy,

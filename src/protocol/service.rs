@@ -43,10 +43,6 @@ impl Service {
         !self.draining.load(Ordering::Relaxed) && self.repository.all_ready()
     }
 
-    pub fn repository(&self) -> &Repository {
-        &self.repository
-    }
-
     pub async fn handle(&self, request: &Request) -> Response {
         self.dispatch(request)
             .await

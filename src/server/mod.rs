@@ -102,9 +102,6 @@ impl Server {
         }
     }
 
-    pub fn shutdown_signal(&self) -> Arc<ShutdownSignal> {
-        self.shutdown.clone()
-    }
 }
 
 async fn serve_runtime(

@@ -4,7 +4,7 @@ pub mod builtin;
 #[cfg(feature = "onnx")]
 mod onnx;
 #[cfg(feature = "onnx")]
-pub mod onnx_rewrite;
+mod onnx_rewrite;
 mod safetensors;
 
 use std::path::Path;

@@ -9,14 +9,6 @@
 use candle_onnx::onnx::attribute_proto::AttributeType;
 use candle_onnx::onnx::{AttributeProto, GraphProto, NodeProto, TensorProto};
 
-/// Operators this layer adds to candle-onnx's own.
-pub const REWRITTEN_OPS: &[&str] = &[
-    "GlobalAveragePool",
-    "HardSigmoid",
-    "LayerNormalization",
-    "Conv (unequal strides)",
-];
-
 pub fn rewrite(graph: &mut GraphProto) -> Result<(), String> {
     let nodes = std::mem::take(&mut graph.node);
     let mut out = Rewriter {
