@@ -11,7 +11,8 @@ use crate::server::{IoDriver, ServerConfig, Timeouts};
 
 /// tensord: an Open Inference Protocol (KServe V2) server with the binary tensor extension.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+// A flag given twice takes its last value, so wrappers can append overrides.
+#[command(version, about, args_override_self = true)]
 pub struct Args {
     /// Address and port to serve HTTP on.
     #[arg(long, default_value = "0.0.0.0:8000")]
@@ -61,7 +62,12 @@ pub struct Args {
     #[arg(long, default_value_t = 30)]
     pub body_timeout: u64,
 
-    /// Seconds shutdown waits for requests in progress.
+    /// Seconds between SIGTERM (readiness turns 503) and closing the listeners, so the load
+    /// balancer sees the server leave before it stops taking requests.
+    #[arg(long, default_value_t = 5)]
+    pub drain_delay: u64,
+
+    /// Seconds shutdown then waits for requests in progress.
     #[arg(long, default_value_t = 30)]
     pub shutdown_timeout: u64,
 }
@@ -87,6 +93,7 @@ impl Args {
                 body: Duration::from_secs(self.body_timeout),
             },
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
+            watchdog: crate::server::systemd::watchdog_period(),
         })
     }
 }

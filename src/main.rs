@@ -8,7 +8,7 @@ use tracing_subscriber::EnvFilter;
 use tensord::config::Args;
 use tensord::models::Repository;
 use tensord::protocol::Service;
-use tensord::server::Server;
+use tensord::server::{systemd, Server};
 
 fn main() {
     let args = Args::parse();
@@ -39,9 +39,19 @@ fn run(args: &Args) -> Result<(), String> {
     let repository = Repository::open(&args.model_repository)?;
     let service = Arc::new(Service::new(repository, args.max_tensor_elements));
     let server = Server::start(config, service.clone())?;
+    let models = service.models_ready();
+    systemd::notify(&format!(
+        "READY=1\nSTATUS=serving {} of {} models",
+        models.0, models.1
+    ));
     if let Some(signal) = signals.forever().next() {
-        tracing::info!(signal, "shutting down: finishing requests in progress");
+        tracing::info!(
+            signal,
+            drain_delay = args.drain_delay,
+            "draining: readiness is now 503"
+        );
         service.start_draining();
+        systemd::notify("STOPPING=1\nSTATUS=draining");
         // A second signal ends it at once.
         std::thread::spawn(move || {
             if signals.forever().next().is_some() {
@@ -49,6 +59,9 @@ fn run(args: &Args) -> Result<(), String> {
                 std::process::exit(130);
             }
         });
+        // Keep serving while the load balancer notices the failing readiness check.
+        std::thread::sleep(std::time::Duration::from_secs(args.drain_delay));
+        tracing::info!("shutting down: finishing requests in progress");
     }
     server.stop();
     tracing::info!("stopped");

@@ -12,6 +12,10 @@ struct Daemon {
 
 impl Daemon {
     fn start(args: &[&str]) -> Daemon {
+        Daemon::start_with_env(args, &[])
+    }
+
+    fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -27,8 +31,11 @@ impl Daemon {
                 repo,
                 "--threads",
                 "2",
+                "--drain-delay",
+                "0",
             ])
             .args(args)
+            .envs(env.iter().copied())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
@@ -557,4 +564,74 @@ fn sigterm_finishes_requests_in_progress_and_closes_idle_connections() {
         matches!(idle.read_to_end(&mut rest), Ok(0) | Err(_)),
         "idle connection left open"
     );
+}
+
+#[test]
+fn drain_delay_keeps_serving_with_readiness_503_then_exits_despite_idle_clients() {
+    let mut d = Daemon::start(&["--drain-delay", "1"]);
+    let mut idle = d.connect();
+    idle.write_all(b"GET /v2/health/live HTTP/1.1\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut idle).status, 200);
+    d.terminate();
+    std::thread::sleep(Duration::from_millis(200));
+    let ready = d.exchange(b"GET /v2/health/ready HTTP/1.1\r\n\r\n");
+    assert_eq!(ready.status, 503, "readiness flips at once");
+    assert_eq!(ready.json_error(), "server is not ready");
+    let live = d.exchange(b"GET /v2/health/live HTTP/1.1\r\n\r\n");
+    assert_eq!(
+        (live.status, live.header("connection")),
+        (200, Some("keep-alive"))
+    );
+    d.assert_healthy();
+    let started = Instant::now();
+    let status = d
+        .wait_exit(Duration::from_secs(10))
+        .expect("still running with an idle client");
+    assert!(status.success(), "{status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "waited on the idle connection"
+    );
+    let mut rest = Vec::new();
+    assert!(
+        matches!(idle.read_to_end(&mut rest), Ok(0) | Err(_)),
+        "idle connection left open"
+    );
+}
+
+#[test]
+fn sd_notify_ready_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let path = std::env::temp_dir().join(format!("tensord-notify-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let notify = path.to_str().unwrap();
+    let mut d = Daemon::start_with_env(
+        &[],
+        &[("NOTIFY_SOCKET", notify), ("WATCHDOG_USEC", "200000")],
+    );
+    let next = || {
+        let mut buf = [0u8; 256];
+        let n = socket.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(next(), "READY=1\nSTATUS=serving 3 of 3 models");
+    assert_eq!(
+        next(),
+        "WATCHDOG=1",
+        "the runtimes' heartbeats feed the watchdog"
+    );
+    d.terminate();
+    let stopping = (0..20)
+        .map(|_| next())
+        .find(|m| m.starts_with("STOPPING=1"));
+    assert_eq!(stopping.as_deref(), Some("STOPPING=1\nSTATUS=draining"));
+    assert!(d
+        .wait_exit(Duration::from_secs(10))
+        .is_some_and(|s| s.success()));
+    let _ = std::fs::remove_file(&path);
 }

@@ -39,6 +39,12 @@ impl Service {
         self.draining.store(true, Ordering::Relaxed);
     }
 
+    /// (ready models, all models), for status lines.
+    pub fn models_ready(&self) -> (usize, usize) {
+        let models = self.repository.models();
+        (models.iter().filter(|m| m.is_ready()).count(), models.len())
+    }
+
     pub fn is_ready(&self) -> bool {
         !self.draining.load(Ordering::Relaxed) && self.repository.all_ready()
     }

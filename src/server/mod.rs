@@ -3,6 +3,7 @@
 mod connection;
 mod driver;
 mod shutdown;
+pub mod systemd;
 mod vectored;
 
 use std::cell::Cell;
@@ -30,6 +31,8 @@ pub struct ServerConfig {
     pub timeouts: Timeouts,
     /// How long shutdown waits for requests in progress.
     pub shutdown_timeout: Duration,
+    /// systemd's watchdog period, when it asked for one: each runtime then beats at a quarter of it.
+    pub watchdog: Option<Duration>,
 }
 
 /// A started server: runtimes serving until `shutdown` fires.
@@ -43,6 +46,8 @@ impl Server {
     pub fn start(config: ServerConfig, service: Arc<Service>) -> Result<Server, String> {
         let driver = config.io_driver.resolve()?;
         let shutdown = Arc::new(ShutdownSignal::new(config.threads));
+        let beats: systemd::Heartbeats =
+            Arc::new((0..config.threads).map(|_| Default::default()).collect());
         let (bound_tx, bound_rx) = mpsc::channel();
         let mut threads = Vec::with_capacity(config.threads);
         for index in 0..config.threads {
@@ -55,10 +60,11 @@ impl Server {
             };
             let (addr, drain) = (config.addr, config.shutdown_timeout);
             let bound_tx = bound_tx.clone();
+            let heartbeat = config.watchdog.map(|period| (beats.clone(), period / 4));
             let thread = std::thread::Builder::new()
                 .name(format!("tensord-io-{index}"))
                 .spawn(move || {
-                    let serve = serve_runtime(index, addr, drain, ctx, bound_tx.clone());
+                    let serve = serve_runtime(index, addr, drain, ctx, bound_tx.clone(), heartbeat);
                     let result = match driver {
                         IoDriver::Uring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
                             .with_entries(1024)
@@ -91,6 +97,9 @@ impl Server {
             }
         }
         tracing::info!(addr = %config.addr, threads = config.threads, driver = %driver, "listening");
+        if let Some(period) = config.watchdog {
+            systemd::start_watchdog(period, beats);
+        }
         Ok(server)
     }
 
@@ -101,7 +110,6 @@ impl Server {
             let _ = thread.join();
         }
     }
-
 }
 
 async fn serve_runtime(
@@ -110,6 +118,7 @@ async fn serve_runtime(
     drain: Duration,
     ctx: ConnectionContext,
     bound: mpsc::Sender<Result<(), String>>,
+    heartbeat: Option<(systemd::Heartbeats, Duration)>,
 ) {
     let opts = ListenerOpts::new()
         .reuse_port(true)
@@ -123,6 +132,15 @@ async fn serve_runtime(
         }
     };
     let _ = bound.send(Ok(()));
+    if let Some((beats, every)) = heartbeat {
+        // The watchdog pings only while this loop keeps running.
+        monoio::spawn(async move {
+            loop {
+                beats[index].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                monoio::time::sleep(every).await;
+            }
+        });
+    }
     let ctx = Rc::new(ctx);
     let shutdown = ctx.shutdown.clone();
     let mut fired = std::pin::pin!(shutdown.fired(index));

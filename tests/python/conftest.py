@@ -27,7 +27,7 @@ class Daemon:
     def __init__(self, *args, repo=ROOT / "models"):
         self.port = free_port()
         self.url = f"127.0.0.1:{self.port}"
-        cmd = [str(BINARY), "--http-addr", self.url, "--model-repository", str(repo), *args]
+        cmd = [str(BINARY), "--http-addr", self.url, "--model-repository", str(repo), "--drain-delay", "0", *args]
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 60
         while time.time() < deadline:
