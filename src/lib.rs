@@ -9,6 +9,7 @@ pub mod batching;
 pub mod config;
 pub mod http;
 pub mod images;
+pub mod metrics;
 pub mod models;
 pub mod protocol;
 pub mod server;

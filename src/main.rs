@@ -6,6 +6,7 @@ use signal_hook::iterator::Signals;
 use tracing_subscriber::EnvFilter;
 
 use tensord::config::Args;
+use tensord::metrics::ServerMetrics;
 use tensord::models::Repository;
 use tensord::protocol::Service;
 use tensord::server::{systemd, Server};
@@ -37,8 +38,13 @@ fn run(args: &Args) -> Result<(), String> {
     let mut signals =
         Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot handle signals: {e}"))?;
     let repository = Repository::open(&args.model_repository)?;
-    let service = Arc::new(Service::new(repository, args.max_tensor_elements));
-    let server = Server::start(config, service.clone())?;
+    let metrics = Arc::new(ServerMetrics::new(config.threads));
+    let service = Arc::new(Service::new(
+        repository,
+        args.max_tensor_elements,
+        metrics.clone(),
+    ));
+    let server = Server::start(config, service.clone(), metrics)?;
     let models = service.models_ready();
     systemd::notify(&format!(
         "READY=1\nSTATUS=serving {} of {} models",

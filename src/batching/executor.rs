@@ -59,6 +59,14 @@ impl Executor {
         &self.stats
     }
 
+    /// Requests waiting in the queue (for metrics; takes the queue's lock).
+    pub fn pending(&self) -> usize {
+        match &self.route {
+            Route::Inline(_) => 0,
+            Route::Queued { queue, .. } => queue.len(),
+        }
+    }
+
     /// Runs the model on `inputs`; an io thread awaits the answer without blocking. A request
     /// whose future is dropped before it runs (its client went away) is dropped from the queue.
     pub async fn execute(

@@ -8,4 +8,4 @@ mod stats;
 
 pub use executor::Executor;
 pub use scheduler::BatchPolicy;
-pub use stats::{Counter, ModelStats, Phases};
+pub use stats::{Counter, FailReason, ModelStats, Phases};

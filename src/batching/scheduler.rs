@@ -194,6 +194,10 @@ impl Queue {
         Ok(())
     }
 
+    pub fn len(&self) -> usize {
+        self.lock().jobs.len()
+    }
+
     /// Workers stop once the queue is empty.
     pub fn close(&self) {
         self.lock().closed = true;
@@ -262,7 +266,7 @@ pub fn run_worker(model: Arc<dyn Model>, queue: Arc<Queue>, stats: Arc<ModelStat
     while let Some(batch) = queue.next_batch() {
         let started = Instant::now();
         for job in &batch {
-            stats.queue.add(1, started - job.enqueued);
+            stats.record_queued(started - job.enqueued);
         }
         match execute_batch(&*model, &batch, &stats) {
             Ok(outputs) => {

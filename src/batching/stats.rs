@@ -1,10 +1,13 @@
-//! Per-model statistics in the shape of Triton's statistics extension. Request-level numbers are
-//! counted by the io threads with relaxed atomics (no lock); batch-level ones by the workers.
+//! Per-model statistics in the shape of Triton's statistics extension, plus histograms for
+//! /metrics. Everything is relaxed atomics: recording takes no lock (except for batch sizes
+//! over 256, which only workers see).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::metrics::Histogram;
 
 /// A count of events and their cumulative duration.
 #[derive(Default, Debug)]
@@ -39,7 +42,7 @@ pub struct Phases {
     pub output: Duration,
 }
 
-#[derive(Default, Debug)]
+#[derive(Debug)]
 pub struct ModelStats {
     pub success: Counter,
     pub fail: Counter,
@@ -53,8 +56,63 @@ pub struct ModelStats {
     pub execution_count: AtomicU64,
     /// Milliseconds since the epoch of the last successful request.
     pub last_inference_ms: AtomicU64,
-    /// Per executed batch size: executions and their summed phases.
-    batches: Mutex<BTreeMap<u64, (u64, Phases)>>,
+    /// Failed requests by reason (Triton's labels).
+    pub fail_reasons: [AtomicU64; 3],
+    /// Latency histograms: whole requests, time queued, model execution; and batch sizes.
+    pub request_latency: Histogram,
+    pub queue_latency: Histogram,
+    pub compute_latency: Histogram,
+    pub batch_size: Histogram,
+    /// Per executed batch size up to 256, lock-free: executions and summed phases in ns.
+    small_batches: Vec<[AtomicU64; 4]>,
+    /// Larger batch sizes (rare), under a lock.
+    large_batches: Mutex<BTreeMap<u64, (u64, Phases)>>,
+}
+
+/// Why a request failed, as Triton labels it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailReason {
+    /// Refused or expired before running: queue full, timed out, not ready.
+    Rejected = 0,
+    /// The model failed.
+    Backend = 1,
+    /// Anything else (a bad request).
+    Other = 2,
+}
+
+impl FailReason {
+    pub const ALL: [(FailReason, &'static str); 3] = [
+        (FailReason::Rejected, "REJECTED"),
+        (FailReason::Backend, "BACKEND"),
+        (FailReason::Other, "OTHER"),
+    ];
+}
+
+const SMALL_BATCH_LIMIT: u64 = 256;
+
+impl Default for ModelStats {
+    fn default() -> ModelStats {
+        ModelStats {
+            success: Counter::default(),
+            fail: Counter::default(),
+            queue: Counter::default(),
+            compute_input: Counter::default(),
+            compute_infer: Counter::default(),
+            compute_output: Counter::default(),
+            inference_count: AtomicU64::new(0),
+            execution_count: AtomicU64::new(0),
+            last_inference_ms: AtomicU64::new(0),
+            fail_reasons: Default::default(),
+            request_latency: Histogram::latency(),
+            queue_latency: Histogram::latency(),
+            compute_latency: Histogram::latency(),
+            batch_size: Histogram::batch_sizes(),
+            small_batches: (0..=SMALL_BATCH_LIMIT)
+                .map(|_| Default::default())
+                .collect(),
+            large_batches: Mutex::default(),
+        }
+    }
 }
 
 impl ModelStats {
@@ -65,7 +123,19 @@ impl ModelStats {
         self.compute_input.add(requests, phases.input);
         self.compute_infer.add(requests, phases.infer);
         self.compute_output.add(requests, phases.output);
-        let mut batches = self.batches.lock().unwrap_or_else(|e| e.into_inner());
+        self.compute_latency.observe_duration(phases.infer);
+        self.batch_size.observe(rows as f64);
+        if let Some(slot) = self.small_batches.get(rows as usize) {
+            let ns = |d: Duration| d.as_nanos() as u64;
+            for (counter, add) in
+                slot.iter()
+                    .zip([1, ns(phases.input), ns(phases.infer), ns(phases.output)])
+            {
+                counter.fetch_add(add, Ordering::Relaxed);
+            }
+            return;
+        }
+        let mut batches = self.large_batches.lock().unwrap_or_else(|e| e.into_inner());
         let entry = batches.entry(rows).or_default();
         entry.0 += 1;
         entry.1.input += phases.input;
@@ -73,8 +143,14 @@ impl ModelStats {
         entry.1.output += phases.output;
     }
 
+    pub fn record_queued(&self, waited: Duration) {
+        self.queue.add(1, waited);
+        self.queue_latency.observe_duration(waited);
+    }
+
     pub fn record_success(&self, rows: u64, took: Duration) {
         self.success.add(1, took);
+        self.request_latency.observe_duration(took);
         self.inference_count.fetch_add(rows, Ordering::Relaxed);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -83,16 +159,31 @@ impl ModelStats {
             .store(now.as_millis() as u64, Ordering::Relaxed);
     }
 
-    pub fn record_failure(&self, took: Duration) {
+    pub fn record_failure(&self, took: Duration, reason: FailReason) {
         self.fail.add(1, took);
+        self.request_latency.observe_duration(took);
+        self.fail_reasons[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Executions per batch size: (batch size, executions, summed phases), ascending.
     pub fn batch_stats(&self) -> Vec<(u64, u64, Phases)> {
-        let batches = self.batches.lock().unwrap_or_else(|e| e.into_inner());
-        batches
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut stats: Vec<(u64, u64, Phases)> = self
+            .small_batches
             .iter()
-            .map(|(&size, &(n, phases))| (size, n, phases))
-            .collect()
+            .enumerate()
+            .filter(|(_, slot)| load(&slot[0]) > 0)
+            .map(|(size, slot)| {
+                let phases = Phases {
+                    input: Duration::from_nanos(load(&slot[1])),
+                    infer: Duration::from_nanos(load(&slot[2])),
+                    output: Duration::from_nanos(load(&slot[3])),
+                };
+                (size as u64, load(&slot[0]), phases)
+            })
+            .collect();
+        let large = self.large_batches.lock().unwrap_or_else(|e| e.into_inner());
+        stats.extend(large.iter().map(|(&size, &(n, phases))| (size, n, phases)));
+        stats
     }
 }

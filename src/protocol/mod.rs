@@ -6,6 +6,7 @@ mod infer_request;
 mod infer_response;
 mod metadata;
 mod parameters;
+mod prometheus;
 mod routes;
 mod service;
 mod tfs;

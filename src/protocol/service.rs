@@ -11,11 +11,14 @@ use super::infer_response::{encode_infer_response, ResponseOutput};
 use super::metadata::{
     model_config, model_metadata, model_statistics, repository_index, server_metadata,
 };
+use super::prometheus;
 use super::routes::{route, ModelRef, Route};
 use super::tfs::{self, TfsRoute};
 use super::ProtocolError;
+use crate::batching::FailReason;
 use crate::http::{Method, Request, Response};
 use crate::images;
+use crate::metrics::ServerMetrics;
 use crate::models::{LoadedVersion, Repository, ServedModel};
 use crate::tensors::{DataType, Tensor};
 
@@ -23,14 +26,20 @@ pub struct Service {
     repository: Arc<Repository>,
     max_tensor_elements: u64,
     draining: AtomicBool,
+    metrics: Arc<ServerMetrics>,
 }
 
 impl Service {
-    pub fn new(repository: Repository, max_tensor_elements: u64) -> Service {
+    pub fn new(
+        repository: Repository,
+        max_tensor_elements: u64,
+        metrics: Arc<ServerMetrics>,
+    ) -> Service {
         Service {
             repository: Arc::new(repository),
             max_tensor_elements,
             draining: AtomicBool::new(false),
+            metrics,
         }
     }
 
@@ -58,6 +67,15 @@ impl Service {
     async fn dispatch(&self, request: &Request) -> Result<Response, ProtocolError> {
         if let Some(route) = tfs::route(request.head.path()) {
             return self.tfs(route, request).await;
+        }
+        if request.head.path() == "/metrics" {
+            let text = prometheus::render(&self.repository.models(), &self.metrics);
+            return Ok(Response {
+                status: 200,
+                content_type: "text/plain; version=0.0.4",
+                headers: Vec::new(),
+                body: vec![Bytes::from(text)],
+            });
         }
         let Some(route) = route(request.head.path())? else {
             return Err(ProtocolError::new(
@@ -275,7 +293,14 @@ async fn counted(
     let stats = loaded.executor.stats();
     match &result {
         Ok((_, rows)) => stats.record_success(*rows, started.elapsed()),
-        Err(_) => stats.record_failure(started.elapsed()),
+        Err(e) => {
+            let reason = match e.status {
+                503 => FailReason::Rejected,
+                500 => FailReason::Backend,
+                _ => FailReason::Other,
+            };
+            stats.record_failure(started.elapsed(), reason);
+        }
     }
     result.map(|(response, _)| response)
 }

@@ -9,6 +9,7 @@ use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -25,6 +26,7 @@ use crate::http::{
     parse_head, write_head, BodyFraming, ChunkedDecoder, HttpError, Limits, Method, Request,
     Response, CONTINUE,
 };
+use crate::metrics::ServerMetrics;
 use crate::protocol::{error_response, Service};
 
 /// Bytes asked of the socket per read when no body size is known.
@@ -48,6 +50,18 @@ pub struct ConnectionContext {
     pub shutdown: Arc<ShutdownSignal>,
     /// Connections of this runtime in the middle of a request; shutdown waits for them.
     pub busy: Cell<usize>,
+    pub metrics: Arc<ServerMetrics>,
+    /// This runtime's slot in `metrics.cores` (written by this thread only).
+    pub core: usize,
+}
+
+/// Counts a connection as open for as long as it lives.
+struct OpenGuard<'a>(&'a AtomicI64);
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 enum ReadError {
@@ -80,6 +94,9 @@ impl Drop for BusyGuard<'_> {
 }
 
 pub async fn serve(mut stream: TcpStream, ctx: Rc<ConnectionContext>) {
+    let counters = &ctx.metrics.cores[ctx.core];
+    counters.open.fetch_add(1, Ordering::Relaxed);
+    let _open = OpenGuard(&counters.open);
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     loop {
         if buf.is_empty() && !wait_for_request(&mut stream, &mut buf, &ctx).await {
@@ -101,6 +118,7 @@ pub async fn serve(mut stream: TcpStream, ctx: Rc<ConnectionContext>) {
                 return;
             }
         };
+        counters.requests.fetch_add(1, Ordering::Relaxed);
         let keep_alive = request.head.keep_alive && !ctx.shutdown.is_fired();
         let head_only = request.head.method == Method::Head;
         let handled = CatchUnwind(unless_peer_closes(&stream, ctx.service.handle(&request))).await;

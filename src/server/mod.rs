@@ -20,6 +20,7 @@ pub use shutdown::ShutdownSignal;
 pub use vectored::{write_all_vectored, IoParts};
 
 use crate::http::Limits;
+use crate::metrics::ServerMetrics;
 use crate::protocol::Service;
 use connection::ConnectionContext;
 
@@ -43,7 +44,11 @@ pub struct Server {
 
 impl Server {
     /// Starts the runtimes; returns once every listener is bound (or the first bind error).
-    pub fn start(config: ServerConfig, service: Arc<Service>) -> Result<Server, String> {
+    pub fn start(
+        config: ServerConfig,
+        service: Arc<Service>,
+        metrics: Arc<ServerMetrics>,
+    ) -> Result<Server, String> {
         let driver = config.io_driver.resolve()?;
         let shutdown = Arc::new(ShutdownSignal::new(config.threads));
         let beats: systemd::Heartbeats =
@@ -57,6 +62,8 @@ impl Server {
                 timeouts: config.timeouts,
                 shutdown: shutdown.clone(),
                 busy: Cell::new(0),
+                metrics: metrics.clone(),
+                core: index,
             };
             let (addr, drain) = (config.addr, config.shutdown_timeout);
             let bound_tx = bound_tx.clone();
@@ -150,6 +157,8 @@ async fn serve_runtime(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
                     let _ = stream.set_nodelay(true);
+                    let counters = &ctx.metrics.cores[ctx.core];
+                    counters.accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     monoio::spawn(connection::serve(stream, ctx.clone()));
                 }
                 Err(e) => {

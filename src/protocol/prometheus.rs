@@ -1,0 +1,167 @@
+//! `GET /metrics`: Triton's nv_* counters per model version, tensord's histograms, and the
+//! per-core connection counters, in Prometheus text format.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::batching::{Counter, FailReason};
+use crate::metrics::ServerMetrics;
+use crate::models::ServedModel;
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn micros(counter: &Counter) -> u64 {
+    counter.get().1 / 1000
+}
+
+pub fn render(models: &[std::sync::Arc<ServedModel>], server: &ServerMetrics) -> String {
+    let mut out = String::with_capacity(4096);
+    // (labels, stats, pending) for every loaded version.
+    let versions: Vec<_> = models
+        .iter()
+        .flat_map(|m| {
+            m.versions.iter().filter_map(move |v| {
+                let loaded = v.state.as_ref().ok()?;
+                let labels = format!(
+                    "model=\"{}\",version=\"{}\"",
+                    m.name.replace('"', "\\\""),
+                    v.version
+                );
+                Some((labels, loaded.executor.stats(), loaded.executor.pending()))
+            })
+        })
+        .collect();
+    type Value = fn(&crate::batching::ModelStats) -> u64;
+    let counters: [(&str, &str, Value); 8] = [
+        (
+            "nv_inference_request_success",
+            "Successful inference requests",
+            |s| s.success.get().0,
+        ),
+        (
+            "nv_inference_count",
+            "Inferences performed (a batch of n counts n)",
+            |s| s.inference_count.load(Relaxed),
+        ),
+        (
+            "nv_inference_exec_count",
+            "Model executions (batches)",
+            |s| s.execution_count.load(Relaxed),
+        ),
+        (
+            "nv_inference_request_duration_us",
+            "Cumulative request duration, microseconds",
+            |s| micros(&s.success) + micros(&s.fail),
+        ),
+        (
+            "nv_inference_queue_duration_us",
+            "Cumulative time requests waited in the queue, microseconds",
+            |s| micros(&s.queue),
+        ),
+        (
+            "nv_inference_compute_input_duration_us",
+            "Cumulative input gathering time, microseconds",
+            |s| micros(&s.compute_input),
+        ),
+        (
+            "nv_inference_compute_infer_duration_us",
+            "Cumulative model execution time, microseconds",
+            |s| micros(&s.compute_infer),
+        ),
+        (
+            "nv_inference_compute_output_duration_us",
+            "Cumulative output scattering time, microseconds",
+            |s| micros(&s.compute_output),
+        ),
+    ];
+    for (name, help, value) in counters {
+        family(&mut out, name, "counter", help);
+        for (labels, stats, _) in &versions {
+            let _ = writeln!(out, "{name}{{{labels}}} {}", value(stats));
+        }
+    }
+    family(
+        &mut out,
+        "nv_inference_request_failure",
+        "counter",
+        "Failed inference requests by reason",
+    );
+    for (labels, stats, _) in &versions {
+        for (reason, label) in FailReason::ALL {
+            let n = stats.fail_reasons[reason as usize].load(Relaxed);
+            let _ = writeln!(
+                out,
+                "nv_inference_request_failure{{{labels},reason=\"{label}\"}} {n}"
+            );
+        }
+    }
+    family(
+        &mut out,
+        "nv_inference_pending_request_count",
+        "gauge",
+        "Requests waiting in the model's queue",
+    );
+    for (labels, _, pending) in &versions {
+        let _ = writeln!(
+            out,
+            "nv_inference_pending_request_count{{{labels}}} {pending}"
+        );
+    }
+    type Hist = fn(&crate::batching::ModelStats) -> &crate::metrics::Histogram;
+    let histograms: [(&str, &str, Hist); 4] = [
+        (
+            "tensord_request_duration_seconds",
+            "Request latency, from decoded request to response",
+            |s| &s.request_latency,
+        ),
+        (
+            "tensord_queue_duration_seconds",
+            "Time requests waited in the model's queue",
+            |s| &s.queue_latency,
+        ),
+        (
+            "tensord_compute_duration_seconds",
+            "Model execution time per batch",
+            |s| &s.compute_latency,
+        ),
+        ("tensord_batch_size", "Rows per model execution", |s| {
+            &s.batch_size
+        }),
+    ];
+    for (name, help, histogram) in histograms {
+        family(&mut out, name, "histogram", help);
+        for (labels, stats, _) in &versions {
+            histogram(stats).render(&mut out, name, labels);
+        }
+    }
+    type Core = fn(&crate::metrics::CoreCounters) -> i64;
+    let cores: [(&str, &str, &str, Core); 3] = [
+        (
+            "tensord_connections_accepted",
+            "counter",
+            "Connections accepted by each io thread",
+            |c| c.accepted.load(Relaxed) as i64,
+        ),
+        (
+            "tensord_connections_open",
+            "gauge",
+            "Connections open on each io thread",
+            |c| c.open.load(Relaxed),
+        ),
+        (
+            "tensord_http_requests",
+            "counter",
+            "HTTP requests answered by each io thread",
+            |c| c.requests.load(Relaxed) as i64,
+        ),
+    ];
+    for (name, kind, help, value) in cores {
+        family(&mut out, name, kind, help);
+        for (i, core) in server.cores.iter().enumerate() {
+            let _ = writeln!(out, "{name}{{core=\"{i}\"}} {}", value(core));
+        }
+    }
+    out
+}

@@ -1,0 +1,76 @@
+"""GET /metrics: Prometheus text, parsed by prometheus_client, with values matching the requests."""
+
+import json
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import Daemon
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("metrics")
+    (repo / "add_sub").mkdir()
+    (repo / "add_sub" / "config.toml").write_text(
+        'backend = "builtin"\nmax_batch_size = 8\n[dynamic_batching]\n'
+    )
+    d = Daemon("--threads", "2", repo=repo)
+    yield d
+    d.stop()
+
+
+def scrape(url):
+    with urllib.request.urlopen(f"http://{url}/metrics") as r:
+        assert r.headers["Content-Type"].startswith("text/plain")
+        text = r.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            # The parser names counter samples *_total; Triton's names have no suffix.
+            name = s.name.removesuffix("_total")
+            samples[(name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def test_metrics_match_the_requests_sent(server, client):
+    for _ in range(5):
+        ins = []
+        for name in ("INPUT0", "INPUT1"):
+            inp = httpclient.InferInput(name, [2, 16], "INT32")
+            inp.set_data_from_numpy(np.ones((2, 16), dtype=np.int32))
+            ins.append(inp)
+        client.infer("add_sub", ins)
+    bad = json.dumps({"inputs": [{"name": "INPUT0", "shape": [1, 3], "datatype": "INT32", "data": [1, 2, 3]},
+                                  {"name": "INPUT1", "shape": [1, 3], "datatype": "INT32", "data": [1, 2, 3]}]})
+    with pytest.raises(urllib.error.HTTPError):
+        urllib.request.urlopen(urllib.request.Request(
+            f"http://{server.url}/v2/models/add_sub/infer", data=bad.encode()))
+
+    samples = scrape(server.url)
+
+    def m(name, **labels):
+        return samples[(name, tuple(sorted({"model": "add_sub", "version": "1", **labels}.items())))]
+
+    def core(name, i):
+        return samples[(name, (("core", str(i)),))]
+
+    assert m("nv_inference_request_success") == 5
+    assert m("nv_inference_count") == 10
+    assert 1 <= m("nv_inference_exec_count") <= 5
+    assert m("nv_inference_request_failure", reason="OTHER") == 1
+    assert m("nv_inference_request_failure", reason="REJECTED") == 0
+    assert m("nv_inference_pending_request_count") == 0
+    assert m("nv_inference_request_duration_us") > 0
+    assert m("tensord_request_duration_seconds_count") == 6
+    assert m("tensord_request_duration_seconds_bucket", le="+Inf") == 6
+    executions = m("nv_inference_exec_count")
+    assert m("tensord_batch_size_count") == executions
+    assert m("tensord_batch_size_sum") == 10
+    assert m("tensord_queue_duration_seconds_count") == 5
+    assert sum(core("tensord_http_requests", i) for i in range(2)) >= 6, "5 good and 1 bad infer"
+    assert sum(core("tensord_connections_accepted", i) for i in range(2)) >= 2
