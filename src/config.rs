@@ -1,4 +1,5 @@
-//! Command-line flags, validated into the settings each layer takes.
+//! Command-line flags (and a TOML file of the same settings), validated into the settings each
+//! layer takes.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,10 +11,21 @@ use crate::http::Limits;
 use crate::server::{IoDriver, ServerConfig, Timeouts};
 
 /// tensord: an Open Inference Protocol (KServe V2) server with the binary tensor extension.
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, serde::Serialize)]
 // A flag given twice takes its last value, so wrappers can append overrides.
 #[command(version, about, args_override_self = true)]
 pub struct Args {
+    /// A TOML file of settings: the flags' names with underscores (`http_addr = "..."`).
+    /// Flags on the command line override it.
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Print the effective configuration (as TOML) and exit.
+    #[arg(long)]
+    #[serde(skip)]
+    pub print_config: bool,
+
     /// Address and port to serve HTTP on.
     #[arg(long, default_value = "0.0.0.0:8000")]
     pub http_addr: SocketAddr,
@@ -73,6 +85,31 @@ pub struct Args {
 }
 
 impl Args {
+    /// Parses the command line, reading `--config FILE` first: its settings become flags placed
+    /// before the command line's own, so the command line wins.
+    pub fn load() -> Result<Args, LoadError> {
+        let argv: Vec<String> = std::env::args().collect();
+        let config = argv
+            .iter()
+            .position(|a| a == "--config")
+            .and_then(|i| argv.get(i + 1).cloned())
+            .or_else(|| {
+                argv.iter()
+                    .find_map(|a| a.strip_prefix("--config=").map(str::to_string))
+            });
+        let mut args = vec![argv[0].clone()];
+        if let Some(path) = config {
+            args.extend(file_flags(&PathBuf::from(path)).map_err(LoadError::Config)?);
+        }
+        args.extend(argv.into_iter().skip(1));
+        Args::try_parse_from(args).map_err(LoadError::Clap)
+    }
+
+    /// The effective settings as TOML (what `--print-config` prints).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
+    }
+
     pub fn server_config(&self) -> Result<ServerConfig, String> {
         let threads = match self.threads {
             Some(0) => return Err("--threads must be at least 1".into()),
@@ -95,5 +132,86 @@ impl Args {
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
             watchdog: crate::server::systemd::watchdog_period(),
         })
+    }
+}
+
+#[derive(Debug)]
+pub enum LoadError {
+    /// clap's answer (an error, or --help / --version): `exit()` prints it with the right code.
+    Clap(clap::Error),
+    Config(String),
+}
+
+/// A config file's settings as command-line flags; unknown keys and non-scalar values are errors
+/// naming the file and the key.
+fn file_flags(path: &std::path::Path) -> Result<Vec<String>, String> {
+    use clap::CommandFactory;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let table: toml::Table = toml::from_str(&text)
+        .map_err(|e| format!("{}: {}", path.display(), e.to_string().trim()))?;
+    let command = Args::command();
+    let known: Vec<String> = command
+        .get_arguments()
+        .filter_map(|a| a.get_long())
+        .filter(|l| !["config", "print-config", "help", "version"].contains(l))
+        .map(str::to_string)
+        .collect();
+    let mut flags = Vec::new();
+    for (key, value) in table {
+        let flag = key.replace('_', "-");
+        if !known.contains(&flag) {
+            return Err(format!("{}: unknown key '{key}'", path.display()));
+        }
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(n) => n.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            _ => {
+                return Err(format!(
+                    "{}: key '{key}': expected a string, number or boolean",
+                    path.display()
+                ))
+            }
+        };
+        flags.push(format!("--{flag}={value}"));
+    }
+    Ok(flags)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_settings_become_flags_and_unknown_keys_fail() {
+        let dir = std::env::temp_dir().join(format!("tensord-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.toml");
+        std::fs::write(
+            &good,
+            "http_addr = \"127.0.0.1:9000\"\nmax_header_bytes = 512\n",
+        )
+        .unwrap();
+        let mut flags = file_flags(&good).unwrap();
+        flags.sort();
+        assert_eq!(
+            flags,
+            vec!["--http-addr=127.0.0.1:9000", "--max-header-bytes=512"]
+        );
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, "max_headers = 3\n").unwrap();
+        let err = file_flags(&bad).unwrap_err();
+        assert!(
+            err.contains("bad.toml") && err.contains("unknown key 'max_headers'"),
+            "{err}"
+        );
+        std::fs::write(&bad, "threads = [1]\n").unwrap();
+        assert!(file_flags(&bad).unwrap_err().contains("key 'threads'"));
+        // The command line wins over the file.
+        let args = Args::try_parse_from(["tensord", "--threads=1", "--threads", "3"]).unwrap();
+        assert_eq!(args.threads, Some(3));
+        assert!(args.to_toml().contains("max_header_bytes = 16384"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,18 +1,28 @@
 use std::sync::Arc;
 
-use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tracing_subscriber::EnvFilter;
 
-use tensord::config::Args;
+use tensord::config::{Args, LoadError};
 use tensord::metrics::ServerMetrics;
 use tensord::models::Repository;
 use tensord::protocol::Service;
 use tensord::server::{systemd, Server};
 
 fn main() {
-    let args = Args::parse();
+    let args = match Args::load() {
+        Ok(args) => args,
+        Err(LoadError::Clap(e)) => e.exit(),
+        Err(LoadError::Config(e)) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    if args.print_config {
+        print!("{}", args.to_toml());
+        return;
+    }
     if let Some(n) = args.compute_threads {
         // candle sizes its CPU thread pool from this variable (as rayon does); set before any
         // thread starts.

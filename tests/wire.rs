@@ -635,3 +635,44 @@ fn sd_notify_ready_watchdog_and_stopping() {
         .is_some_and(|s| s.success()));
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn config_file_settings_apply_and_flags_override_them() {
+    let path = std::env::temp_dir().join(format!("tensord-config-{}.toml", std::process::id()));
+    std::fs::write(&path, "max_header_bytes = 512\nmax_body_bytes = 100\n").unwrap();
+    let config = path.to_str().unwrap();
+    let d = Daemon::start(&["--config", config, "--max-body-bytes", "1000"]);
+    let big_header = format!("GET /v2 HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(600));
+    assert_eq!(
+        d.exchange(big_header.as_bytes()).status,
+        431,
+        "the file's header limit"
+    );
+    let body = post("/v2/models/identity/infer", "", &[b' '; 500]);
+    assert_eq!(
+        d.exchange(&body).status,
+        400,
+        "the flag's body limit (1000), not the file's (100)"
+    );
+    let printed = Command::new(env!("CARGO_BIN_EXE_tensord"))
+        .args(["--config", config, "--print-config"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(printed.stdout).unwrap();
+    assert!(
+        text.contains("max_header_bytes = 512\n") && text.contains("max_body_bytes = 100\n"),
+        "{text}"
+    );
+    std::fs::write(&path, "max_header_byte = 512\n").unwrap();
+    let refused = Command::new(env!("CARGO_BIN_EXE_tensord"))
+        .args(["--config", config])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let message = String::from_utf8(refused.stderr).unwrap();
+    assert!(
+        message.contains("unknown key 'max_header_byte'") && message.contains(config),
+        "{message}"
+    );
+    std::fs::remove_file(&path).unwrap();
+}
