@@ -5,6 +5,20 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A port no other test of this run gets: tests run in parallel, and a port taken from bind(0)
+/// and released could be handed to two of them.
+fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 400) as u16 * 100;
+    loop {
+        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % 100;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 struct Daemon {
     child: Child,
     addr: String,
@@ -16,11 +30,7 @@ impl Daemon {
     }
 
     fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
         let child = Command::new(env!("CARGO_BIN_EXE_tensord"))

@@ -50,6 +50,10 @@ impl Server {
         metrics: Arc<ServerMetrics>,
     ) -> Result<Server, String> {
         let driver = config.io_driver.resolve()?;
+        // Every runtime's listener sets SO_REUSEPORT, which would also let it share the port
+        // silently with another process already there: refuse a port that is taken.
+        std::net::TcpListener::bind(config.addr)
+            .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
         let shutdown = Arc::new(ShutdownSignal::new(config.threads));
         let beats: systemd::Heartbeats =
             Arc::new((0..config.threads).map(|_| Default::default()).collect());
