@@ -5,12 +5,10 @@
 //! Usage: echo ADDR:PORT THREADS epoll|uring
 
 use bytes::{Bytes, BytesMut};
-use monoio::buf::IoBufMut;
-use monoio::io::AsyncReadRent;
 use monoio::net::{ListenerOpts, TcpListener, TcpStream};
 
 use tensord::http::{parse_head, BodyFraming, Limits};
-use tensord::server::{write_all_vectored, IoParts};
+use tensord::server::{read_more, write_all_vectored, IoParts};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -61,14 +59,18 @@ async fn serve(mut stream: TcpStream) {
                 Ok(None) => {}
                 Err(_) => return,
             }
-            if read_more(&mut stream, &mut buf, 16 * 1024).await == 0 {
+            if read_more(&mut stream, &mut buf, 16 * 1024)
+                .await
+                .unwrap_or(0)
+                == 0
+            {
                 return;
             }
         };
         let _ = buf.split_to(head_len);
         while buf.len() < body_len {
             let want = body_len - buf.len();
-            if read_more(&mut stream, &mut buf, want).await == 0 {
+            if read_more(&mut stream, &mut buf, want).await.unwrap_or(0) == 0 {
                 return;
             }
         }
@@ -79,13 +81,4 @@ async fn serve(mut stream: TcpStream) {
             return;
         }
     }
-}
-
-async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut, want: usize) -> usize {
-    buf.reserve(want);
-    let owned = std::mem::take(buf);
-    let len = owned.len();
-    let (res, slice) = stream.read(owned.slice_mut(len..)).await;
-    *buf = slice.into_inner();
-    res.unwrap_or(0)
 }

@@ -227,7 +227,7 @@ async fn read_body_bytes<S: AsyncReadRent>(
 }
 
 /// Reads once, appending to `buf` (growing it by at least `want` bytes of room).
-async fn read_more<S: AsyncReadRent>(
+pub async fn read_more<S: AsyncReadRent>(
     stream: &mut S,
     buf: &mut BytesMut,
     want: usize,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use monoio::net::{ListenerOpts, TcpListener};
 
-pub use connection::Timeouts;
+pub use connection::{read_more, Timeouts};
 pub use driver::IoDriver;
 pub use shutdown::ShutdownSignal;
 pub use vectored::{write_all_vectored, IoParts};
