@@ -95,12 +95,6 @@ impl Histogram {
     }
 }
 
-impl Default for Histogram {
-    fn default() -> Histogram {
-        Histogram::latency()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
