@@ -132,9 +132,11 @@ impl Service {
             }
             Route::Load(name) => {
                 let (repository, name) = (self.repository.clone(), name.into_owned());
-                off_thread(move || repository.load(&name))
-                    .await?
-                    .map_err(ProtocolError::bad_request)?;
+                elsewhere("model loader", on_loader_thread, move || {
+                    repository.load(&name)
+                })
+                .await?
+                .map_err(ProtocolError::bad_request)?;
                 Ok(empty_ok())
             }
             Route::Unload(name) => {
@@ -327,9 +329,11 @@ impl Service {
             };
             let decoded = if images::is_heavy(tensor) {
                 let (tensor, spec) = (tensor.clone(), spec.clone());
-                on_pool(move || match spec.image_target() {
-                    Some(target) => images::decode_images(&tensor, &target, max),
-                    None => Err("not an image input".into()),
+                elsewhere("image decoder", on_pool, move || {
+                    match spec.image_target() {
+                        Some(target) => images::decode_images(&tensor, &target, max),
+                        None => Err("not an image input".into()),
+                    }
                 })
                 .await?
             } else {
@@ -340,23 +344,6 @@ impl Service {
         }
         Ok(())
     }
-}
-
-/// Runs CPU-heavy work on rayon's pool; the io thread awaits it. A panic fails the request
-/// (rayon would otherwise abort the process).
-async fn on_pool<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ProtocolError> {
-    let (done, result) = flume::bounded(1);
-    rayon::spawn(move || {
-        let _ = done.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).ok());
-    });
-    result
-        .recv_async()
-        .await
-        .ok()
-        .flatten()
-        .ok_or_else(|| ProtocolError::internal("the image decoder failed"))
 }
 
 /// The version whose tensors metadata describes: the one asked for, else the default one
@@ -386,21 +373,41 @@ fn index_ready_filter(body: &Bytes) -> Result<bool, ProtocolError> {
         .map_err(|e| ProtocolError::bad_request(format!("invalid index request: {e}")))
 }
 
-/// Runs blocking work (loading a model) on a thread of its own; the io thread awaits it.
-async fn off_thread<T: Send + 'static>(
+/// Work handed to another thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Runs blocking `work` on another thread (`spawn` decides which) while the io thread awaits
+/// its result. A panic fails the request (on rayon's pool it would abort the process).
+async fn elsewhere<T: Send + 'static>(
+    what: &str,
+    spawn: impl FnOnce(Job) -> std::io::Result<()>,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ProtocolError> {
     let (done, result) = flume::bounded(1);
-    std::thread::Builder::new()
-        .name("tensord-loader".into())
-        .spawn(move || {
-            let _ = done.send(work());
-        })
-        .map_err(|e| ProtocolError::internal(format!("cannot start a loader thread: {e}")))?;
+    spawn(Box::new(move || {
+        let _ = done.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).ok());
+    }))
+    .map_err(|e| ProtocolError::internal(format!("cannot start the {what}: {e}")))?;
     result
         .recv_async()
         .await
-        .map_err(|_| ProtocolError::internal("the loader thread failed"))
+        .ok()
+        .flatten()
+        .ok_or_else(|| ProtocolError::internal(format!("the {what} failed")))
+}
+
+/// CPU-heavy work (image decoding) goes to rayon's pool.
+fn on_pool(job: Job) -> std::io::Result<()> {
+    rayon::spawn(job);
+    Ok(())
+}
+
+/// Long blocking work (loading a model) gets a thread of its own.
+fn on_loader_thread(job: Job) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("tensord-loader".into())
+        .spawn(job)
+        .map(drop)
 }
 
 /// The request's tensors in the model's input order, each checked against its spec.
