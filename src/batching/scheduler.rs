@@ -46,18 +46,20 @@ impl Job {
         timeout: Option<Duration>,
         reply: Reply,
     ) -> Job {
-        let rows = if batching {
-            inputs
+        // A model that does not batch runs every request alone: no rows or key to compare.
+        let (rows, key) = if batching {
+            let rows = inputs
                 .first()
                 .and_then(|t| t.shape.first().copied())
-                .unwrap_or(1)
+                .unwrap_or(1);
+            let key = inputs
+                .iter()
+                .map(|t| (t.datatype, t.shape.get(1..).unwrap_or(&[]).to_vec()))
+                .collect();
+            (rows, key)
         } else {
-            1
+            (1, Vec::new())
         };
-        let key = inputs
-            .iter()
-            .map(|t| (t.datatype, t.shape.get(1..).unwrap_or(&[]).to_vec()))
-            .collect();
         let enqueued = Instant::now();
         Job {
             inputs,
