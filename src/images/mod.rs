@@ -122,9 +122,11 @@ pub fn decode_images(
         })
         .collect();
     let mut sizes = Vec::with_capacity(images.len());
+    let mut native_channels = Vec::with_capacity(images.len());
     for (i, data) in images.iter().enumerate() {
-        let (w, h, _) = decode::probe(data).map_err(|e| format!("image {i}: {e}"))?;
+        let (w, h, c) = decode::probe(data).map_err(|e| format!("image {i}: {e}"))?;
         sizes.push(if orientations[i] >= 5 { (h, w) } else { (w, h) });
+        native_channels.push(c);
     }
     // Each axis: the model's fixed size, else the image's own clamped into the range (OVMS:
     // the nearer bound), else the image's own.
@@ -160,6 +162,7 @@ pub fn decode_images(
         fill(
             images[i],
             sizes[i],
+            native_channels[i],
             orientations[i],
             (width, height),
             target,
@@ -185,6 +188,7 @@ pub fn decode_images(
 fn fill(
     data: &[u8],
     size: (usize, usize),
+    native_channels: usize,
     orientation: u16,
     (width, height): (usize, usize),
     target: &ImageTarget,
@@ -198,7 +202,7 @@ fn fill(
         && orientation == 1
         && !options.normalizes()
         && decode::format_of(data)? == decode::Format::Jpeg
-        && decode::probe(data)?.2 == 3;
+        && native_channels == 3;
     if direct {
         // The common case needs no intermediate image: decode straight into the tensor.
         let colorspace = match options.color {
