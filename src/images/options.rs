@@ -47,17 +47,19 @@ pub enum ResizeMode {
 }
 
 impl ImageOptions {
-    pub fn validate(&self, channels: usize) -> Result<(), String> {
-        for (key, values) in [("mean", &self.mean), ("std", &self.std)] {
+    /// Checks the options against the input's channel count; the error names the offending
+    /// field (`mean`, `std`) so the caller can name the whole key.
+    pub fn validate(&self, channels: usize) -> Result<(), (&'static str, String)> {
+        for (field, values) in [("mean", &self.mean), ("std", &self.std)] {
             if !values.is_empty() && values.len() != channels {
-                return Err(format!(
-                    "key 'image.{key}': {} values for {channels} channels",
-                    values.len()
+                return Err((
+                    field,
+                    format!("{} values for {channels} channels", values.len()),
                 ));
             }
         }
         if self.std.contains(&0.0) {
-            return Err("key 'image.std': a zero would divide by zero".into());
+            return Err(("std", "a zero would divide by zero".into()));
         }
         Ok(())
     }

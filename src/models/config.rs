@@ -324,9 +324,10 @@ impl ModelConfig {
                     image: t.image.clone().unwrap_or_default(),
                 };
                 if let Some(target) = spec.image_target() {
-                    target.options.validate(target.channels).map_err(|e| {
-                        format!("key '{which}[{i}].{}", e.trim_start_matches("key '"))
-                    })?;
+                    target
+                        .options
+                        .validate(target.channels)
+                        .map_err(|(field, e)| format!("key '{which}[{i}].image.{field}': {e}"))?;
                 }
                 Ok(spec)
             })
