@@ -47,6 +47,13 @@ impl ServedModel {
         })
     }
 
+    /// The versions that loaded, ascending.
+    pub fn loaded(&self) -> impl DoubleEndedIterator<Item = (u64, &LoadedVersion)> {
+        self.versions
+            .iter()
+            .filter_map(|v| v.state.as_ref().ok().map(|loaded| (v.version, loaded)))
+    }
+
     /// The version a request names, or the newest ready one.
     pub fn version(&self, version: Option<&str>) -> Result<(u64, &LoadedVersion), LookupError> {
         let not_ready = |reason: String| LookupError::NotReady {
@@ -54,14 +61,9 @@ impl ServedModel {
             reason,
         };
         let Some(wanted) = version else {
-            return self
-                .versions
-                .iter()
-                .rev()
-                .find_map(|v| v.state.as_ref().ok().map(|loaded| (v.version, loaded)))
-                .ok_or_else(|| {
-                    not_ready(self.reason().unwrap_or_else(|| "no version loaded".into()))
-                });
+            return self.loaded().next_back().ok_or_else(|| {
+                not_ready(self.reason().unwrap_or_else(|| "no version loaded".into()))
+            });
         };
         let found = wanted
             .parse::<u64>()

@@ -22,14 +22,10 @@ pub fn render(models: &[std::sync::Arc<ServedModel>], server: &ServerMetrics) ->
     let versions: Vec<_> = models
         .iter()
         .flat_map(|m| {
-            m.versions.iter().filter_map(move |v| {
-                let loaded = v.state.as_ref().ok()?;
-                let labels = format!(
-                    "model=\"{}\",version=\"{}\"",
-                    m.name.replace('"', "\\\""),
-                    v.version
-                );
-                Some((labels, loaded.executor.stats(), loaded.executor.pending()))
+            m.loaded().map(move |(version, loaded)| {
+                let name = m.name.replace('"', "\\\"");
+                let labels = format!("model=\"{name}\",version=\"{version}\"");
+                (labels, loaded.executor.stats(), loaded.executor.pending())
             })
         })
         .collect();

@@ -159,9 +159,8 @@ impl Service {
         let entries: Vec<(&str, u64, &crate::batching::ModelStats)> = models
             .iter()
             .flat_map(|model| {
-                model.versions.iter().filter_map(move |v| {
-                    let loaded = v.state.as_ref().ok()?;
-                    Some((model.name.as_str(), v.version, loaded.executor.stats()))
+                model.loaded().map(move |(version, loaded)| {
+                    (model.name.as_str(), version, loaded.executor.stats())
                 })
             })
             .filter(|(_, v, _)| wanted.is_none_or(|w| w == *v))
