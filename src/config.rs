@@ -30,6 +30,10 @@ pub struct Args {
     #[arg(long, default_value = "0.0.0.0:8000")]
     pub http_addr: SocketAddr,
 
+    /// Also serve `/metrics` (alone) on this address, e.g. 0.0.0.0:8002 as Triton does.
+    #[arg(long)]
+    pub metrics_addr: Option<SocketAddr>,
+
     /// Model repository: one folder per model, each with a config.toml.
     #[arg(long, default_value = "./models")]
     pub model_repository: PathBuf,
@@ -118,6 +122,8 @@ impl Args {
         };
         Ok(ServerConfig {
             addr: self.http_addr,
+            metrics_addr: self.metrics_addr,
+            inherited: Vec::new(),
             threads,
             io_driver: self.io_driver,
             limits: Limits {

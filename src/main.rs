@@ -1,4 +1,5 @@
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -42,7 +43,8 @@ fn main() {
 }
 
 fn run(args: &Args) -> Result<(), String> {
-    let config = args.server_config()?;
+    let mut config = args.server_config()?;
+    config.inherited = systemd::listen_fds();
     // Signals are taken before any thread starts, so every thread inherits them blocked-free
     // and delivery goes to the signal iterator.
     let mut signals =
@@ -54,12 +56,18 @@ fn run(args: &Args) -> Result<(), String> {
         args.max_tensor_elements,
         metrics.clone(),
     ));
-    let server = Server::start(config, service.clone(), metrics)?;
-    let models = service.models_ready();
-    systemd::notify(&format!(
-        "READY=1\nSTATUS=serving {} of {} models",
-        models.0, models.1
-    ));
+    let server = Server::start(config, service.clone(), metrics.clone())?;
+    systemd::notify(&format!("READY=1\nSTATUS={}", status_line(&service, 0.0)));
+    systemd::report_status(Duration::from_secs(STATUS_EVERY_S), {
+        let (service, metrics) = (service.clone(), metrics.clone());
+        let mut last = (Instant::now(), 0);
+        move || {
+            let requests = metrics.requests();
+            let rate = (requests - last.1) as f64 / last.0.elapsed().as_secs_f64();
+            last = (Instant::now(), requests);
+            (!service.is_draining()).then(|| status_line(&service, rate))
+        }
+    });
     if let Some(signal) = signals.forever().next() {
         tracing::info!(
             signal,
@@ -82,4 +90,12 @@ fn run(args: &Args) -> Result<(), String> {
     server.stop();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often STATUS= is refreshed under systemd.
+const STATUS_EVERY_S: u64 = 5;
+
+fn status_line(service: &Service, requests_per_s: f64) -> String {
+    let (ready, all) = service.models_ready();
+    format!("serving {ready} of {all} models, {requests_per_s:.0} requests/s")
 }

@@ -25,6 +25,14 @@ impl ServerMetrics {
             cores: (0..cores).map(|_| CoreCounters::default()).collect(),
         }
     }
+
+    /// HTTP requests answered by all cores.
+    pub fn requests(&self) -> u64 {
+        self.cores
+            .iter()
+            .map(|c| c.requests.load(Ordering::Relaxed))
+            .sum()
+    }
 }
 
 /// A cumulative histogram with fixed upper bounds; lock-free (relaxed atomics).
@@ -44,12 +52,33 @@ pub const LATENCY_SECONDS: &[f64] = &[
     5.0, 10.0,
 ];
 
+/// Message size bounds in bytes: 64 B to 1 GiB by fours.
+pub const BYTE_SIZES: &[f64] = &[
+    64.0,
+    256.0,
+    1024.0,
+    4096.0,
+    16384.0,
+    65536.0,
+    262144.0,
+    1048576.0,
+    4194304.0,
+    16777216.0,
+    67108864.0,
+    268435456.0,
+    1073741824.0,
+];
+
 /// Batch size bounds.
 pub const BATCH_SIZES: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
 impl Histogram {
     pub fn latency() -> Histogram {
         Histogram::new(LATENCY_SECONDS, 1e6)
+    }
+
+    pub fn byte_sizes() -> Histogram {
+        Histogram::new(BYTE_SIZES, 1.0)
     }
 
     pub fn batch_sizes() -> Histogram {

@@ -629,12 +629,29 @@ fn sd_notify_ready_watchdog_and_stopping() {
         let n = socket.recv(&mut buf).expect("a notification");
         String::from_utf8_lossy(&buf[..n]).into_owned()
     };
-    assert_eq!(next(), "READY=1\nSTATUS=serving 3 of 3 models");
+    assert_eq!(
+        next(),
+        "READY=1\nSTATUS=serving 3 of 3 models, 0 requests/s"
+    );
     assert_eq!(
         next(),
         "WATCHDOG=1",
         "the runtimes' heartbeats feed the watchdog"
     );
+    for _ in 0..100 {
+        d.assert_healthy();
+    }
+    // Every 5 s the status line carries the request rate.
+    let status = (0..100)
+        .map(|_| next())
+        .find(|m| m.starts_with("STATUS="))
+        .expect("a status line");
+    let rate: u32 = status
+        .strip_prefix("STATUS=serving 3 of 3 models, ")
+        .and_then(|rest| rest.strip_suffix(" requests/s"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{status}"));
+    assert!(rate >= 1, "{status}");
     d.terminate();
     let stopping = (0..20)
         .map(|_| next())
@@ -685,4 +702,91 @@ fn config_file_settings_apply_and_flags_override_them() {
         "{message}"
     );
     std::fs::remove_file(&path).unwrap();
+}
+
+/// Starts tensord as systemd would after socket activation: `socket` as fd 3, LISTEN_FDS=1 and
+/// LISTEN_PID set to the daemon's own pid (by a shell that execs it).
+fn start_socket_activated(socket: &TcpListener, extra: &[&str]) -> Child {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fd = socket.as_raw_fd();
+    let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_tensord"))
+        // An address that cannot be bound: the inherited socket must be used instead.
+        .args(["--http-addr", "192.0.2.1:9", "--model-repository", repo])
+        .args(["--threads", "2", "--drain-delay", "0"])
+        .args(extra)
+        .stderr(Stdio::null());
+    // SAFETY: dup2 is async-signal-safe; it runs in the child between fork and exec.
+    unsafe {
+        command.pre_exec(move || match dup2(fd, 3) {
+            3 => Ok(()),
+            _ => Err(std::io::Error::last_os_error()),
+        });
+    }
+    command.spawn().unwrap()
+}
+
+extern "C" {
+    fn dup2(old: i32, new: i32) -> i32;
+}
+
+/// Sends one request on a fresh connection to `addr` and reads the answer.
+fn exchange_at(addr: &str, raw: &[u8]) -> Response {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(raw).unwrap();
+    read_response(&mut s)
+}
+
+#[test]
+fn socket_activation_serves_the_inherited_socket_across_a_restart() {
+    let socket = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap().to_string();
+    let (req, _) = identity_fp32(&[4.0, 5.0]);
+    for driver in drivers() {
+        let mut first = start_socket_activated(&socket, &["--io-driver", driver]);
+        // Connections made before the daemon is up wait in the socket's queue.
+        let r = exchange_at(&addr, &req);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.body.ends_with(&5.0f32.to_le_bytes()));
+        unsafe { libc_kill(first.id() as i32, 15) };
+        assert!(first.wait().unwrap().success());
+        // Down between two instances: a client connects anyway, and is answered by the next.
+        let waiting = std::thread::spawn({
+            let (addr, req) = (addr.clone(), req.clone());
+            move || exchange_at(&addr, &req)
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let mut second = start_socket_activated(&socket, &["--io-driver", driver]);
+        let r = waiting.join().unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        unsafe { libc_kill(second.id() as i32, 15) };
+        assert!(second.wait().unwrap().success());
+    }
+}
+
+#[test]
+fn metrics_port_serves_metrics_alone() {
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let d = Daemon::start(&["--metrics-addr", &metrics]);
+    d.assert_healthy();
+    let r = exchange_at(&metrics, b"GET /metrics HTTP/1.1\r\n\r\n");
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    assert!(
+        text.contains("nv_inference_request_success{model=\"identity\",version=\"1\"} 1\n"),
+        "{text}"
+    );
+    let r = exchange_at(&metrics, b"GET /v2/health/ready HTTP/1.1\r\n\r\n");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json_error(), "this port serves /metrics only");
+    // The main port serves /metrics too.
+    let main = d.exchange(b"GET /metrics HTTP/1.1\r\n\r\n");
+    assert!(main
+        .text()
+        .contains("tensord_request_bytes_count{model=\"identity\",version=\"1\"} 1\n"));
 }

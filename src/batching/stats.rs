@@ -63,6 +63,9 @@ pub struct ModelStats {
     pub queue_latency: Histogram,
     pub compute_latency: Histogram,
     pub batch_size: Histogram,
+    /// Request bodies and (successful) response bodies, in bytes.
+    pub request_bytes: Histogram,
+    pub response_bytes: Histogram,
     /// Per executed batch size up to 256, lock-free: executions and summed phases in ns.
     small_batches: Vec<[AtomicU64; 4]>,
     /// Larger batch sizes (rare), under a lock.
@@ -107,6 +110,8 @@ impl Default for ModelStats {
             queue_latency: Histogram::latency(),
             compute_latency: Histogram::latency(),
             batch_size: Histogram::batch_sizes(),
+            request_bytes: Histogram::byte_sizes(),
+            response_bytes: Histogram::byte_sizes(),
             small_batches: (0..=SMALL_BATCH_LIMIT)
                 .map(|_| Default::default())
                 .collect(),

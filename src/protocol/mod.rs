@@ -15,5 +15,5 @@ pub use error::{error_response, ProtocolError};
 pub use infer_request::{decode_infer_request, InferRequest};
 pub use infer_response::{encode_infer_response, ResponseOutput};
 pub use parameters::{ParamValue, Parameters};
-pub use service::Service;
+pub use service::{Endpoints, Service};
 pub use tfs::tensor_of as tfs_tensor_of;

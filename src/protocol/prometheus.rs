@@ -106,7 +106,7 @@ pub fn render(models: &[std::sync::Arc<ServedModel>], server: &ServerMetrics) ->
         );
     }
     type Hist = fn(&crate::batching::ModelStats) -> &crate::metrics::Histogram;
-    let histograms: [(&str, &str, Hist); 4] = [
+    let histograms: [(&str, &str, Hist); 6] = [
         (
             "tensord_request_duration_seconds",
             "Request latency, from decoded request to response",
@@ -125,6 +125,16 @@ pub fn render(models: &[std::sync::Arc<ServedModel>], server: &ServerMetrics) ->
         ("tensord_batch_size", "Rows per model execution", |s| {
             &s.batch_size
         }),
+        (
+            "tensord_request_bytes",
+            "Inference request body sizes, bytes",
+            |s| &s.request_bytes,
+        ),
+        (
+            "tensord_response_bytes",
+            "Successful inference response body sizes, bytes",
+            |s| &s.response_bytes,
+        ),
     ];
     for (name, help, histogram) in histograms {
         family(&mut out, name, "histogram", help);

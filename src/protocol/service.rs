@@ -29,6 +29,14 @@ pub struct Service {
     metrics: Arc<ServerMetrics>,
 }
 
+/// Which endpoints a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoints {
+    All,
+    /// A separate metrics port: `/metrics` and nothing else.
+    MetricsOnly,
+}
+
 impl Service {
     pub fn new(
         repository: Repository,
@@ -48,6 +56,10 @@ impl Service {
         self.draining.store(true, Ordering::Relaxed);
     }
 
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
     /// (ready models, all models), for status lines.
     pub fn models_ready(&self) -> (usize, usize) {
         let models = self.repository.models();
@@ -55,19 +67,20 @@ impl Service {
     }
 
     pub fn is_ready(&self) -> bool {
-        !self.draining.load(Ordering::Relaxed) && self.repository.all_ready()
+        !self.is_draining() && self.repository.all_ready()
     }
 
-    pub async fn handle(&self, request: &Request) -> Response {
-        self.dispatch(request)
+    pub async fn handle(&self, request: &Request, endpoints: Endpoints) -> Response {
+        self.dispatch(request, endpoints)
             .await
             .unwrap_or_else(ProtocolError::into_response)
     }
 
-    async fn dispatch(&self, request: &Request) -> Result<Response, ProtocolError> {
-        if let Some(route) = tfs::route(request.head.path()) {
-            return self.tfs(route, request).await;
-        }
+    async fn dispatch(
+        &self,
+        request: &Request,
+        endpoints: Endpoints,
+    ) -> Result<Response, ProtocolError> {
         if request.head.path() == "/metrics" {
             let text = prometheus::render(&self.repository.models(), &self.metrics);
             return Ok(Response {
@@ -76,6 +89,12 @@ impl Service {
                 headers: Vec::new(),
                 body: vec![Bytes::from(text)],
             });
+        }
+        if endpoints == Endpoints::MetricsOnly {
+            return Err(ProtocolError::new(404, "this port serves /metrics only"));
+        }
+        if let Some(route) = tfs::route(request.head.path()) {
+            return self.tfs(route, request).await;
         }
         let Some(route) = route(request.head.path())? else {
             return Err(ProtocolError::new(
@@ -176,7 +195,7 @@ impl Service {
         loaded: &LoadedVersion,
         request: &Request,
     ) -> Result<Response, ProtocolError> {
-        counted(loaded, async {
+        counted(loaded, request, async {
             let mut infer_request = self.decode_v2(model, loaded, request)?;
             let (outputs, rows) = self.run(model, loaded, &mut infer_request).await?;
             let response = encode_infer_response(&model.name, version, &infer_request, outputs)?;
@@ -272,7 +291,7 @@ impl Service {
             TfsRoute::Predict(m) => {
                 let model = self.repository.get(&m.name)?;
                 let (_, loaded) = model.version(m.version.as_deref())?;
-                counted(loaded, async {
+                counted(loaded, request, async {
                     let (mut infer_request, format) =
                         tfs::decode_predict(&request.body, loaded, self.max_tensor_elements)?;
                     let (outputs, rows) = self.run(&model, loaded, &mut infer_request).await?;
@@ -287,13 +306,18 @@ impl Service {
 /// Runs `work` (a response and its rows) and counts it in the model's statistics.
 async fn counted(
     loaded: &LoadedVersion,
+    request: &Request,
     work: impl std::future::Future<Output = Result<(Response, u64), ProtocolError>>,
 ) -> Result<Response, ProtocolError> {
     let started = Instant::now();
     let result = work.await;
     let stats = loaded.executor.stats();
+    stats.request_bytes.observe(request.body.len() as f64);
     match &result {
-        Ok((_, rows)) => stats.record_success(*rows, started.elapsed()),
+        Ok((response, rows)) => {
+            stats.record_success(*rows, started.elapsed());
+            stats.response_bytes.observe(response.body_len() as f64);
+        }
         Err(e) => {
             let reason = match e.status {
                 503 => FailReason::Rejected,

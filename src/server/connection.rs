@@ -27,7 +27,7 @@ use crate::http::{
     Response, CONTINUE,
 };
 use crate::metrics::ServerMetrics;
-use crate::protocol::{error_response, Service};
+use crate::protocol::{error_response, Endpoints, Service};
 
 /// Bytes asked of the socket per read when no body size is known.
 const READ_CHUNK: usize = 16 * 1024;
@@ -45,6 +45,7 @@ pub struct Timeouts {
 /// What every connection of one runtime shares.
 pub struct ConnectionContext {
     pub service: Arc<Service>,
+    pub endpoints: Endpoints,
     pub limits: Limits,
     pub timeouts: Timeouts,
     pub shutdown: Arc<ShutdownSignal>,
@@ -53,6 +54,22 @@ pub struct ConnectionContext {
     pub metrics: Arc<ServerMetrics>,
     /// This runtime's slot in `metrics.cores` (written by this thread only).
     pub core: usize,
+}
+
+impl ConnectionContext {
+    /// The same settings for a listener that serves `/metrics` alone.
+    pub fn metrics_only(&self) -> ConnectionContext {
+        ConnectionContext {
+            service: self.service.clone(),
+            endpoints: Endpoints::MetricsOnly,
+            limits: self.limits,
+            timeouts: self.timeouts,
+            shutdown: self.shutdown.clone(),
+            busy: Cell::new(0),
+            metrics: self.metrics.clone(),
+            core: self.core,
+        }
+    }
 }
 
 /// Counts a connection as open for as long as it lives.
@@ -121,7 +138,11 @@ pub async fn serve(mut stream: TcpStream, ctx: Rc<ConnectionContext>) {
         counters.requests.fetch_add(1, Ordering::Relaxed);
         let keep_alive = request.head.keep_alive && !ctx.shutdown.is_fired();
         let head_only = request.head.method == Method::Head;
-        let handled = CatchUnwind(unless_peer_closes(&stream, ctx.service.handle(&request))).await;
+        let handled = CatchUnwind(unless_peer_closes(
+            &stream,
+            ctx.service.handle(&request, ctx.endpoints),
+        ))
+        .await;
         let response = match handled {
             Ok(Some(response)) => response,
             // The client left while its request waited: dropping the request took it out of

@@ -21,11 +21,17 @@ pub use vectored::{write_all_vectored, IoParts};
 
 use crate::http::Limits;
 use crate::metrics::ServerMetrics;
+use crate::protocol::Endpoints;
 use crate::protocol::Service;
 use connection::ConnectionContext;
 
 pub struct ServerConfig {
     pub addr: SocketAddr,
+    /// Where to serve `/metrics` alone as well, besides the main port.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Sockets systemd passed (socket activation): the first serves the API instead of
+    /// binding `addr`, a second serves `/metrics` instead of binding `metrics_addr`.
+    pub inherited: Vec<std::net::TcpListener>,
     pub threads: usize,
     pub io_driver: IoDriver,
     pub limits: Limits,
@@ -50,11 +56,28 @@ impl Server {
         metrics: Arc<ServerMetrics>,
     ) -> Result<Server, String> {
         let driver = config.io_driver.resolve()?;
-        // Every runtime's listener sets SO_REUSEPORT, which would also let it share the port
-        // silently with another process already there: refuse a port that is taken.
-        std::net::TcpListener::bind(config.addr)
-            .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
-        let shutdown = Arc::new(ShutdownSignal::new(config.threads));
+        let mut inherited = config.inherited.into_iter();
+        let main = match inherited.next() {
+            Some(socket) => Listen::Shared(socket),
+            None => {
+                // Every runtime's listener sets SO_REUSEPORT, which would also let it share the
+                // port silently with another process already there: refuse a port that is taken.
+                std::net::TcpListener::bind(config.addr)
+                    .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
+                Listen::Bind(config.addr)
+            }
+        };
+        let mut metrics_listener = match (inherited.next(), config.metrics_addr) {
+            (Some(socket), _) => Some(socket),
+            (None, Some(addr)) => Some(
+                std::net::TcpListener::bind(addr)
+                    .map_err(|e| format!("cannot listen on {addr} for metrics: {e}"))?,
+            ),
+            (None, None) => None,
+        };
+        let described = main.describe()?;
+        // One shutdown slot per runtime, and one for the metrics listener's accept loop.
+        let shutdown = Arc::new(ShutdownSignal::new(config.threads + 1));
         let beats: systemd::Heartbeats =
             Arc::new((0..config.threads).map(|_| Default::default()).collect());
         let (bound_tx, bound_rx) = mpsc::channel();
@@ -62,6 +85,7 @@ impl Server {
         for index in 0..config.threads {
             let ctx = ConnectionContext {
                 service: service.clone(),
+                endpoints: Endpoints::All,
                 limits: config.limits,
                 timeouts: config.timeouts,
                 shutdown: shutdown.clone(),
@@ -69,13 +93,23 @@ impl Server {
                 metrics: metrics.clone(),
                 core: index,
             };
-            let (addr, drain) = (config.addr, config.shutdown_timeout);
+            let listen = main.for_runtime()?;
+            let metrics_socket = metrics_listener.take();
+            let drain = config.shutdown_timeout;
             let bound_tx = bound_tx.clone();
             let heartbeat = config.watchdog.map(|period| (beats.clone(), period / 4));
             let thread = std::thread::Builder::new()
                 .name(format!("tensord-io-{index}"))
                 .spawn(move || {
-                    let serve = serve_runtime(index, addr, drain, ctx, bound_tx.clone(), heartbeat);
+                    let serve = serve_runtime(
+                        index,
+                        listen,
+                        metrics_socket,
+                        drain,
+                        ctx,
+                        bound_tx.clone(),
+                        heartbeat,
+                    );
                     let result = match driver {
                         IoDriver::Uring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
                             .with_entries(1024)
@@ -107,7 +141,7 @@ impl Server {
                 Err(_) => return Err("an io thread exited during start-up".into()),
             }
         }
-        tracing::info!(addr = %config.addr, threads = config.threads, driver = %driver, "listening");
+        tracing::info!(addr = %described, threads = config.threads, driver = %driver, "listening");
         if let Some(period) = config.watchdog {
             systemd::start_watchdog(period, beats);
         }
@@ -123,22 +157,75 @@ impl Server {
     }
 }
 
+/// How a runtime gets its listener.
+enum Listen {
+    /// Its own SO_REUSEPORT socket on this address: the kernel spreads connections.
+    Bind(SocketAddr),
+    /// A descriptor of one socket shared by all runtimes (systemd's).
+    Shared(std::net::TcpListener),
+}
+
+impl Listen {
+    fn describe(&self) -> Result<String, String> {
+        Ok(match self {
+            Listen::Bind(addr) => addr.to_string(),
+            Listen::Shared(socket) => match socket.local_addr() {
+                Ok(addr) => format!("{addr} (socket activation)"),
+                Err(e) => return Err(format!("the socket systemd passed is not usable: {e}")),
+            },
+        })
+    }
+
+    fn for_runtime(&self) -> Result<Listen, String> {
+        Ok(match self {
+            Listen::Bind(addr) => Listen::Bind(*addr),
+            Listen::Shared(socket) => Listen::Shared(
+                socket
+                    .try_clone()
+                    .map_err(|e| format!("cannot share the listening socket: {e}"))?,
+            ),
+        })
+    }
+
+    fn open(self) -> Result<TcpListener, String> {
+        match self {
+            Listen::Bind(addr) => {
+                let opts = ListenerOpts::new()
+                    .reuse_port(true)
+                    .reuse_addr(true)
+                    .backlog(4096);
+                TcpListener::bind_with_config(addr, &opts)
+                    .map_err(|e| format!("cannot listen on {addr}: {e}"))
+            }
+            Listen::Shared(socket) => adopt(socket),
+        }
+    }
+}
+
+fn adopt(socket: std::net::TcpListener) -> Result<TcpListener, String> {
+    socket
+        .set_nonblocking(true)
+        .and_then(|()| TcpListener::from_std(socket))
+        .map_err(|e| format!("cannot serve on an inherited socket: {e}"))
+}
+
 async fn serve_runtime(
     index: usize,
-    addr: SocketAddr,
+    listen: Listen,
+    metrics_socket: Option<std::net::TcpListener>,
     drain: Duration,
     ctx: ConnectionContext,
     bound: mpsc::Sender<Result<(), String>>,
     heartbeat: Option<(systemd::Heartbeats, Duration)>,
 ) {
-    let opts = ListenerOpts::new()
-        .reuse_port(true)
-        .reuse_addr(true)
-        .backlog(4096);
-    let listener = match TcpListener::bind_with_config(addr, &opts) {
-        Ok(listener) => listener,
+    let opened = listen.open().and_then(|listener| {
+        let metrics = metrics_socket.map(adopt).transpose()?;
+        Ok((listener, metrics))
+    });
+    let (listener, metrics_listener) = match opened {
+        Ok(listeners) => listeners,
         Err(e) => {
-            let _ = bound.send(Err(format!("cannot listen on {addr}: {e}")));
+            let _ = bound.send(Err(e));
             return;
         }
     };
@@ -152,9 +239,24 @@ async fn serve_runtime(
             }
         });
     }
+    let slots = ctx.shutdown.slots();
     let ctx = Rc::new(ctx);
+    if let Some(listener) = metrics_listener {
+        let metrics_ctx = Rc::new(ctx.metrics_only());
+        monoio::spawn(accept_until_shutdown(listener, metrics_ctx, slots - 1));
+    }
+    accept_until_shutdown(listener, ctx.clone(), index).await;
+    let deadline = Instant::now() + drain;
+    while ctx.busy.get() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Accepts connections and serves each on its own task until shutdown fires (`slot` is this
+/// loop's waker slot in the shutdown signal); then closes the listener.
+async fn accept_until_shutdown(listener: TcpListener, ctx: Rc<ConnectionContext>, slot: usize) {
     let shutdown = ctx.shutdown.clone();
-    let mut fired = std::pin::pin!(shutdown.fired(index));
+    let mut fired = std::pin::pin!(shutdown.fired(slot));
     loop {
         monoio::select! {
             _ = &mut fired => break,
@@ -172,10 +274,5 @@ async fn serve_runtime(
                 }
             },
         }
-    }
-    drop(listener);
-    let deadline = Instant::now() + drain;
-    while ctx.busy.get() > 0 && Instant::now() < deadline {
-        monoio::time::sleep(Duration::from_millis(5)).await;
     }
 }

@@ -32,6 +32,11 @@ impl ShutdownSignal {
         }
     }
 
+    /// How many waiters it has room for.
+    pub fn slots(&self) -> usize {
+        self.wakers.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// Resolves once `fire` has been called; `slot` is the waiting runtime's index.
     pub fn fired(&self, slot: usize) -> Fired<'_> {
         Fired { signal: self, slot }

@@ -64,3 +64,46 @@ pub fn start_watchdog(period: Duration, beats: Heartbeats) {
         tracing::error!("cannot start the watchdog thread: {e}");
     }
 }
+
+/// Sockets systemd passed by socket activation (`LISTEN_FDS` from fd 3, when `LISTEN_PID` is
+/// ours), as listeners. The variables are removed so children do not inherit them.
+pub fn listen_fds() -> Vec<std::net::TcpListener> {
+    use std::os::fd::FromRawFd;
+    const FIRST: i32 = 3;
+    let count: i32 = match (std::env::var("LISTEN_PID"), std::env::var("LISTEN_FDS")) {
+        (Ok(pid), Ok(n)) if pid.parse() == Ok(std::process::id()) => n.parse().unwrap_or(0),
+        _ => return Vec::new(),
+    };
+    for key in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        std::env::remove_var(key);
+    }
+    (FIRST..FIRST + count.max(0))
+        .map(|fd| {
+            // SAFETY: systemd hands these descriptors to this process alone, once; taking
+            // ownership here is their only use. Like every descriptor we own, they must not
+            // leak into children.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+            unsafe { std::net::TcpListener::from_raw_fd(fd) }
+        })
+        .collect()
+}
+
+/// Sends `STATUS=` with what `status` says every `every` while under systemd, until it says
+/// nothing (shutdown has its own status lines).
+pub fn report_status(every: Duration, mut status: impl FnMut() -> Option<String> + Send + 'static) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("tensord-status".into())
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            match status() {
+                Some(line) => notify(&format!("STATUS={line}")),
+                None => return,
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start the status thread: {e}");
+    }
+}

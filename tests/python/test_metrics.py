@@ -74,3 +74,11 @@ def test_metrics_match_the_requests_sent(server, client):
     assert m("tensord_queue_duration_seconds_count") == 5
     assert sum(core("tensord_http_requests", i) for i in range(2)) >= 6, "5 good and 1 bad infer"
     assert sum(core("tensord_connections_accepted", i) for i in range(2)) >= 2
+    # Bodies: each good request carries 2 × 128 binary bytes plus its JSON header, the bad
+    # one only JSON; each good response 2 × 128 bytes plus its header.
+    assert m("tensord_request_bytes_count") == 6
+    assert 5 * 256 + len(bad) < m("tensord_request_bytes_sum") < 5 * 1024 + len(bad)
+    assert m("tensord_request_bytes_bucket", le="256") == 1, "the bad request alone"
+    assert m("tensord_request_bytes_bucket", le="1024") == 6
+    assert m("tensord_response_bytes_count") == 5
+    assert 5 * 256 < m("tensord_response_bytes_sum") < 5 * 1024
