@@ -24,9 +24,10 @@ class Daemon:
     """The real binary on a free port; waits until it answers (live, not ready: a repository
     with a broken model is never ready)."""
 
-    def __init__(self, *args, repo=ROOT / "models"):
-        self.port = free_port()
+    def __init__(self, *args, repo=ROOT / "models", port=None):
+        self.port = port or free_port()
         self.url = f"127.0.0.1:{self.port}"
+        # The last --drain-delay wins: `args` may set another.
         cmd = [str(BINARY), "--http-addr", self.url, "--model-repository", str(repo), "--drain-delay", "0", *args]
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 60
