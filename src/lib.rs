@@ -1,6 +1,7 @@
 //! tensord: an Open Inference Protocol server. Data flows one way through the layers:
 //! server (sockets) → http (framing) → protocol (V2, tensors) → batching (queues, workers)
-//! → models, and back.
+//! → models, and back. `loadgen` is the other side: tensord-bench, a client that loads any
+//! such server.
 
 // Request paths must not panic: errors are answered, never unwrapped.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
@@ -9,6 +10,7 @@ pub mod batching;
 pub mod config;
 pub mod http;
 pub mod images;
+pub mod loadgen;
 pub mod metrics;
 pub mod models;
 pub mod protocol;

@@ -720,18 +720,21 @@ fn start_socket_activated(socket: &TcpListener, extra: &[&str]) -> Child {
         .args(["--threads", "2", "--drain-delay", "0"])
         .args(extra)
         .stderr(Stdio::null());
-    // SAFETY: dup2 is async-signal-safe; it runs in the child between fork and exec.
+    // SAFETY: dup2 and fcntl are async-signal-safe; they run in the child between fork and
+    // exec. dup2 onto itself would keep close-on-exec, so that case clears the flag instead.
     unsafe {
-        command.pre_exec(move || match dup2(fd, 3) {
-            3 => Ok(()),
-            _ => Err(std::io::Error::last_os_error()),
+        command.pre_exec(move || {
+            let done = match fd {
+                3 => libc::fcntl(3, libc::F_SETFD, 0),
+                _ => libc::dup2(fd, 3) - 3,
+            };
+            match done {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
         });
     }
     command.spawn().unwrap()
-}
-
-extern "C" {
-    fn dup2(old: i32, new: i32) -> i32;
 }
 
 /// Sends one request on a fresh connection to `addr` and reads the answer.

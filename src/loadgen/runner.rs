@@ -1,0 +1,303 @@
+//! Runs one load level: connections spread over monoio threads, each a keep-alive stream
+//! that sends as soon as its last answer came (closed loop) or when the next arrival of a
+//! shared schedule is due (open loop). Latency counts from the moment a request was due, so
+//! an open-loop run that falls behind shows it (no coordinated omission).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use super::check::Checker;
+use super::client::{Connection, Target};
+use super::workload::{SplitMix, Variant};
+
+/// How arrivals are spaced in an open-loop run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Arrival {
+    Poisson,
+    Constant,
+}
+
+/// What every level of a run shares.
+pub struct Plan {
+    pub target: Target,
+    pub variants: Vec<Variant>,
+    pub checker: Checker,
+    pub warmup: Duration,
+    pub duration: Duration,
+    /// Measured requests per level instead of a duration.
+    pub requests: Option<u64>,
+    pub threads: usize,
+    pub arrival: Arrival,
+    pub seed: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Level {
+    pub concurrency: usize,
+    /// Requests per second (open loop); `None`: closed loop.
+    pub rate: Option<f64>,
+}
+
+/// What one level measured.
+pub struct Measured {
+    /// Latencies of successful requests, microseconds.
+    pub latency: Histogram<u64>,
+    pub ok: u64,
+    pub errors: u64,
+    /// The first few error messages.
+    pub first_errors: Vec<String>,
+    pub sent_bytes: u64,
+    pub received_bytes: u64,
+    /// The measured window: from the end of the warm-up to the last measured answer.
+    pub elapsed: Duration,
+}
+
+const KEPT_ERRORS: usize = 5;
+
+impl Measured {
+    fn new() -> Measured {
+        Measured {
+            // 1 µs to an hour at 3 significant digits: fixed bounds, so merging never fails.
+            latency: Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                .unwrap_or_else(|_| unreachable!("valid histogram bounds")),
+            ok: 0,
+            errors: 0,
+            first_errors: Vec::new(),
+            sent_bytes: 0,
+            received_bytes: 0,
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    fn error(&mut self, message: String) {
+        self.errors += 1;
+        if self.first_errors.len() < KEPT_ERRORS {
+            self.first_errors.push(message);
+        }
+    }
+
+    fn merge(&mut self, other: Measured) {
+        let _ = self.latency.add(&other.latency);
+        self.ok += other.ok;
+        self.errors += other.errors;
+        for e in other.first_errors {
+            if self.first_errors.len() < KEPT_ERRORS {
+                self.first_errors.push(e);
+            }
+        }
+        self.sent_bytes += other.sent_bytes;
+        self.received_bytes += other.received_bytes;
+        self.elapsed = self.elapsed.max(other.elapsed);
+    }
+}
+
+/// State the streams of one level share across threads.
+pub struct Shared {
+    start: Instant,
+    measure_from: Instant,
+    end: Instant,
+    /// Open loop: arrival offsets from `start`, and the next one to take.
+    schedule: Vec<Duration>,
+    next_arrival: AtomicU64,
+    /// Measured requests issued (for `--requests`).
+    issued: AtomicU64,
+    /// Answers so far (progress display).
+    pub done: AtomicU64,
+    pub failed: AtomicU64,
+    stopped: AtomicBool,
+}
+
+impl Shared {
+    fn new(plan: &Plan, level: Level) -> Shared {
+        // Streams connect during the first few milliseconds; the schedule starts after.
+        let start = Instant::now() + Duration::from_millis(20);
+        let measure_from = start + plan.warmup;
+        let end = match plan.requests {
+            Some(_) => measure_from + Duration::from_secs(24 * 3600),
+            None => measure_from + plan.duration,
+        };
+        let schedule = match level.rate {
+            Some(rate) => arrivals(plan, rate),
+            None => Vec::new(),
+        };
+        Shared {
+            start,
+            measure_from,
+            end,
+            schedule,
+            next_arrival: AtomicU64::new(0),
+            issued: AtomicU64::new(0),
+            done: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
+        }
+    }
+
+    /// When the measured window started; progress and server statistics use it.
+    pub fn measure_from(&self) -> Instant {
+        self.measure_from
+    }
+
+    /// The measured window's planned length (`None` with `--requests`).
+    pub fn planned(&self, plan: &Plan) -> Option<Duration> {
+        plan.requests
+            .is_none()
+            .then_some(self.end - self.measure_from)
+    }
+
+    /// When the next request of a stream is due, or `None` when the level is over.
+    async fn next_due(&self, plan: &Plan, open_loop: bool) -> Option<Instant> {
+        let due = if open_loop {
+            let slot = self.next_arrival.fetch_add(1, Ordering::Relaxed) as usize;
+            let due = self.start + *self.schedule.get(slot)?;
+            let wait = due.saturating_duration_since(Instant::now());
+            if !wait.is_zero() {
+                monoio::time::sleep(wait).await;
+            }
+            due
+        } else {
+            Instant::now().max(self.start)
+        };
+        if due >= self.end || self.stopped.load(Ordering::Relaxed) {
+            return None;
+        }
+        if let (Some(limit), true) = (plan.requests, due >= self.measure_from) {
+            if self.issued.fetch_add(1, Ordering::Relaxed) >= limit {
+                self.stopped.store(true, Ordering::Relaxed);
+                return None;
+            }
+        }
+        Some(due)
+    }
+}
+
+/// Arrival offsets for the whole level (warm-up included).
+fn arrivals(plan: &Plan, rate: f64) -> Vec<Duration> {
+    let seconds = match plan.requests {
+        Some(n) => plan.warmup.as_secs_f64() + n as f64 / rate * 1.5 + 1.0,
+        None => (plan.warmup + plan.duration).as_secs_f64(),
+    };
+    let count = (seconds * rate).ceil() as usize + 1;
+    let mut rng = SplitMix(plan.seed);
+    let mut at = 0.0f64;
+    (0..count)
+        .map(|_| {
+            at += match plan.arrival {
+                Arrival::Constant => 1.0 / rate,
+                Arrival::Poisson => -rng.unit().ln() / rate,
+            };
+            Duration::from_secs_f64(at)
+        })
+        .collect()
+}
+
+/// Runs one level; `watch` is called on this thread while the load runs (progress, server
+/// statistics) with the shared counters.
+pub fn run_level(plan: &Arc<Plan>, level: Level, watch: impl FnMut(&Shared)) -> Measured {
+    let shared = Arc::new(Shared::new(plan, level));
+    let threads = plan.threads.clamp(1, level.concurrency.max(1));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let streams: Vec<usize> = (t..level.concurrency).step_by(threads).collect();
+            let (plan, shared) = (plan.clone(), shared.clone());
+            std::thread::spawn(move || {
+                let runtime = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                    .enable_timer()
+                    .build();
+                let mut measured = Measured::new();
+                match runtime {
+                    Ok(mut rt) => rt.block_on(async {
+                        let tasks: Vec<_> = streams
+                            .into_iter()
+                            .map(|s| monoio::spawn(stream(plan.clone(), shared.clone(), level, s)))
+                            .collect();
+                        for task in tasks {
+                            measured.merge(task.await);
+                        }
+                    }),
+                    Err(e) => measured.error(format!("cannot start a runtime: {e}")),
+                }
+                measured
+            })
+        })
+        .collect();
+    let mut watch = watch;
+    while !handles.iter().all(|h| h.is_finished()) {
+        watch(&shared);
+        // Wake exactly at the end of the warm-up too, where the server's counters are read.
+        let until_measured = shared
+            .measure_from
+            .saturating_duration_since(Instant::now());
+        let tick = Duration::from_millis(100);
+        std::thread::sleep(if until_measured.is_zero() {
+            tick
+        } else {
+            until_measured.min(tick)
+        });
+    }
+    let mut total = Measured::new();
+    for handle in handles {
+        match handle.join() {
+            Ok(measured) => total.merge(measured),
+            Err(_) => total.error("a load thread panicked".into()),
+        }
+    }
+    total
+}
+
+/// One keep-alive stream: send, check, record, repeat; reconnects after an error.
+async fn stream(plan: Arc<Plan>, shared: Arc<Shared>, level: Level, index: usize) -> Measured {
+    let mut measured = Measured::new();
+    let mut connection: Option<Connection> = None;
+    let mut checked = vec![false; plan.variants.len()];
+    let mut turn = index;
+    let mut last_answer = shared.measure_from;
+    while let Some(due) = shared.next_due(&plan, level.rate.is_some()).await {
+        let slot = turn % plan.variants.len();
+        let variant = &plan.variants[slot];
+        turn += 1;
+        let result = match connection.as_mut() {
+            Some(c) => c.exchange(variant.request.clone()).await,
+            None => match Connection::open(&plan.target).await {
+                Ok(c) => connection.insert(c).exchange(variant.request.clone()).await,
+                Err(e) => Err(e),
+            },
+        };
+        let result = result.and_then(|reply| {
+            plan.checker.check(&reply, variant, !checked[slot])?;
+            checked[slot] = true;
+            Ok(reply.body.len())
+        });
+        let now = Instant::now();
+        let counted = due >= shared.measure_from;
+        match result {
+            Ok(body) => {
+                shared.done.fetch_add(1, Ordering::Relaxed);
+                if counted {
+                    measured.ok += 1;
+                    let micros = now.duration_since(due).as_micros() as u64;
+                    measured.latency.saturating_record(micros.max(1));
+                    measured.sent_bytes += variant.request.len() as u64;
+                    measured.received_bytes += body as u64;
+                }
+            }
+            Err(e) => {
+                shared.failed.fetch_add(1, Ordering::Relaxed);
+                if counted {
+                    measured.error(e);
+                }
+                connection = None;
+                // A server that refuses connections must not turn this into a busy loop.
+                monoio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        if counted {
+            last_answer = now;
+        }
+    }
+    measured.elapsed = last_answer.saturating_duration_since(shared.measure_from);
+    measured
+}
