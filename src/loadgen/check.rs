@@ -241,3 +241,76 @@ fn check_add_sub(outputs: &[Output], variant: &Variant) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensors::Tensor;
+
+    fn variant(values: &[f32]) -> Variant {
+        let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let tensor = Tensor {
+            datatype: DataType::Fp32,
+            shape: vec![1, values.len() as u64],
+            data: Bytes::from(data),
+        };
+        Variant {
+            request: Bytes::new(),
+            inputs: vec![("INPUT0".into(), tensor)],
+        }
+    }
+
+    fn binary_reply(values: &[f32], size: usize) -> Reply {
+        let header = format!(
+            r#"{{"outputs":[{{"name":"OUTPUT0","datatype":"FP32","shape":[1,{}],"parameters":{{"binary_data_size":{size}}}}}]}}"#,
+            values.len()
+        );
+        let mut body = header.clone().into_bytes();
+        body.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        Reply {
+            status: 200,
+            header_length: Some(header.len()),
+            body: Bytes::from(body),
+        }
+    }
+
+    #[test]
+    fn identity_answers_are_checked_to_the_byte() {
+        let checker = Checker {
+            level: CheckLevel::Full,
+            values: Values::Identity,
+        };
+        let sent = variant(&[1.0, 2.5]);
+        checker
+            .check(&binary_reply(&[1.0, 2.5], 8), &sent, true)
+            .unwrap();
+        let wrong = checker.check(&binary_reply(&[1.0, 2.0], 8), &sent, true);
+        assert!(wrong.unwrap_err().contains("differ"));
+        let lying = checker.check(&binary_reply(&[1.0, 2.5], 12), &sent, true);
+        assert!(lying.unwrap_err().contains("past the body"));
+        let json = Reply {
+            status: 200,
+            header_length: None,
+            body: Bytes::from_static(
+                br#"{"outputs":[{"name":"OUTPUT0","datatype":"FP32","shape":[1,2],"data":[1.0,2.5]}]}"#,
+            ),
+        };
+        checker.check(&json, &sent, true).unwrap();
+        let failed = Reply {
+            status: 503,
+            header_length: None,
+            body: Bytes::from_static(b"{}"),
+        };
+        assert!(checker
+            .check(&failed, &sent, true)
+            .unwrap_err()
+            .starts_with("status 503"));
+        let framing = Checker {
+            level: CheckLevel::Framing,
+            values: Values::Identity,
+        };
+        framing
+            .check(&binary_reply(&[9.0, 9.0], 8), &sent, true)
+            .unwrap();
+    }
+}

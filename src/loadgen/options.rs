@@ -10,7 +10,7 @@ use super::runner::Arrival;
 
 /// tensord-bench: a load generator for Open Inference Protocol (KServe V2) HTTP servers.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "tensord-bench", version, about)]
+#[command(name = "tensord-bench", version, about, args_override_self = true)]
 pub struct Options {
     /// The server's root URL.
     #[arg(long, default_value = "http://127.0.0.1:8000")]
@@ -131,4 +131,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .filter(|v| v.is_finite() && *v >= 0.0)
         .map(|v| Duration::from_secs_f64(v * scale))
         .ok_or_else(|| format!("'{text}' is not a duration (10s, 500ms, 2m)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("-1s").is_err() && parse_duration("soon").is_err());
+    }
 }

@@ -45,7 +45,9 @@ pub fn plan_inputs(
     let mut plans = Vec::new();
     let declared = metadata
         .and_then(|m| m.get("inputs"))
-        .and_then(Value::as_array);
+        .and_then(Value::as_array)
+        // Servers that declare no inputs (KServe's custom models) get --shape's.
+        .filter(|inputs| !inputs.is_empty());
     let names: Vec<(String, Option<&Value>)> = match declared {
         Some(inputs) => inputs
             .iter()
@@ -301,7 +303,12 @@ pub fn encode_request(target: &Target, path: &str, inputs: Inputs, binary: bool)
             "shape": tensor.shape,
             "datatype": tensor.datatype.as_str(),
         });
-        if binary {
+        // JSON strings cannot carry arbitrary bytes (images): such inputs go binary anyway.
+        let opaque = tensor.datatype == DataType::Bytes
+            && tensor
+                .bytes_elements()
+                .any(|e| std::str::from_utf8(e).is_err());
+        if binary || opaque {
             entry["parameters"] = json!({ "binary_data_size": tensor.data.len() });
             payload.extend_from_slice(&tensor.data);
         } else {
@@ -317,7 +324,7 @@ pub fn encode_request(target: &Target, path: &str, inputs: Inputs, binary: bool)
         header["parameters"] = json!({ "binary_data_output": true });
     }
     let mut body = header.to_string().into_bytes();
-    let header_length = binary.then_some(body.len());
+    let header_length = (!payload.is_empty() || binary).then_some(body.len());
     body.extend_from_slice(&payload);
     Variant {
         request: Bytes::from(format_request(target, "POST", path, &body, header_length)),
@@ -340,5 +347,93 @@ impl SplitMix {
     /// Uniform in (0, 1].
     pub fn unit(&mut self) -> f64 {
         ((self.next() >> 11) + 1) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metadata() -> Value {
+        json!({"inputs": [
+            {"name": "IMAGE", "datatype": "FP32", "shape": [-1, 3, -1]},
+            {"name": "ANY", "datatype": "ANY", "shape": [4]},
+        ]})
+    }
+
+    #[test]
+    fn inputs_take_metadata_batch_size_and_overrides() {
+        let plans = plan_inputs(Some(&metadata()), &[], &[], 8).unwrap();
+        assert_eq!(plans[0].shape, vec![8, 3, 1]);
+        assert_eq!(plans[0].datatype, DataType::Fp32);
+        assert_eq!(
+            (plans[1].datatype, plans[1].shape.clone()),
+            (DataType::Fp32, vec![4]),
+            "ANY becomes FP32"
+        );
+        let shapes = ["IMAGE:2,3,5".to_string()];
+        let types = ["ANY:INT8".to_string()];
+        let plans = plan_inputs(Some(&metadata()), &shapes, &types, 1).unwrap();
+        assert_eq!(plans[0].shape, vec![2, 3, 5]);
+        assert_eq!(plans[1].datatype, DataType::Int8);
+        // No metadata: --shape names the inputs.
+        let plans = plan_inputs(None, &["X:1,16".to_string()], &[], 1).unwrap();
+        assert_eq!(
+            plans,
+            vec![InputPlan {
+                name: "X".into(),
+                datatype: DataType::Fp32,
+                shape: vec![1, 16]
+            }]
+        );
+        assert!(plan_inputs(None, &[], &[], 1).is_err());
+        assert!(plan_inputs(None, &["X:1,a".to_string()], &[], 1).is_err());
+    }
+
+    #[test]
+    fn random_values_survive_json_exactly() {
+        for name in [
+            "BOOL", "INT8", "UINT16", "INT64", "FP16", "BF16", "FP32", "FP64", "BYTES",
+        ] {
+            let plan = InputPlan {
+                name: "X".into(),
+                datatype: DataType::parse(name).unwrap(),
+                shape: vec![3, 5],
+            };
+            let tensor = random_tensor(&plan, &mut SplitMix(7));
+            let mut text = Vec::new();
+            write_json_data(&mut text, &tensor);
+            let text = String::from_utf8(text).unwrap();
+            let back = decode_json_data(&text, tensor.datatype, &tensor.shape, u64::MAX).unwrap();
+            assert_eq!(back, tensor.data, "{name}: {text}");
+        }
+    }
+
+    #[test]
+    fn binary_requests_carry_the_header_length() {
+        let target = Target::parse("http://127.0.0.1:8000").unwrap();
+        let plan = InputPlan {
+            name: "INPUT0".into(),
+            datatype: DataType::Fp32,
+            shape: vec![1, 2],
+        };
+        let variant = encode_request(
+            &target,
+            "/v2/models/m/infer",
+            vec![("INPUT0".into(), zero_tensor(&plan))],
+            true,
+        );
+        let text = String::from_utf8_lossy(&variant.request).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let header_len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Inference-Header-Content-Length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(body.len(), header_len + 8);
+        let header: Value = serde_json::from_str(&body[..header_len]).unwrap();
+        assert_eq!(header["inputs"][0]["parameters"]["binary_data_size"], 8);
+        assert_eq!(header["parameters"]["binary_data_output"], true);
     }
 }

@@ -337,7 +337,7 @@ pub fn write_json_data(out: &mut Vec<u8>, tensor: &Tensor) {
 
 fn write_f32(out: &mut Vec<u8>, v: f32) {
     if v.is_finite() {
-        out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
+        out.extend_from_slice(zmij::Buffer::new().format_finite(v).as_bytes());
     } else {
         write_non_finite(out, v.is_nan(), v.is_sign_negative());
     }
@@ -345,7 +345,7 @@ fn write_f32(out: &mut Vec<u8>, v: f32) {
 
 fn write_f64(out: &mut Vec<u8>, v: f64) {
     if v.is_finite() {
-        out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
+        out.extend_from_slice(zmij::Buffer::new().format_finite(v).as_bytes());
     } else {
         write_non_finite(out, v.is_nan(), v.is_sign_negative());
     }

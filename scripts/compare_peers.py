@@ -1,0 +1,197 @@
+"""Runs the same load sweep against tensord, KServe's Python server, MLServer, an nginx fixed
+responder (the floor) and the echo responder on tensord's runtime, and writes a markdown table
+of requests/s with ratios, plus one SVG plot per case. Called by scripts/compare-peers."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = Path(os.environ.get("OUT_DIR", ROOT / "target" / "compare-peers"))
+DURATION = os.environ.get("DURATION", "5s")
+CONCURRENCY = os.environ.get("CONCURRENCY", "1,8,32")
+BENCH = str(ROOT / "target" / "release" / "tensord-bench")
+SMALL, LARGE = 16, 150528
+
+# (case, model, shape, binary)
+CASES = [
+    ("json-small", "identity", SMALL, False),
+    ("binary-small", "identity", SMALL, True),
+    ("binary-large", "identity", LARGE, True),
+    ("json-large", "identity", LARGE, False),
+    ("add_sub-json", "add_sub", SMALL, False),
+]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(port, path, timeout=90):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"nothing answers {path} on port {port}")
+
+
+def start(cmd, port, ready_path, **kw):
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, **kw)
+    wait_http(port, ready_path)
+    return proc
+
+
+def stop(proc):
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def servers(work):
+    """(name, port, start function, V2?) for every server; each started only for its runs."""
+    repo = work / "models"
+    for model in ("identity", "add_sub"):
+        (repo / model).mkdir(parents=True)
+        # Like the peers' models: no dynamic batching.
+        (repo / model / "config.toml").write_text('backend = "builtin"\n')
+    nginx_conf = work / "nginx.conf"
+
+    def tensord(port):
+        return start([str(ROOT / "target/release/tensord"), "--http-addr", f"127.0.0.1:{port}",
+                      "--model-repository", str(repo), "--log-level", "warn"], port, "/v2/health/ready")
+
+    def kserve(port):
+        return start([str(ROOT / "target/venv-kserve/bin/python"), str(ROOT / "scripts/peers/kserve_models.py"),
+                      "--http_port", str(port)], port, "/v2/health/ready")
+
+    def mlserver(port):
+        env = dict(os.environ, PYTHONPATH=str(ROOT / "scripts/peers/mlserver"),
+                   MLSERVER_HTTP_PORT=str(port), MLSERVER_GRPC_PORT=str(free_port()),
+                   MLSERVER_METRICS_PORT=str(free_port()))
+        return start([str(ROOT / "target/venv-mlserver/bin/mlserver"), "start", str(ROOT / "scripts/peers/mlserver")],
+                     port, "/v2/models/add_sub/ready", env=env)
+
+    def nginx(port):
+        nginx_conf.write_text(f"""
+daemon off; worker_processes 2; error_log {work}/nginx-error.log; pid {work}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{ access_log off; keepalive_requests 1000000000; client_body_temp_path {work};
+  server {{ listen 127.0.0.1:{port}; location / {{ return 200 '{{}}'; }} }} }}
+""")
+        return start(["nginx", "-p", str(work), "-c", str(nginx_conf)], port, "/")
+
+    def echo(port):
+        proc = subprocess.Popen([str(ROOT / "target/release/examples/echo"), f"127.0.0.1:{port}", "2", "epoll"],
+                                start_new_session=True)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return proc
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("echo did not start")
+
+    return [("tensord", tensord, True), ("kserve", kserve, True), ("mlserver", mlserver, True),
+            ("nginx-floor", nginx, False), ("echo", echo, False)]
+
+
+def bench(port, label, model, n, binary, v2, result):
+    cmd = [BENCH, "--url", f"http://127.0.0.1:{port}", "--model", model, "--concurrency", CONCURRENCY,
+           "--duration", DURATION, "--warmup", "1s", "--threads", "2", "--quiet", "--label", label,
+           "--output", str(result)]
+    dtype = "INT32" if model == "add_sub" else "FP32"
+    inputs = ["INPUT0", "INPUT1"] if model == "add_sub" else ["INPUT0"]
+    for name in inputs:
+        cmd += ["--shape", f"{name}:1,{n}", "--datatype", f"{name}:{dtype}"]
+    if binary:
+        cmd.append("--binary")
+    if not v2:
+        cmd += ["--check", "framing"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    print(done.stdout, end="", flush=True)
+    if done.returncode != 0:
+        first = [line.strip() for line in done.stderr.splitlines() if line.startswith("  ")][:1]
+        print(f"{label}: {model} {'binary' if binary else 'JSON'} [1,{n}]: errors: {first}", flush=True)
+        return None
+    return json.loads(result.read_text())
+
+
+def at(report, concurrency, key="throughput_rps"):
+    if report is None:
+        return None
+    for r in report["results"]:
+        if r["concurrency"] == concurrency:
+            return r[key] if key != "bytes" else r["sent_bytes_per_s"] + r["received_bytes_per_s"]
+    return None
+
+
+def main():
+    OUT.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp())
+    results = {}  # (server, case) -> report
+    for name, launch, v2 in servers(work):
+        if not v2 and shutil.which("nginx") is None and name == "nginx-floor":
+            continue
+        port = free_port()
+        proc = launch(port)
+        try:
+            for case, model, n, binary in CASES:
+                if not v2 and (model != "identity" or (name == "nginx-floor" and n == LARGE)
+                               or (name == "echo" and case != "binary-large")):
+                    continue
+                out = OUT / f"{case}-{name}.json"
+                results[(name, case)] = bench(port, name, model, n, binary, v2, out)
+        finally:
+            stop(proc)
+    top = max(int(c) for c in CONCURRENCY.split(","))
+    lines = [f"Requests/s at concurrency {top} (tensord-bench, {DURATION} per level, 2 load threads); "
+             "ratios are tensord's over the other's, from this one run. — means the server refused the "
+             "case (errors).", "",
+             "| case | tensord | KServe | MLServer | nginx floor | tensord/KServe | tensord/MLServer | tensord/floor |",
+             "|---|---|---|---|---|---|---|---|"]
+
+    def fmt(v):
+        return "—" if v is None else f"{v:,.0f}"
+
+    def ratio(a, b):
+        return "—" if a is None or not b else f"{a / b:.1f}×"
+
+    for case, *_ in CASES:
+        t, k, m, f = (at(results.get((s, case)), top) for s in ("tensord", "kserve", "mlserver", "nginx-floor"))
+        lines.append(f"| {case} | {fmt(t)} | {fmt(k)} | {fmt(m)} | {fmt(f)} | {ratio(t, k)} | {ratio(t, m)} | {ratio(t, f)} |")
+    tb, eb = at(results.get(("tensord", "binary-large")), top, "bytes"), at(results.get(("echo", "binary-large")), top, "bytes")
+    if tb and eb:
+        lines += ["", f"binary-large bytes/s (sent + received): tensord {tb / 1e6:,.0f} MB/s, echo responder on the "
+                      f"same runtime {eb / 1e6:,.0f} MB/s: tensord/echo {tb / eb:.2f}×."]
+    table = "\n".join(lines) + "\n"
+    (OUT / "results.md").write_text(table)
+    print("\n" + table)
+    for case, *_ in CASES:
+        files = [str(OUT / f"{case}-{s}.json") for s in ("tensord", "kserve", "mlserver", "nginx-floor", "echo")
+                 if results.get((s, case)) is not None]
+        if files:
+            subprocess.run([BENCH, "--from", ",".join(files), "--plot", str(OUT / f"{case}.svg")], check=True)
+    print(f"results, JSON and plots in {OUT}")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
