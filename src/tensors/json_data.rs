@@ -21,6 +21,19 @@ pub fn decode_json_data(
     max_elements: u64,
 ) -> Result<Bytes, TensorError> {
     let expected = element_count(shape, max_elements)?;
+    match flat_numbers(raw, datatype, expected) {
+        Some(out) => Ok(Bytes::from(out)),
+        None => decode_any(raw, datatype, shape, expected),
+    }
+}
+
+/// The general decoder: nested arrays, every datatype, and precise errors.
+fn decode_any(
+    raw: &str,
+    datatype: DataType,
+    shape: &[u64],
+    expected: u64,
+) -> Result<Bytes, TensorError> {
     // A JSON element takes at least two characters, so the text bounds the allocation
     // whatever count a lying shape claims.
     let capacity_elements = expected.min(raw.len() as u64 / 2 + 1);
@@ -100,29 +113,11 @@ impl Sink<'_> {
 
     fn push_int<E: de::Error>(&mut self, v: i128, depth: usize) -> Result<(), E> {
         self.scalar_at(depth)?;
-        macro_rules! int {
-            ($t:ty) => {
-                match <$t>::try_from(v) {
-                    Ok(x) => self.out.extend_from_slice(&x.to_le_bytes()),
-                    Err(_) => return Err(self.bad_value(v)),
-                }
-            };
+        if push_int_value(&mut self.out, self.datatype, v) {
+            Ok(())
+        } else {
+            Err(self.bad_value(v))
         }
-        match self.datatype {
-            DataType::Int8 => int!(i8),
-            DataType::Int16 => int!(i16),
-            DataType::Int32 => int!(i32),
-            DataType::Int64 => int!(i64),
-            DataType::Uint8 => int!(u8),
-            DataType::Uint16 => int!(u16),
-            DataType::Uint32 => int!(u32),
-            DataType::Uint64 => int!(u64),
-            DataType::Fp16 | DataType::Bf16 | DataType::Fp32 | DataType::Fp64 => {
-                return self.push_float_value(v as f64, &v)
-            }
-            DataType::Bool | DataType::Bytes => return Err(self.bad_value(v)),
-        }
-        Ok(())
     }
 
     fn push_float<E: de::Error>(&mut self, v: f64, depth: usize) -> Result<(), E> {
@@ -136,34 +131,208 @@ impl Sink<'_> {
         v: f64,
         shown: &dyn fmt::Display,
     ) -> Result<(), E> {
-        let fits = match self.datatype {
-            DataType::Fp16 => {
-                let x = f16::from_f64(v);
-                self.out.extend_from_slice(&x.to_le_bytes());
-                x.is_finite()
-            }
-            DataType::Bf16 => {
-                let x = bf16::from_f64(v);
-                self.out.extend_from_slice(&x.to_le_bytes());
-                x.is_finite()
-            }
-            DataType::Fp32 => {
-                let x = v as f32;
-                self.out.extend_from_slice(&x.to_le_bytes());
-                x.is_finite()
-            }
-            DataType::Fp64 => {
-                self.out.extend_from_slice(&v.to_le_bytes());
-                true
-            }
-            _ => false,
-        };
-        if fits {
+        if push_float_bytes(&mut self.out, self.datatype, v) {
             Ok(())
         } else {
             Err(self.bad_value(shown))
         }
     }
+}
+
+/// Appends integer `v` as `datatype`; false when the datatype cannot hold it.
+fn push_int_value(out: &mut Vec<u8>, datatype: DataType, v: i128) -> bool {
+    macro_rules! int {
+        ($t:ty) => {
+            match <$t>::try_from(v) {
+                Ok(x) => out.extend_from_slice(&x.to_le_bytes()),
+                Err(_) => return false,
+            }
+        };
+    }
+    match datatype {
+        DataType::Int8 => int!(i8),
+        DataType::Int16 => int!(i16),
+        DataType::Int32 => int!(i32),
+        DataType::Int64 => int!(i64),
+        DataType::Uint8 => int!(u8),
+        DataType::Uint16 => int!(u16),
+        DataType::Uint32 => int!(u32),
+        DataType::Uint64 => int!(u64),
+        DataType::Fp16 | DataType::Bf16 | DataType::Fp32 | DataType::Fp64 => {
+            return push_float_bytes(out, datatype, v as f64)
+        }
+        DataType::Bool | DataType::Bytes => return false,
+    }
+    true
+}
+
+/// Appends `v` as float `datatype`; false when it is out of the datatype's range (or the
+/// datatype is not a float).
+fn push_float_bytes(out: &mut Vec<u8>, datatype: DataType, v: f64) -> bool {
+    match datatype {
+        DataType::Fp16 => {
+            let x = f16::from_f64(v);
+            out.extend_from_slice(&x.to_le_bytes());
+            x.is_finite()
+        }
+        DataType::Bf16 => {
+            let x = bf16::from_f64(v);
+            out.extend_from_slice(&x.to_le_bytes());
+            x.is_finite()
+        }
+        DataType::Fp32 => {
+            let x = v as f32;
+            out.extend_from_slice(&x.to_le_bytes());
+            x.is_finite()
+        }
+        DataType::Fp64 => {
+            out.extend_from_slice(&v.to_le_bytes());
+            true
+        }
+        _ => false,
+    }
+}
+
+/// The common and costly case, fast: a flat array of plain numbers (what tritonclient and
+/// kserve send). Anything else (nesting, strings, booleans, values out of range, a wrong
+/// count, malformed numbers) gives `None`, and the general decoder takes it and reports the
+/// error. Results are the same either way: numbers are parsed correctly rounded.
+fn flat_numbers(raw: &str, datatype: DataType, expected: u64) -> Option<Vec<u8>> {
+    if matches!(datatype, DataType::Bool | DataType::Bytes) {
+        return None;
+    }
+    let text = raw.as_bytes();
+    let skip = |mut i: usize| {
+        while text
+            .get(i)
+            .is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        {
+            i += 1;
+        }
+        i
+    };
+    let size = datatype.element_size()? as u64;
+    // A number takes at least two characters with its comma: the text bounds the allocation.
+    let capacity = expected.min(text.len() as u64 / 2 + 1) * size;
+    let mut out = Vec::with_capacity(capacity as usize);
+    let mut count = 0u64;
+    let mut i = skip(0);
+    if text.get(i) != Some(&b'[') {
+        return None;
+    }
+    i = skip(i + 1);
+    if text.get(i) == Some(&b']') {
+        i += 1;
+    } else {
+        loop {
+            let start = i;
+            while text
+                .get(i)
+                .is_some_and(|b| matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+            {
+                i += 1;
+            }
+            let pushed = match parse_number(&text[start..i])? {
+                Number::Int(v) => push_int_value(&mut out, datatype, v),
+                Number::Float(v) => push_float_bytes(&mut out, datatype, v),
+            };
+            count += 1;
+            if !pushed || count > expected {
+                return None;
+            }
+            i = skip(i);
+            match text.get(i) {
+                Some(b',') => i = skip(i + 1),
+                Some(b']') => {
+                    i += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    (skip(i) == text.len() && count == expected).then_some(out)
+}
+
+enum Number {
+    Int(i128),
+    Float(f64),
+}
+
+/// Parses one JSON number strictly. Decimals of up to 19 digits with a small exponent (nearly
+/// all in practice) are exact in one multiplication or division of f64s (Clinger's fast
+/// path); the rest go to the standard library's correctly rounded parser.
+fn parse_number(token: &[u8]) -> Option<Number> {
+    const POW10: [f64; 23] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+        1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+    ];
+    let digits = |t: &[u8]| t.iter().take_while(|b| b.is_ascii_digit()).count();
+    let (negative, rest) = match token.split_first()? {
+        (b'-', rest) => (true, rest),
+        _ => (false, token),
+    };
+    let int_len = digits(rest);
+    if int_len == 0 || (int_len > 1 && rest[0] == b'0') {
+        return None;
+    }
+    let (int_part, mut rest) = rest.split_at(int_len);
+    let mut fraction: &[u8] = &[];
+    if let Some((b'.', after)) = rest.split_first() {
+        let n = digits(after);
+        if n == 0 {
+            return None;
+        }
+        (fraction, rest) = after.split_at(n);
+    }
+    let mut exponent = 0i64;
+    let has_exponent = matches!(rest.first(), Some(b'e' | b'E'));
+    if has_exponent {
+        let (sign, after) = match &rest[1..] {
+            [b'-', after @ ..] => (-1, after),
+            [b'+', after @ ..] => (1, after),
+            after => (1, after),
+        };
+        if after.is_empty() || after.len() > 4 || digits(after) != after.len() {
+            return None;
+        }
+        exponent = sign * after.iter().fold(0i64, |e, d| e * 10 + i64::from(d - b'0'));
+        rest = &[];
+    }
+    if !rest.is_empty() {
+        return None;
+    }
+    if fraction.is_empty() && !has_exponent {
+        // "-0" is a float (-0.0) to serde_json, whose rules the general path keeps.
+        if int_part.len() > 38 || (negative && int_part == b"0") {
+            return None;
+        }
+        let v = int_part
+            .iter()
+            .fold(0i128, |v, d| v * 10 + i128::from(d - b'0'));
+        return Some(Number::Int(if negative { -v } else { v }));
+    }
+    if int_part.len() + fraction.len() <= 19 {
+        let mantissa = int_part
+            .iter()
+            .chain(fraction)
+            .fold(0u64, |m, d| m * 10 + u64::from(d - b'0'));
+        let scale = exponent - fraction.len() as i64;
+        if mantissa <= 1 << 53 && (-22..=22).contains(&scale) {
+            let m = mantissa as f64;
+            let v = if scale >= 0 {
+                m * POW10[scale as usize]
+            } else {
+                m / POW10[(-scale) as usize]
+            };
+            return Some(Number::Float(if negative { -v } else { v }));
+        }
+    }
+    std::str::from_utf8(token)
+        .ok()?
+        .parse::<f64>()
+        .ok()
+        .map(Number::Float)
 }
 
 /// An array at `depth` (0 = the outer one).
@@ -451,7 +620,7 @@ mod tests {
             (DataType::Fp16, "[1.5,-65504.0]"),
             (DataType::Bf16, "[1.5,-2.0]"),
             (DataType::Fp32, "[0.1,-3.5]"),
-            (DataType::Fp64, "[0.1,1e300]"),
+            (DataType::Fp64, "[0.1,1e+300]"),
             (DataType::Bytes, r#"["a\"b","é"]"#),
         ];
         for (dt, raw) in cases {
@@ -483,5 +652,86 @@ mod tests {
         }
         let deep = "[".repeat(10_000) + &"]".repeat(10_000);
         assert!(decode(&deep, DataType::Int32, &[1]).is_err());
+    }
+}
+
+#[cfg(test)]
+mod fast_path_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const NUMERIC: [DataType; 12] = [
+        DataType::Int8,
+        DataType::Int16,
+        DataType::Int32,
+        DataType::Int64,
+        DataType::Uint8,
+        DataType::Uint16,
+        DataType::Uint32,
+        DataType::Uint64,
+        DataType::Fp16,
+        DataType::Bf16,
+        DataType::Fp32,
+        DataType::Fp64,
+    ];
+
+    /// Whenever the fast path answers, the general decoder gives the same bytes.
+    fn agree(raw: &str, datatype: DataType, count: u64) {
+        if let Some(fast) = flat_numbers(raw, datatype, count) {
+            let general = decode_any(raw, datatype, &[count], count);
+            assert_eq!(general.as_deref().ok(), Some(&fast[..]), "{datatype} {raw}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn fast_numbers_match_the_general_decoder(
+            values in proptest::collection::vec(any::<f64>(), 0..20),
+            style in 0..4usize,
+            datatype in 0..12usize,
+        ) {
+            let tokens: Vec<String> = values
+                .iter()
+                .filter(|v| v.is_finite())
+                .map(|v| match style {
+                    0 => zmij::Buffer::new().format_finite(*v).to_string(),
+                    1 => format!("{v:e}"),
+                    2 => format!("{}", (*v as i64)),
+                    _ => format!("{:.3}", v / 1e300),
+                })
+                .collect();
+            let raw = format!("[ {} ]", tokens.join(" ,\n"));
+            agree(&raw, NUMERIC[datatype], tokens.len() as u64);
+        }
+
+        #[test]
+        fn number_like_junk_never_differs(token in "[-+0-9.eE]{1,12}", datatype in 0..12usize) {
+            agree(&format!("[{token}]"), NUMERIC[datatype], 1);
+        }
+    }
+
+    #[test]
+    fn fast_path_takes_the_common_case_and_leaves_the_rest() {
+        assert!(flat_numbers("[1, 2.5, -3e2]", DataType::Fp32, 3).is_some());
+        assert!(
+            flat_numbers("[[1, 2]]", DataType::Fp32, 2).is_none(),
+            "nested"
+        );
+        assert!(flat_numbers("[1, 2]", DataType::Fp32, 3).is_none(), "count");
+        assert!(flat_numbers("[300]", DataType::Uint8, 1).is_none(), "range");
+        assert!(
+            flat_numbers("[-0]", DataType::Fp32, 1).is_none(),
+            "serde's -0"
+        );
+        assert!(
+            flat_numbers("[01]", DataType::Int32, 1).is_none(),
+            "not JSON"
+        );
+        assert!(
+            flat_numbers("[1.]", DataType::Fp64, 1).is_none(),
+            "not JSON"
+        );
+        assert!(flat_numbers("[true]", DataType::Bool, 1).is_none());
+        assert_eq!(flat_numbers(" [ ] ", DataType::Int8, 0), Some(vec![]));
     }
 }
