@@ -77,7 +77,7 @@ async fn serve(mut stream: TcpStream) {
         let body = buf.split_to(body_len).freeze();
         let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
         let parts = IoParts::new(vec![Bytes::from(head), body]);
-        if write_all_vectored(&mut stream, parts).await.is_err() {
+        if write_all_vectored(&mut stream, parts, None).await.is_err() {
             return;
         }
     }

@@ -78,6 +78,11 @@ pub struct Args {
     #[arg(long, default_value_t = 30)]
     pub body_timeout: u64,
 
+    /// Seconds a client may take no bytes of a response (it stopped reading); then the
+    /// connection closes, releasing the response.
+    #[arg(long, default_value_t = 30)]
+    pub write_timeout: u64,
+
     /// Seconds between SIGTERM (readiness turns 503) and closing the listeners, so the load
     /// balancer sees the server leave before it stops taking requests.
     #[arg(long, default_value_t = 5)]
@@ -134,6 +139,7 @@ impl Args {
                 idle: Duration::from_secs(self.idle_timeout),
                 header: Duration::from_secs(self.header_timeout),
                 body: Duration::from_secs(self.body_timeout),
+                write: Duration::from_secs(self.write_timeout),
             },
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
             watchdog: crate::server::systemd::watchdog_period(),

@@ -43,6 +43,8 @@ fn main() {
 }
 
 fn run(args: &Args) -> Result<(), String> {
+    raise_file_limit();
+    return_large_buffers();
     let mut config = args.server_config()?;
     config.inherited = systemd::listen_fds();
     // Signals are taken before any thread starts, so every thread inherits them blocked-free
@@ -90,6 +92,35 @@ fn run(args: &Args) -> Result<(), String> {
     server.stop();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Every connection is a descriptor: take the whole hard limit (systemd's LimitNOFILE, or the
+/// shell's), not the soft 1024 many systems start processes with.
+fn raise_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// Request bodies and large responses are allocated per request. glibc would serve them
+/// from its heap once it has seen a large free (its threshold for mapping them adapts
+/// upwards), and keep that memory after a burst; a fixed threshold maps every buffer of 256 KiB
+/// or more on its own, so it goes back to the system when the request ends.
+fn return_large_buffers() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes the allocator's tuning; called before other threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
 }
 
 /// How often STATUS= is refreshed under systemd.

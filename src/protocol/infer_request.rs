@@ -64,10 +64,43 @@ struct RequestJson<'a> {
     id: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     parameters: Parameters<'a>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "capped")]
     inputs: Vec<InputJson<'a>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "capped")]
     outputs: Vec<OutputJson<'a>>,
+}
+
+/// Most inputs (and outputs) one request may name. More is refused while parsing, before a
+/// header of a million tiny inputs is allocated entry by entry.
+const MAX_TENSORS: usize = 4096;
+
+fn capped<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Capped<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Capped<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "an array of at most {MAX_TENSORS} tensors")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(item) = seq.next_element()? {
+                if out.len() == MAX_TENSORS {
+                    return Err(serde::de::Error::custom(format!(
+                        "more than {MAX_TENSORS} tensors in one request"
+                    )));
+                }
+                out.push(item);
+            }
+            Ok(out)
+        }
+    }
+    deserializer.deserialize_seq(Capped(std::marker::PhantomData))
 }
 
 #[derive(Deserialize)]

@@ -40,6 +40,8 @@ pub struct Timeouts {
     pub header: Duration,
     /// Longest wait for the next bytes of a body.
     pub body: Duration,
+    /// Longest wait for a client to take more bytes of a response; then the connection closes.
+    pub write: Duration,
 }
 
 /// What every connection of one runtime shares.
@@ -130,6 +132,7 @@ pub async fn serve(mut stream: TcpStream, ctx: Rc<ConnectionContext>) {
                     error_response(e.status, &e.message),
                     false,
                     false,
+                    ctx.timeouts.write,
                 )
                 .await;
                 return;
@@ -154,9 +157,15 @@ pub async fn serve(mut stream: TcpStream, ctx: Rc<ConnectionContext>) {
             }
         };
         drop(request);
-        if write_response(&mut stream, response, keep_alive, head_only)
-            .await
-            .is_err()
+        if write_response(
+            &mut stream,
+            response,
+            keep_alive,
+            head_only,
+            ctx.timeouts.write,
+        )
+        .await
+        .is_err()
             || !keep_alive
         {
             return;
@@ -272,6 +281,7 @@ async fn write_response<S: AsyncWriteRent>(
     response: Response,
     keep_alive: bool,
     head_only: bool,
+    stall: Duration,
 ) -> io::Result<()> {
     let mut head = Vec::with_capacity(192);
     write_head(&mut head, &response, keep_alive);
@@ -280,7 +290,7 @@ async fn write_response<S: AsyncWriteRent>(
     if !head_only {
         parts.extend(response.body);
     }
-    write_all_vectored(stream, IoParts::new(parts)).await
+    write_all_vectored(stream, IoParts::new(parts), Some(stall)).await
 }
 
 /// Awaits `work`; while it waits (queued behind a model), also watches the socket, and gives up

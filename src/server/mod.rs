@@ -257,6 +257,7 @@ async fn serve_runtime(
 async fn accept_until_shutdown(listener: TcpListener, ctx: Rc<ConnectionContext>, slot: usize) {
     let shutdown = ctx.shutdown.clone();
     let mut fired = std::pin::pin!(shutdown.fired(slot));
+    let mut last_warning: Option<Instant> = None;
     loop {
         monoio::select! {
             _ = &mut fired => break,
@@ -268,8 +269,12 @@ async fn accept_until_shutdown(listener: TcpListener, ctx: Rc<ConnectionContext>
                     monoio::spawn(connection::serve(stream, ctx.clone()));
                 }
                 Err(e) => {
-                    // Out of descriptors and the like: back off instead of spinning.
-                    tracing::warn!("accept failed: {e}");
+                    // Out of descriptors and the like: back off instead of spinning, and say
+                    // so once a second, not on every try.
+                    if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                        tracing::warn!("accept failed: {e}; new connections wait in the backlog");
+                        last_warning = Some(Instant::now());
+                    }
                     monoio::time::sleep(Duration::from_millis(10)).await;
                 }
             },

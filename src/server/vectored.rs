@@ -5,6 +5,7 @@
 //! advances the iovecs itself.
 
 use std::io;
+use std::time::Duration;
 
 use bytes::Bytes;
 use monoio::buf::IoVecBuf;
@@ -71,13 +72,20 @@ unsafe impl IoVecBuf for IoParts {
     }
 }
 
-/// Writes every byte of `parts`.
+/// Writes every byte of `parts`. With `stall`, a peer that takes no byte for that long (it
+/// stopped reading) fails the write with `TimedOut`, so it cannot hold the response forever.
 pub async fn write_all_vectored<S: AsyncWriteRent>(
     stream: &mut S,
     mut parts: IoParts,
+    stall: Option<Duration>,
 ) -> io::Result<()> {
     while !parts.is_done() {
-        let (result, returned) = stream.writev(parts).await;
+        let (result, returned) = match stall {
+            Some(limit) => monoio::time::timeout(limit, stream.writev(parts))
+                .await
+                .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?,
+            None => stream.writev(parts).await,
+        };
         parts = returned;
         match result {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
