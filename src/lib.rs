@@ -8,6 +8,8 @@
 
 pub mod batching;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod images;
 pub mod loadgen;

@@ -12,7 +12,7 @@ mod service;
 mod tfs;
 
 pub use error::{error_response, ProtocolError};
-pub use infer_request::{decode_infer_request, InferRequest};
+pub use infer_request::{decode_infer_request, header_length, InferRequest};
 pub use infer_response::{encode_infer_response, ResponseOutput};
 pub use parameters::{ParamValue, Parameters};
 pub use service::{Endpoints, Service};

@@ -1,0 +1,84 @@
+"""Writes the fuzz seed corpus: requests as tritonclient builds them (JSON and binary, every
+datatype, chunked and plain framing) and small JPEG/PNG images as Pillow writes them.
+Run by scripts/fuzz (in the test venv) before the first fuzzing run; the kept corpus is
+committed minimised."""
+
+import io
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+import tritonclient.http as httpclient
+from PIL import Image
+
+CORPUS = Path(sys.argv[1] if len(sys.argv) > 1 else "fuzz/corpus")
+
+ARRAYS = {
+    "BOOL": np.array([[True, False, True]]),
+    "INT8": np.array([[-128, 0, 127]], dtype=np.int8),
+    "UINT16": np.array([[0, 65535]], dtype=np.uint16),
+    "INT32": np.arange(16, dtype=np.int32).reshape(1, 16),
+    "INT64": np.array([[-(2**63), 2**63 - 1]], dtype=np.int64),
+    "UINT64": np.array([[2**64 - 1]], dtype=np.uint64),
+    "FP16": np.array([[1.5, -2.25]], dtype=np.float16),
+    "FP32": np.array([[0.1, -3.5, 1e30, 1e-30]], dtype=np.float32),
+    "FP64": np.array([[0.1, 1e300]], dtype=np.float64),
+    "BYTES": np.array([[b"tensord", b"", "é".encode()]], dtype=np.object_),
+}
+
+
+def requests():
+    for dtype, array in ARRAYS.items():
+        for binary in (False, True):
+            inp = httpclient.InferInput("INPUT0", list(array.shape), dtype)
+            inp.set_data_from_numpy(array, binary_data=binary)
+            out = httpclient.InferRequestedOutput("OUTPUT0", binary_data=binary)
+            body, json_size = httpclient.InferenceServerClient.generate_request_body(
+                [inp], outputs=[out], request_id="7", parameters={"note": "seed"})
+            yield f"{dtype.lower()}-{'binary' if binary else 'json'}", body, json_size
+
+
+def http(body, json_size, chunked):
+    head = "POST /v2/models/identity/infer HTTP/1.1\r\nHost: localhost\r\n"
+    if json_size is not None:
+        head += f"Inference-Header-Content-Length: {json_size}\r\n"
+    if not chunked:
+        return f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+    half = len(body) // 2
+    chunks = b"".join(f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in (body[:half], body[half:]) if p)
+    return f"{head}Transfer-Encoding: chunked\r\n\r\n".encode() + chunks + b"0\r\n\r\n"
+
+
+def main():
+    for target in ("http_request", "infer_request", "image"):
+        (CORPUS / target).mkdir(parents=True, exist_ok=True)
+    for name, body, json_size in requests():
+        length = 0xFFFFFFFF if json_size is None else json_size
+        (CORPUS / "infer_request" / name).write_bytes(struct.pack("<I", length) + body)
+        (CORPUS / "http_request" / name).write_bytes(http(body, json_size, chunked=False))
+        (CORPUS / "http_request" / f"{name}-chunked").write_bytes(http(body, json_size, chunked=True))
+    (CORPUS / "http_request" / "ready").write_bytes(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n")
+    pixels = np.arange(8 * 6 * 3, dtype=np.uint8).reshape(6, 8, 3)
+    images = {
+        "rgb.png": Image.fromarray(pixels),
+        "gray.png": Image.fromarray(pixels[:, :, 0]),
+        "rgba.png": Image.fromarray(np.dstack([pixels, pixels[:, :, :1]])),
+        "palette.png": Image.fromarray(pixels).convert("P"),
+        "rgb.jpg": Image.fromarray(pixels),
+        "gray.jpg": Image.fromarray(pixels[:, :, 0]),
+    }
+    for name, image in images.items():
+        buf = io.BytesIO()
+        if name.endswith(".jpg"):
+            image.save(buf, "JPEG", quality=80)
+        else:
+            image.save(buf, "PNG")
+        (CORPUS / "image" / name).write_bytes(buf.getvalue())
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG", progressive=True)
+    (CORPUS / "image" / "progressive.jpg").write_bytes(buf.getvalue())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+//! Raw bytes into the decoders a client's bytes reach: the fuzz targets (fuzz/, cargo-fuzz)
+//! call these, and the test command replays every input the fuzzer kept through them
+//! (tests/fuzz_corpus.rs). Errors are the expected outcome; a panic or a hang is the bug.
+
+use bytes::Bytes;
+
+use crate::http::{parse_head, BodyFraming, ChunkedDecoder, Limits};
+use crate::images::{decode_images, ImageOptions, ImageTarget};
+use crate::protocol::{decode_infer_request, header_length};
+use crate::tensors::{push_bytes_element, DataType, Tensor};
+
+/// Small limits keep each run fast; the code paths are the same as with the defaults.
+const LIMITS: Limits = Limits {
+    max_header_bytes: 8 * 1024,
+    max_body_bytes: 1 << 20,
+};
+const MAX_ELEMENTS: u64 = 1 << 20;
+
+/// A whole request as it arrives: head, body (Content-Length or chunked, delivered in two
+/// reads), then the V2 decode with the head's Inference-Header-Content-Length.
+pub fn http_request(data: &[u8]) {
+    let Ok(Some((parsed, head_len))) = parse_head(data, &LIMITS) else {
+        return;
+    };
+    let framing = parsed.framing();
+    let head = parsed.into_head(Bytes::copy_from_slice(&data[..head_len]));
+    let rest = &data[head_len..];
+    let body = match framing {
+        BodyFraming::Length(n) => {
+            Bytes::copy_from_slice(&rest[..rest.len().min(n.min(LIMITS.max_body_bytes) as usize)])
+        }
+        BodyFraming::Chunked => {
+            let mut decoder = ChunkedDecoder::new(LIMITS.max_body_bytes);
+            let (first, second) = rest.split_at(rest.len() / 2);
+            let mut buf = first.to_vec();
+            for more in [second, &[][..]] {
+                match decoder.feed(&buf) {
+                    Ok(used) => buf.drain(..used),
+                    Err(_) => return,
+                };
+                buf.extend_from_slice(more);
+            }
+            if !decoder.is_done() {
+                return;
+            }
+            decoder.into_body()
+        }
+    };
+    let header_len = match head
+        .header("inference-header-content-length")
+        .map(header_length)
+    {
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) => return,
+        None => None,
+    };
+    infer_body(&body, header_len);
+}
+
+/// A V2 body: the first four bytes give the JSON header's length (little-endian; all ones:
+/// none, the whole body is JSON), the rest is the body.
+pub fn infer_request(data: &[u8]) {
+    let Some((len, body)) = data.split_first_chunk::<4>() else {
+        return;
+    };
+    let header_len = match u32::from_le_bytes(*len) {
+        u32::MAX => None,
+        n => Some(u64::from(n)),
+    };
+    infer_body(&Bytes::copy_from_slice(body), header_len);
+}
+
+fn infer_body(body: &Bytes, header_len: Option<u64>) {
+    if let Ok(request) = decode_infer_request(body, header_len, MAX_ELEMENTS) {
+        // Walk what a model would read: BYTES elements, and every tensor's size.
+        for input in &request.inputs {
+            if input.tensor.datatype == DataType::Bytes {
+                let _ = input.tensor.bytes_elements().count();
+            }
+        }
+    }
+}
+
+/// One image, decoded at its own size (UINT8 NHWC, OVMS's default) and resized into a fixed
+/// FP32 NCHW target.
+pub fn image(data: &[u8]) {
+    let mut element = Vec::with_capacity(data.len() + 4);
+    if push_bytes_element(&mut element, data).is_err() {
+        return;
+    }
+    let input = Tensor {
+        datatype: DataType::Bytes,
+        shape: vec![1],
+        data: Bytes::from(element),
+    };
+    let options = ImageOptions::default();
+    let targets = [
+        (DataType::Uint8, [-1, -1, -1, 3], None),
+        (DataType::Fp32, [1, 3, 17, 23], Some("NCHW")),
+    ];
+    for (datatype, dims, layout) in targets {
+        if let Some(target) = ImageTarget::of(datatype, &dims, &[], layout, &options) {
+            let _ = decode_images(&input, &target, MAX_ELEMENTS);
+        }
+    }
+}
