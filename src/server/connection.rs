@@ -359,3 +359,17 @@ impl<F: Future> Future for CatchUnwind<F> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_handler_becomes_an_error_not_a_dead_thread() {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut panicking = std::pin::pin!(CatchUnwind(async { panic!("handler bug") }));
+        assert_eq!(panicking.as_mut().poll(&mut cx), Poll::Ready(Err(())));
+        let mut fine = std::pin::pin!(CatchUnwind(async { 7 }));
+        assert_eq!(fine.as_mut().poll(&mut cx), Poll::Ready(Ok(7)));
+    }
+}
