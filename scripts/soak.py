@@ -34,6 +34,10 @@ def fds(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def with_length(head, body):
+    return head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+
 def bad_requests(port, stop, tally):
     """Malformed, lying and abandoned requests, each on a fresh connection."""
     good_header = json.dumps({"inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32",
@@ -44,8 +48,9 @@ def bad_requests(port, stop, tally):
          + str(len(good_header)).encode() + b"\r\nContent-Length: " + str(len(good_header) + 8).encode()
          + b"\r\n\r\n" + good_header + b"\0" * 8, True),
         ("huge length", b"POST /v2/models/identity/infer HTTP/1.1\r\nContent-Length: 999999999999\r\n\r\n", True),
-        ("corrupt image", b"POST /v2/models/image_probe/infer HTTP/1.1\r\nContent-Length: 97\r\n\r\n"
-         + b'{"inputs":[{"name":"IMAGE","shape":[1],"datatype":"BYTES","data":["\\u00ff\\u00d8not an image"]}]}', True),
+        ("corrupt image", with_length(b"POST /v2/models/image_probe/infer HTTP/1.1\r\n",
+                                      b'{"inputs":[{"name":"IMAGE","shape":[1],"datatype":"BYTES",'
+                                      b'"data":["\\u00ff\\u00d8not an image"]}]}'), True),
         ("half body, then gone", b"POST /v2/models/identity/infer HTTP/1.1\r\nContent-Length: 1000\r\n\r\n{\"in", False),
         ("gone before reading a large answer", None, False),
     ]
