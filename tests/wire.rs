@@ -52,12 +52,17 @@ impl Daemon {
         let daemon = Daemon { child, addr };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Ok(mut s) = TcpStream::connect(&daemon.addr) {
-                s.write_all(b"GET /v2/health/ready HTTP/1.1\r\n\r\n")
-                    .unwrap();
-                if read_response(&mut s).status == 200 {
-                    return daemon;
-                }
+            // Start-up checks that the port is free with a listener of its own, briefly: a
+            // probe that lands on it is reset, so any error here means "not up yet".
+            let mut status = [0u8; 12];
+            let ready = TcpStream::connect(&daemon.addr).is_ok_and(|mut s| {
+                s.write_all(b"GET /v2/health/ready HTTP/1.1\r\nConnection: close\r\n\r\n")
+                    .and_then(|()| s.read_exact(&mut status))
+                    .is_ok()
+                    && &status[9..12] == b"200"
+            });
+            if ready {
+                return daemon;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
