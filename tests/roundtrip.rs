@@ -7,23 +7,6 @@ use serde_json::{json, Value};
 use tensord::protocol::decode_infer_request;
 use tensord::tensors::{decode_json_data, push_bytes_element, write_json_data, DataType, Tensor};
 
-const DATATYPES: [DataType; 14] = [
-    DataType::Bool,
-    DataType::Uint8,
-    DataType::Uint16,
-    DataType::Uint32,
-    DataType::Uint64,
-    DataType::Int8,
-    DataType::Int16,
-    DataType::Int32,
-    DataType::Int64,
-    DataType::Fp16,
-    DataType::Bf16,
-    DataType::Fp32,
-    DataType::Fp64,
-    DataType::Bytes,
-];
-
 /// Tensor bytes for `count` elements from raw material: every bit pattern for integers,
 /// finite values for floats (JSON has no NaN or infinity; tensord writes them as Python
 /// does, but they do not come back through strict JSON), UTF-8 strings for BYTES.
@@ -55,13 +38,13 @@ fn tensor_bytes(datatype: DataType, count: usize, seed: &[u8], words: &[String])
 
 fn arbitrary_tensor() -> impl Strategy<Value = Tensor> {
     (
-        0..DATATYPES.len(),
+        0..DataType::ALL.len(),
         proptest::collection::vec(0u64..4, 0..4),
         proptest::collection::vec(any::<u8>(), 1..256),
         proptest::collection::vec("\\PC{0,6}", 1..4),
     )
         .prop_map(|(d, shape, seed, words)| {
-            let datatype = DATATYPES[d];
+            let datatype = DataType::ALL[d];
             let count = shape.iter().product::<u64>() as usize;
             let data = tensor_bytes(datatype, count, &seed, &words);
             Tensor::new(datatype, shape, Bytes::from(data), u64::MAX).unwrap()

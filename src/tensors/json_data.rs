@@ -660,20 +660,13 @@ mod fast_path_tests {
     use super::*;
     use proptest::prelude::*;
 
-    const NUMERIC: [DataType; 12] = [
-        DataType::Int8,
-        DataType::Int16,
-        DataType::Int32,
-        DataType::Int64,
-        DataType::Uint8,
-        DataType::Uint16,
-        DataType::Uint32,
-        DataType::Uint64,
-        DataType::Fp16,
-        DataType::Bf16,
-        DataType::Fp32,
-        DataType::Fp64,
-    ];
+    /// Every datatype that holds numbers (all but BOOL and BYTES).
+    fn numeric() -> Vec<DataType> {
+        DataType::ALL
+            .into_iter()
+            .filter(|d| !matches!(d, DataType::Bool | DataType::Bytes))
+            .collect()
+    }
 
     /// Whenever the fast path answers, the general decoder gives the same bytes.
     fn agree(raw: &str, datatype: DataType, count: u64) {
@@ -688,7 +681,7 @@ mod fast_path_tests {
         fn fast_numbers_match_the_general_decoder(
             values in proptest::collection::vec(any::<f64>(), 0..20),
             style in 0..4usize,
-            datatype in 0..12usize,
+            datatype in proptest::sample::select(numeric()),
         ) {
             let tokens: Vec<String> = values
                 .iter()
@@ -701,12 +694,12 @@ mod fast_path_tests {
                 })
                 .collect();
             let raw = format!("[ {} ]", tokens.join(" ,\n"));
-            agree(&raw, NUMERIC[datatype], tokens.len() as u64);
+            agree(&raw, datatype, tokens.len() as u64);
         }
 
         #[test]
-        fn number_like_junk_never_differs(token in "[-+0-9.eE]{1,12}", datatype in 0..12usize) {
-            agree(&format!("[{token}]"), NUMERIC[datatype], 1);
+        fn number_like_junk_never_differs(token in "[-+0-9.eE]{1,12}", datatype in proptest::sample::select(numeric())) {
+            agree(&format!("[{token}]"), datatype, 1);
         }
     }
 
