@@ -203,7 +203,11 @@ async fn read_request<S: AsyncReadRent + AsyncWriteRent>(
         }
     };
     let framing = parsed.framing();
-    let head = parsed.into_head(buf.split_to(head_len).freeze());
+    // The head is copied out (it is small) so that `buf` stays the sole owner of its allocation:
+    // a shared buffer cannot grow in place, and reserving room for the body would copy all that
+    // was read so far into a fresh allocation.
+    let head = parsed.into_head(Bytes::copy_from_slice(&buf[..head_len]));
+    buf.advance(head_len);
     let body = match framing {
         BodyFraming::Length(length) => {
             if length > ctx.limits.max_body_bytes {
