@@ -189,3 +189,43 @@ fn data_tfs_path(bencher: Bencher, n: usize) {
         .counter(divan::counter::BytesCount::new(text.len()))
         .bench(|| black_box(tfs_tensor_of(black_box(&text), None, u64::MAX).unwrap()));
 }
+
+/// The JSON request tensord-bench sends for identity FP32 [1, n] (its random values are
+/// multiples of 1/8 in [-16, 16), so most are written in 3 to 7 characters).
+fn json_request(n: usize) -> Bytes {
+    let values: Vec<String> = (0..n)
+        .map(|i| format!("{}", ((i * 37 % 256) as f32 - 128.0) / 8.0))
+        .collect();
+    Bytes::from(format!(
+        r#"{{"inputs":[{{"name":"INPUT0","shape":[1,{n}],"datatype":"FP32","data":[{}]}}],"outputs":[{{"name":"OUTPUT0"}}]}}"#,
+        values.join(",")
+    ))
+}
+
+/// A whole JSON infer request body to input tensors: envelope and data.
+#[divan::bench(args = SIZES)]
+fn parse_json_request(bencher: Bencher, n: usize) {
+    let body = json_request(n);
+    bencher
+        .counter(divan::counter::BytesCount::new(body.len()))
+        .bench(|| {
+            let request = decode_infer_request(black_box(&body), None, u64::MAX).unwrap();
+            black_box(request.inputs.len());
+        });
+}
+
+/// The JSON response to that request: the output tensor written as JSON numbers.
+#[divan::bench(args = SIZES)]
+fn encode_json_response(bencher: Bencher, n: usize) {
+    let body = json_request(n);
+    let request = decode_infer_request(&body, None, u64::MAX).unwrap();
+    let tensor = request.inputs[0].tensor.clone();
+    bencher.bench(|| {
+        let outputs = vec![ResponseOutput {
+            name: "OUTPUT0",
+            tensor: tensor.clone(),
+            binary: false,
+        }];
+        black_box(encode_infer_response("identity", 1, &request, outputs).unwrap());
+    });
+}

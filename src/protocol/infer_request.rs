@@ -4,8 +4,8 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
+use super::json_walk::JsonWalk;
 use super::parameters::Parameters;
 use super::ProtocolError;
 use crate::models::TensorSpec;
@@ -58,15 +58,12 @@ impl InferRequest<'_> {
     }
 }
 
-#[derive(Deserialize)]
+/// The JSON header, walked (see `json_walk`) rather than derived: tensor data stays text
+/// until its datatype decodes it.
 struct RequestJson<'a> {
-    #[serde(default, borrow)]
     id: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
     parameters: Parameters<'a>,
-    #[serde(borrow, deserialize_with = "capped")]
     inputs: Vec<InputJson<'a>>,
-    #[serde(default, borrow, deserialize_with = "capped")]
     outputs: Vec<OutputJson<'a>>,
 }
 
@@ -74,46 +71,96 @@ struct RequestJson<'a> {
 /// header of a million tiny inputs is allocated entry by entry.
 const MAX_TENSORS: usize = 4096;
 
-fn capped<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    struct Capped<T>(std::marker::PhantomData<T>);
-    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Capped<T> {
-        type Value = Vec<T>;
-
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            write!(f, "an array of at most {MAX_TENSORS} tensors")
-        }
-
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
-            let mut out = Vec::new();
-            while let Some(item) = seq.next_element()? {
-                if out.len() == MAX_TENSORS {
-                    return Err(serde::de::Error::custom(format!(
-                        "more than {MAX_TENSORS} tensors in one request"
-                    )));
-                }
-                out.push(item);
-            }
-            Ok(out)
-        }
-    }
-    deserializer.deserialize_seq(Capped(std::marker::PhantomData))
-}
-
-#[derive(Deserialize)]
 struct InputJson<'a> {
-    #[serde(borrow)]
     name: Cow<'a, str>,
     shape: Vec<u64>,
-    #[serde(borrow)]
     datatype: Cow<'a, str>,
-    #[serde(default, borrow)]
     parameters: Parameters<'a>,
-    #[serde(default, borrow)]
-    data: Option<&'a RawValue>,
+    data: Option<&'a str>,
+}
+
+fn parse_header(text: &str) -> Result<RequestJson<'_>, String> {
+    let mut walk = JsonWalk::new(text);
+    let (mut id, mut parameters, mut inputs, mut outputs) = (None, None, None, None);
+    walk.object(|w, key| {
+        let value = match &*key {
+            "id" => w.nullable_string().and_then(|v| set_once(&mut id, &key, v)),
+            "parameters" => w.decode().and_then(|v| set_once(&mut parameters, &key, v)),
+            "inputs" => capped(w, parse_input).and_then(|v| set_once(&mut inputs, &key, v)),
+            "outputs" => capped(w, |w, i| {
+                w.decode().map_err(|e| format!("outputs[{i}]: {e}"))
+            })
+            .and_then(|v| set_once(&mut outputs, &key, v)),
+            _ => w.ignore(),
+        };
+        // "inputs" + "[0].shape: ..."
+        value.map_err(|e| match e.starts_with('[') {
+            true => format!("{key}{e}"),
+            false => format!("{key}: {e}"),
+        })
+    })?;
+    walk.finish()?;
+    Ok(RequestJson {
+        id: id.flatten(),
+        parameters: parameters.unwrap_or_default(),
+        inputs: inputs.ok_or("missing field `inputs`")?,
+        outputs: outputs.unwrap_or_default(),
+    })
+}
+
+fn parse_input<'a>(w: &mut JsonWalk<'a>, index: usize) -> Result<InputJson<'a>, String> {
+    let (mut name, mut shape, mut datatype, mut parameters, mut data) =
+        (None, None, None, None, None);
+    w.object(|w, key| {
+        let value = match &*key {
+            "name" => w.string().and_then(|v| set_once(&mut name, &key, v)),
+            "shape" => {
+                let mut dims = Vec::with_capacity(4);
+                w.array(|w| w.u64().map(|d| dims.push(d)))
+                    .and_then(|()| set_once(&mut shape, &key, dims))
+            }
+            "datatype" => w.string().and_then(|v| set_once(&mut datatype, &key, v)),
+            "parameters" => w.decode().and_then(|v| set_once(&mut parameters, &key, v)),
+            "data" => w
+                .raw()
+                .and_then(|raw| set_once(&mut data, &key, (raw != "null").then_some(raw))),
+            _ => w.ignore(),
+        };
+        value.map_err(|e| format!("[{index}].{key}: {e}"))
+    })?;
+    let missing = |field: &str| format!("[{index}]: missing field `{field}`");
+    Ok(InputJson {
+        name: name.ok_or_else(|| missing("name"))?,
+        shape: shape.ok_or_else(|| missing("shape"))?,
+        datatype: datatype.ok_or_else(|| missing("datatype"))?,
+        parameters: parameters.unwrap_or_default(),
+        data: data.flatten(),
+    })
+}
+
+/// Fills `slot` from the first occurrence of `key`; a second one is refused, as serde does.
+fn set_once<T>(slot: &mut Option<T>, key: &str, value: T) -> Result<(), String> {
+    if slot.is_some() {
+        return Err(format!("duplicate field `{key}`"));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+/// An array of at most `MAX_TENSORS` elements, each parsed by `element` (given its index).
+fn capped<'a, T>(
+    w: &mut JsonWalk<'a>,
+    mut element: impl FnMut(&mut JsonWalk<'a>, usize) -> Result<T, String>,
+) -> Result<Vec<T>, String> {
+    let mut out = Vec::new();
+    w.array(|w| {
+        if out.len() == MAX_TENSORS {
+            return Err(format!("more than {MAX_TENSORS} tensors in one request"));
+        }
+        out.push(element(w, out.len())?);
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 #[derive(Deserialize)]
@@ -151,7 +198,9 @@ pub fn decode_infer_request(
             )))
         }
     };
-    let header: RequestJson = serde_json::from_slice(&body[..json_len])
+    let header = std::str::from_utf8(&body[..json_len])
+        .map_err(|e| e.to_string())
+        .and_then(parse_header)
         .map_err(|e| ProtocolError::bad_request(format!("invalid inference request JSON: {e}")))?;
     let binary = body.slice(json_len..);
     let mut offset = 0u64;
@@ -165,7 +214,7 @@ pub fn decode_infer_request(
         })?;
         let binary_size = input.parameters.get_u64("binary_data_size")?;
         let data = match (input.data, binary_size) {
-            (Some(raw), None) => decode_json_data(raw.get(), datatype, &input.shape, max_elements)
+            (Some(raw), None) => decode_json_data(raw, datatype, &input.shape, max_elements)
                 .map_err(|e| ProtocolError::tensor("input", &input.name, e))?,
             (None, Some(size)) => {
                 let end = offset
@@ -385,6 +434,136 @@ mod tests {
             let len = len.filter(|_| binary);
             let err = decode_infer_request(&b, len, u64::MAX).unwrap_err();
             assert!(err.message.contains(message), "{json}: {}", err.message);
+        }
+    }
+
+    /// The serde-derived header the walk replaced: the reference it must agree with.
+    mod reference {
+        use super::super::{Cow, Parameters};
+        use serde::Deserialize;
+        use serde_json::value::RawValue;
+
+        #[derive(Deserialize)]
+        pub struct Request<'a> {
+            #[serde(default, borrow)]
+            pub id: Option<Cow<'a, str>>,
+            #[serde(default, borrow)]
+            pub parameters: Parameters<'a>,
+            #[serde(borrow)]
+            pub inputs: Vec<Input<'a>>,
+            #[serde(default, borrow)]
+            pub outputs: Vec<Output<'a>>,
+        }
+
+        #[derive(Deserialize)]
+        pub struct Input<'a> {
+            #[serde(borrow)]
+            pub name: Cow<'a, str>,
+            pub shape: Vec<u64>,
+            #[serde(borrow)]
+            pub datatype: Cow<'a, str>,
+            #[serde(default, borrow)]
+            pub parameters: Parameters<'a>,
+            #[serde(default, borrow)]
+            pub data: Option<&'a RawValue>,
+        }
+
+        #[derive(Deserialize)]
+        pub struct Output<'a> {
+            #[serde(borrow)]
+            pub name: Cow<'a, str>,
+            #[serde(default, borrow)]
+            pub parameters: Parameters<'a>,
+        }
+    }
+
+    /// Both parsers' view of a header, as comparable text; `None` when refused. The walk
+    /// leaves tensor data to its decoder, so here the data is checked as JSON too.
+    fn both_ways(text: &str) -> (Option<String>, Option<String>) {
+        let walked = parse_header(text).ok().filter(|h| {
+            h.inputs.iter().all(|i| {
+                i.data
+                    .is_none_or(|d| serde_json::from_str::<serde::de::IgnoredAny>(d).is_ok())
+            })
+        });
+        let walked = walked.map(|h| {
+            let inputs: Vec<_> = h
+                .inputs
+                .iter()
+                .map(|i| (&i.name, &i.shape, &i.datatype, &i.parameters, i.data))
+                .collect();
+            let outputs: Vec<_> = h.outputs.iter().map(|o| (&o.name, &o.parameters)).collect();
+            format!("{:?} {:?} {inputs:?} {outputs:?}", h.id, h.parameters)
+        });
+        let derived = serde_json::from_str::<reference::Request>(text)
+            .ok()
+            .map(|h| {
+                let inputs: Vec<_> = h
+                    .inputs
+                    .iter()
+                    .map(|i| {
+                        (
+                            &i.name,
+                            &i.shape,
+                            &i.datatype,
+                            &i.parameters,
+                            i.data.map(|d| d.get()),
+                        )
+                    })
+                    .collect();
+                let outputs: Vec<_> = h.outputs.iter().map(|o| (&o.name, &o.parameters)).collect();
+                format!("{:?} {:?} {inputs:?} {outputs:?}", h.id, h.parameters)
+            });
+        (walked, derived)
+    }
+
+    /// Valid requests and every one-character deletion or insertion in them (most break the
+    /// JSON) are read the same by the walk and by serde.
+    #[test]
+    fn the_walk_agrees_with_serde_on_every_edit() {
+        let seeds = [
+            r#"{"id":"7","parameters":{"binary_data_output":true},"inputs":[{"name":"A","shape":[1,2],"datatype":"FP32","data":[1.5,-2e3]},{"name":"B\"q","shape":[0],"datatype":"BYTES","parameters":{"binary_data_size":4,"s":"x"}}],"outputs":[{"name":"C","parameters":{"binary_data":false}}]}"#,
+            r#" { "inputs" : [ { "data" : [ [ "a]" , "\u0062" ] ] , "datatype" : "BYTES" , "shape" : [ 1 , 2 ] , "name" : "x" , "extra" : { "k" : [ null ] } } ] , "id" : null , "outputs" : [ ] } "#,
+            r#"{"inputs":[{"name":"na\u006de","shape":[],"datatype":"BOOL","data":true,"data2":{"}":"{"}}],"unknown":[1,{"a":"]"}]}"#,
+        ];
+        let mut edits = 0;
+        for seed in seeds {
+            assert!(both_ways(seed).0.is_some(), "{seed}");
+            for at in 0..=seed.len() {
+                let mut texts = Vec::new();
+                if at < seed.len() {
+                    texts.push(format!("{}{}", &seed[..at], &seed[at + 1..]));
+                }
+                for c in ["{", "}", "[", "]", "\"", ",", ":", "\\", "1", "-", " ", "n"] {
+                    texts.push(format!("{}{c}{}", &seed[..at], &seed[at..]));
+                }
+                for text in texts {
+                    let (walked, derived) = both_ways(&text);
+                    assert_eq!(walked, derived, "{text}");
+                    edits += 1;
+                }
+            }
+        }
+        assert!(edits > 5000);
+    }
+
+    #[test]
+    fn the_walk_reads_the_seeds_like_serde() {
+        for text in [
+            r#"{"inputs":[]}"#,
+            r#"{"id":"é\n","inputs":[{"name":"A","shape":[3],"datatype":"INT8","data":[1,2,3]}]}"#,
+        ] {
+            let (walked, derived) = both_ways(text);
+            assert!(walked.is_some());
+            assert_eq!(walked, derived);
+        }
+        for refused in [
+            r#"{"inputs":[],"inputs":[]}"#,
+            r#"{"inputs":[{"name":"A","name":"B","shape":[],"datatype":"INT8"}]}"#,
+            r#"{"inputs":[{"shape":[],"datatype":"INT8"}]}"#,
+            r#"{"id":"x"}"#,
+        ] {
+            assert_eq!(both_ways(refused), (None, None), "{refused}");
         }
     }
 

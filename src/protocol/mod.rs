@@ -4,6 +4,7 @@
 mod error;
 mod infer_request;
 mod infer_response;
+mod json_walk;
 mod metadata;
 mod parameters;
 mod prometheus;

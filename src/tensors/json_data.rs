@@ -225,14 +225,8 @@ fn flat_numbers(raw: &str, datatype: DataType, expected: u64) -> Option<Vec<u8>>
         i += 1;
     } else {
         loop {
-            let start = i;
-            while text
-                .get(i)
-                .is_some_and(|b| matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
-            {
-                i += 1;
-            }
-            let pushed = match parse_number(&text[start..i])? {
+            let (number, next) = number_at(text, i)?;
+            let pushed = match number {
                 Number::Int(v) => push_int_value(&mut out, datatype, v),
                 Number::Float(v) => push_float_bytes(&mut out, datatype, v),
             };
@@ -240,7 +234,7 @@ fn flat_numbers(raw: &str, datatype: DataType, expected: u64) -> Option<Vec<u8>>
             if !pushed || count > expected {
                 return None;
             }
-            i = skip(i);
+            i = skip(next);
             match text.get(i) {
                 Some(b',') => i = skip(i + 1),
                 Some(b']') => {
@@ -259,80 +253,97 @@ enum Number {
     Float(f64),
 }
 
-/// Parses one JSON number strictly. Decimals of up to 19 digits with a small exponent (nearly
-/// all in practice) are exact in one multiplication or division of f64s (Clinger's fast
-/// path); the rest go to the standard library's correctly rounded parser.
-fn parse_number(token: &[u8]) -> Option<Number> {
+/// Parses the JSON number starting at `text[start]`, strictly, in one pass; gives it and the
+/// index after it. Decimals of up to 19 digits with a small exponent (nearly all in practice)
+/// are exact in one multiplication or division of f64s (Clinger's fast path); the rest go to
+/// the standard library's correctly rounded parser.
+fn number_at(text: &[u8], start: usize) -> Option<(Number, usize)> {
     const POW10: [f64; 23] = [
         1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
         1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
     ];
-    let digits = |t: &[u8]| t.iter().take_while(|b| b.is_ascii_digit()).count();
-    let (negative, rest) = match token.split_first()? {
-        (b'-', rest) => (true, rest),
-        _ => (false, token),
+    let digit_at = |i: usize| {
+        text.get(i)
+            .map(|b| b.wrapping_sub(b'0'))
+            .filter(|&d| d < 10)
     };
-    let int_len = digits(rest);
-    if int_len == 0 || (int_len > 1 && rest[0] == b'0') {
+    let negative = text.get(start) == Some(&b'-');
+    let mut i = start + usize::from(negative);
+    // Wraps past 19 digits; such numbers take the slow path below.
+    let mut mantissa = 0u64;
+    let int_start = i;
+    while let Some(d) = digit_at(i) {
+        mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d));
+        i += 1;
+    }
+    let int_len = i - int_start;
+    if int_len == 0 || (int_len > 1 && text[int_start] == b'0') {
         return None;
     }
-    let (int_part, mut rest) = rest.split_at(int_len);
-    let mut fraction: &[u8] = &[];
-    if let Some((b'.', after)) = rest.split_first() {
-        let n = digits(after);
-        if n == 0 {
+    let mut fraction_len = 0;
+    if text.get(i) == Some(&b'.') {
+        i += 1;
+        while let Some(d) = digit_at(i) {
+            mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d));
+            i += 1;
+            fraction_len += 1;
+        }
+        if fraction_len == 0 {
             return None;
         }
-        (fraction, rest) = after.split_at(n);
     }
     let mut exponent = 0i64;
-    let has_exponent = matches!(rest.first(), Some(b'e' | b'E'));
+    let has_exponent = matches!(text.get(i), Some(b'e' | b'E'));
     if has_exponent {
-        let (sign, after) = match &rest[1..] {
-            [b'-', after @ ..] => (-1, after),
-            [b'+', after @ ..] => (1, after),
-            after => (1, after),
+        i += 1;
+        let sign = match text.get(i) {
+            Some(b'-') => -1,
+            Some(b'+') => 1,
+            _ => 0,
         };
-        if after.is_empty() || after.len() > 4 || digits(after) != after.len() {
+        i += usize::from(sign != 0);
+        let digits_start = i;
+        while let Some(d) = digit_at(i) {
+            exponent = exponent * 10 + i64::from(d);
+            i += 1;
+            if i - digits_start > 4 {
+                return None;
+            }
+        }
+        if i == digits_start {
             return None;
         }
-        exponent = sign * after.iter().fold(0i64, |e, d| e * 10 + i64::from(d - b'0'));
-        rest = &[];
+        exponent *= if sign < 0 { -1 } else { 1 };
     }
-    if !rest.is_empty() {
-        return None;
-    }
-    if fraction.is_empty() && !has_exponent {
+    let token = &text[start..i];
+    let digits = int_len + fraction_len;
+    if fraction_len == 0 && !has_exponent {
         // "-0" is a float (-0.0) to serde_json, whose rules the general path keeps.
-        if int_part.len() > 38 || (negative && int_part == b"0") {
+        if negative && mantissa == 0 {
             return None;
         }
-        let v = int_part
-            .iter()
-            .fold(0i128, |v, d| v * 10 + i128::from(d - b'0'));
-        return Some(Number::Int(if negative { -v } else { v }));
+        let v = if digits <= 19 {
+            i128::from(mantissa)
+        } else {
+            std::str::from_utf8(&token[usize::from(negative)..])
+                .ok()?
+                .parse::<i128>()
+                .ok()?
+        };
+        return Some((Number::Int(if negative { -v } else { v }), i));
     }
-    if int_part.len() + fraction.len() <= 19 {
-        let mantissa = int_part
-            .iter()
-            .chain(fraction)
-            .fold(0u64, |m, d| m * 10 + u64::from(d - b'0'));
-        let scale = exponent - fraction.len() as i64;
-        if mantissa <= 1 << 53 && (-22..=22).contains(&scale) {
-            let m = mantissa as f64;
-            let v = if scale >= 0 {
-                m * POW10[scale as usize]
-            } else {
-                m / POW10[(-scale) as usize]
-            };
-            return Some(Number::Float(if negative { -v } else { v }));
-        }
+    let scale = exponent - fraction_len as i64;
+    if digits <= 19 && mantissa <= 1 << 53 && (-22..=22).contains(&scale) {
+        let m = mantissa as f64;
+        let v = if scale >= 0 {
+            m * POW10[scale as usize]
+        } else {
+            m / POW10[(-scale) as usize]
+        };
+        return Some((Number::Float(if negative { -v } else { v }), i));
     }
-    std::str::from_utf8(token)
-        .ok()?
-        .parse::<f64>()
-        .ok()
-        .map(Number::Float)
+    let v = std::str::from_utf8(token).ok()?.parse::<f64>().ok()?;
+    Some((Number::Float(v), i))
 }
 
 /// An array at `depth` (0 = the outer one).
