@@ -159,7 +159,7 @@ fn push_int_value(out: &mut Vec<u8>, datatype: DataType, v: i128) -> bool {
         DataType::Uint32 => int!(u32),
         DataType::Uint64 => int!(u64),
         DataType::Fp16 | DataType::Bf16 | DataType::Fp32 | DataType::Fp64 => {
-            return push_float_bytes(out, datatype, v as f64)
+            return push_float_bytes(out, datatype, int_to_f64(v))
         }
         DataType::Bool | DataType::Bytes => return false,
     }
@@ -198,10 +198,29 @@ fn push_float_bytes(out: &mut Vec<u8>, datatype: DataType, v: f64) -> bool {
 /// count, malformed numbers) gives `None`, and the general decoder takes it and reports the
 /// error. Results are the same either way: numbers are parsed correctly rounded.
 fn flat_numbers(raw: &str, datatype: DataType, expected: u64) -> Option<Vec<u8>> {
-    if matches!(datatype, DataType::Bool | DataType::Bytes) {
-        return None;
+    let size = datatype.element_size()?;
+    match datatype {
+        DataType::Bool | DataType::Bytes => None,
+        // The most common datatype gets a copy of the loop without the per-element match.
+        DataType::Fp32 => flat_array(raw.as_bytes(), expected, size, |out, number| {
+            let x = number.to_f64() as f32;
+            out.extend_from_slice(&x.to_le_bytes());
+            x.is_finite()
+        }),
+        _ => flat_array(raw.as_bytes(), expected, size, |out, number| match number {
+            Number::Int(v) => push_int_value(out, datatype, v),
+            Number::Float(v) => push_float_bytes(out, datatype, v),
+        }),
     }
-    let text = raw.as_bytes();
+}
+
+/// `flat_numbers` for one datatype: `push` appends a number's bytes, false when it does not fit.
+fn flat_array(
+    text: &[u8],
+    expected: u64,
+    size: usize,
+    mut push: impl FnMut(&mut Vec<u8>, Number) -> bool,
+) -> Option<Vec<u8>> {
     let skip = |mut i: usize| {
         while text
             .get(i)
@@ -211,9 +230,8 @@ fn flat_numbers(raw: &str, datatype: DataType, expected: u64) -> Option<Vec<u8>>
         }
         i
     };
-    let size = datatype.element_size()? as u64;
     // A number takes at least two characters with its comma: the text bounds the allocation.
-    let capacity = expected.min(text.len() as u64 / 2 + 1) * size;
+    let capacity = expected.min(text.len() as u64 / 2 + 1) * size as u64;
     let mut out = Vec::with_capacity(capacity as usize);
     let mut count = 0u64;
     let mut i = skip(0);
@@ -226,10 +244,7 @@ fn flat_numbers(raw: &str, datatype: DataType, expected: u64) -> Option<Vec<u8>>
     } else {
         loop {
             let (number, next) = number_at(text, i)?;
-            let pushed = match number {
-                Number::Int(v) => push_int_value(&mut out, datatype, v),
-                Number::Float(v) => push_float_bytes(&mut out, datatype, v),
-            };
+            let pushed = push(&mut out, number);
             count += 1;
             if !pushed || count > expected {
                 return None;
@@ -251,6 +266,21 @@ fn flat_numbers(raw: &str, datatype: DataType, expected: u64) -> Option<Vec<u8>>
 enum Number {
     Int(i128),
     Float(f64),
+}
+
+impl Number {
+    fn to_f64(&self) -> f64 {
+        match *self {
+            Number::Int(v) => int_to_f64(v),
+            Number::Float(v) => v,
+        }
+    }
+}
+
+/// `v as f64`, through i64 where it fits: i128 has no hardware conversion, and the result
+/// is the same (both round to nearest).
+fn int_to_f64(v: i128) -> f64 {
+    i64::try_from(v).map_or(v as f64, |v| v as f64)
 }
 
 /// Parses the JSON number starting at `text[start]`, strictly, in one pass; gives it and the
