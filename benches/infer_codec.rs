@@ -1,5 +1,6 @@
-//! Parsing a binary infer request and encoding its response, plus the JSON parser choice:
-//! serde_json (typed, borrowed) against simd-json on a real request header and on JSON tensor data.
+//! Parsing infer requests and encoding their responses (binary and JSON), plus the JSON parser
+//! choice: tensord's paths against serde_json (typed, borrowed) and simd-json on a real request
+//! header and on JSON tensor data.
 //!
 //! Run: cargo bench --bench infer_codec
 
@@ -127,6 +128,19 @@ fn header_serde_json(bencher: Bencher) {
     });
 }
 
+/// tensord's own header path: the walk, serde_json on each small value (the binary
+/// inputs are sliced, not decoded).
+#[divan::bench]
+fn header_tensord(bencher: Bencher) {
+    let mut body = HEADER.as_bytes().to_vec();
+    body.extend_from_slice(&[0; 128]);
+    let body = Bytes::from(body);
+    bencher.bench(|| {
+        let request = decode_infer_request(black_box(&body), Some(HEADER.len() as u64), u64::MAX);
+        black_box(request.unwrap().inputs.len())
+    });
+}
+
 /// simd-json parses in place, so it needs a mutable copy of the header (counted here).
 #[divan::bench]
 fn header_simd_json(bencher: Bencher) {
@@ -148,9 +162,9 @@ fn json_data(n: usize) -> String {
     format!("[{}]", values.join(","))
 }
 
-/// JSON tensor data to FP32 wire bytes: tensord's serde_json visitor.
+/// JSON tensor data to FP32 wire bytes: tensord's decoder (its fast path takes flat arrays).
 #[divan::bench(args = SIZES)]
-fn data_serde_json(bencher: Bencher, n: usize) {
+fn data_tensord(bencher: Bencher, n: usize) {
     let text = json_data(n);
     bencher
         .counter(divan::counter::BytesCount::new(text.len()))
@@ -159,6 +173,22 @@ fn data_serde_json(bencher: Bencher, n: usize) {
                 decode_json_data(black_box(&text), DataType::Fp32, &[1, n as u64], u64::MAX)
                     .unwrap(),
             )
+        });
+}
+
+/// The same with serde_json into a `Vec<f32>`, then the bytes.
+#[divan::bench(args = SIZES)]
+fn data_serde_json(bencher: Bencher, n: usize) {
+    let text = json_data(n);
+    bencher
+        .counter(divan::counter::BytesCount::new(text.len()))
+        .bench(|| {
+            let values: Vec<f32> = serde_json::from_str(black_box(&text)).unwrap();
+            let mut out = Vec::with_capacity(values.len() * 4);
+            for v in values {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            black_box(out)
         });
 }
 
