@@ -53,61 +53,59 @@ impl<'a> JsonWalk<'a> {
         }
     }
 
+    /// Takes `byte` (after whitespace), or fails naming `what` was expected there.
+    fn expect(&mut self, byte: u8, what: &str) -> Result<(), String> {
+        self.skip_whitespace();
+        if self.bytes().get(self.at) != Some(&byte) {
+            return Err(self.expected(what));
+        }
+        self.at += 1;
+        Ok(())
+    }
+
     /// Walks an object: `each` is called with every key and must take that key's value.
     pub fn object(
         &mut self,
         mut each: impl FnMut(&mut Self, Cow<'a, str>) -> Result<(), String>,
     ) -> Result<(), String> {
-        if self.next_byte() != Some(b'{') {
-            self.at = self.at.saturating_sub(1);
-            return Err(self.expected("an object"));
-        }
-        self.skip_whitespace();
-        if self.bytes().get(self.at) == Some(&b'}') {
-            self.at += 1;
-            return Ok(());
-        }
-        loop {
-            self.skip_whitespace();
-            let key = self.key()?;
-            if self.next_byte() != Some(b':') {
-                self.at = self.at.saturating_sub(1);
-                return Err(self.expected("':'"));
-            }
-            each(self, key)?;
-            match self.next_byte() {
-                Some(b',') => {}
-                Some(b'}') => return Ok(()),
-                _ => {
-                    self.at = self.at.saturating_sub(1);
-                    return Err(self.expected("',' or '}'"));
-                }
-            }
-        }
+        self.items(b'{', b'}', "an object", |w| {
+            w.skip_whitespace();
+            let key = w.key()?;
+            w.expect(b':', "':'")?;
+            each(w, key)
+        })
     }
 
     /// Walks an array: `each` is called once per element and must take it.
     pub fn array(
         &mut self,
-        mut each: impl FnMut(&mut Self) -> Result<(), String>,
+        each: impl FnMut(&mut Self) -> Result<(), String>,
     ) -> Result<(), String> {
-        if self.next_byte() != Some(b'[') {
-            self.at = self.at.saturating_sub(1);
-            return Err(self.expected("an array"));
-        }
+        self.items(b'[', b']', "an array", each)
+    }
+
+    /// The comma-separated items between `open` and `close`, each taken by `item`.
+    fn items(
+        &mut self,
+        open: u8,
+        close: u8,
+        what: &str,
+        mut item: impl FnMut(&mut Self) -> Result<(), String>,
+    ) -> Result<(), String> {
+        self.expect(open, what)?;
         self.skip_whitespace();
-        if self.bytes().get(self.at) == Some(&b']') {
+        if self.bytes().get(self.at) == Some(&close) {
             self.at += 1;
             return Ok(());
         }
         loop {
-            each(self)?;
+            item(self)?;
             match self.next_byte() {
                 Some(b',') => {}
-                Some(b']') => return Ok(()),
+                Some(b) if b == close => return Ok(()),
                 _ => {
                     self.at = self.at.saturating_sub(1);
-                    return Err(self.expected("',' or ']'"));
+                    return Err(self.expected(&format!("',' or '{}'", char::from(close))));
                 }
             }
         }
@@ -193,26 +191,15 @@ impl<'a> JsonWalk<'a> {
     /// The next value, a string: borrowed from the text when it has no escapes (nor control
     /// characters, which JSON forbids), else decoded by serde.
     pub fn string(&mut self) -> Result<Cow<'a, str>, String> {
-        let raw = self.raw()?;
-        match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
-            Some(inner) if inner.bytes().all(|b| b != b'\\' && b >= 0x20) => {
-                Ok(Cow::Borrowed(inner))
-            }
-            _ => serde_json::from_str::<String>(raw)
-                .map(Cow::Owned)
-                .map_err(|e| e.to_string()),
-        }
+        string_of(self.raw()?)
     }
 
     /// The next value, a string or null.
     pub fn nullable_string(&mut self) -> Result<Option<Cow<'a, str>>, String> {
-        self.skip_whitespace();
-        let rest = &self.bytes()[self.at..];
-        if rest.starts_with(b"null") && !rest.get(4).is_some_and(u8::is_ascii_alphanumeric) {
-            self.at += 4;
-            return Ok(None);
+        match self.raw()? {
+            "null" => Ok(None),
+            raw => string_of(raw).map(Some),
         }
-        self.string().map(Some)
     }
 
     /// The next value, a non-negative integer (plain digits are read here, the rest by serde).
@@ -240,6 +227,16 @@ impl<'a> JsonWalk<'a> {
             true => Ok(()),
             false => Err(self.expected("the end of the JSON")),
         }
+    }
+}
+
+/// A string value's text (quotes included) as a string; see `JsonWalk::string`.
+fn string_of(raw: &str) -> Result<Cow<'_, str>, String> {
+    match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        Some(inner) if inner.bytes().all(|b| b != b'\\' && b >= 0x20) => Ok(Cow::Borrowed(inner)),
+        _ => serde_json::from_str::<String>(raw)
+            .map(Cow::Owned)
+            .map_err(|e| e.to_string()),
     }
 }
 
