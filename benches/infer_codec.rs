@@ -64,13 +64,18 @@ fn encode_binary_response(bencher: Bencher, n: usize) {
     let (raw, head_len) = binary_request(n);
     let body = Bytes::from(raw).slice(head_len..);
     let json_len = body.len() - n * 4;
-    let request = decode_infer_request(&body, Some(json_len as u64), u64::MAX).unwrap();
+    bench_identity_response(bencher, &body, Some(json_len as u64), true);
+}
+
+/// Encodes identity's response to the request in `body`: its input as OUTPUT0.
+fn bench_identity_response(bencher: Bencher, body: &Bytes, header_len: Option<u64>, binary: bool) {
+    let request = decode_infer_request(body, header_len, u64::MAX).unwrap();
     let tensor = request.inputs[0].tensor.clone();
     bencher.bench(|| {
         let outputs = vec![ResponseOutput {
             name: "OUTPUT0",
             tensor: tensor.clone(),
-            binary: true,
+            binary,
         }];
         black_box(encode_infer_response("identity", 1, &request, outputs).unwrap());
     });
@@ -247,15 +252,5 @@ fn parse_json_request(bencher: Bencher, n: usize) {
 /// The JSON response to that request: the output tensor written as JSON numbers.
 #[divan::bench(args = SIZES)]
 fn encode_json_response(bencher: Bencher, n: usize) {
-    let body = json_request(n);
-    let request = decode_infer_request(&body, None, u64::MAX).unwrap();
-    let tensor = request.inputs[0].tensor.clone();
-    bencher.bench(|| {
-        let outputs = vec![ResponseOutput {
-            name: "OUTPUT0",
-            tensor: tensor.clone(),
-            binary: false,
-        }];
-        black_box(encode_infer_response("identity", 1, &request, outputs).unwrap());
-    });
+    bench_identity_response(bencher, &json_request(n), None, false);
 }
