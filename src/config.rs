@@ -42,9 +42,15 @@ pub struct Args {
     #[arg(long)]
     pub threads: Option<usize>,
 
-    /// Threads candle's CPU kernels may use per model execution [default: available cores].
+    /// Threads one model execution may use: candle's CPU pool, and ONNX Runtime's intra-op
+    /// threads for models that set none [default: available cores].
     #[arg(long)]
     pub compute_threads: Option<usize>,
+
+    /// The ONNX Runtime library (libonnxruntime.so from the onnxruntime wheel) that runs ONNX
+    /// graphs [default: $ORT_DYLIB_PATH, else libonnxruntime.so beside the binary].
+    #[arg(long)]
+    pub onnxruntime_lib: Option<PathBuf>,
 
     /// I/O driver of the runtimes: auto picks the one measured faster (epoll, see README).
     #[arg(long, value_enum, default_value_t = IoDriver::Auto)]

@@ -7,6 +7,7 @@ use tracing_subscriber::EnvFilter;
 
 use tensord::config::{Args, LoadError};
 use tensord::metrics::ServerMetrics;
+use tensord::models::onnxruntime;
 use tensord::models::Repository;
 use tensord::protocol::Service;
 use tensord::server::{systemd, Server};
@@ -51,6 +52,7 @@ fn run(args: &Args) -> Result<(), String> {
     // and delivery goes to the signal iterator.
     let mut signals =
         Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot handle signals: {e}"))?;
+    load_onnxruntime(args);
     let repository = Repository::open(&args.model_repository)?;
     let metrics = Arc::new(ServerMetrics::new(config.threads));
     let service = Arc::new(Service::new(
@@ -92,6 +94,24 @@ fn run(args: &Args) -> Result<(), String> {
     server.stop();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Loads ONNX Runtime before the models. Without it the daemon still serves: each ONNX model is
+/// unavailable, and its reason names the flag.
+fn load_onnxruntime(args: &Args) {
+    let library = args
+        .onnxruntime_lib
+        .clone()
+        .unwrap_or_else(onnxruntime::default_library);
+    let threads = args.compute_threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    match onnxruntime::init(&library, threads) {
+        Ok(()) => tracing::info!(library = %library.display(), "ONNX Runtime loaded"),
+        Err(e) => tracing::warn!(
+            "ONNX Runtime not loaded, ONNX models will be unavailable: {e} (see --onnxruntime-lib)"
+        ),
+    }
 }
 
 /// Every connection is a descriptor: take the whole hard limit (systemd's LimitNOFILE, or the

@@ -10,12 +10,7 @@ use crate::images::ImageOptions;
 use crate::tensors::DataType;
 
 /// The backends this build can serve.
-pub const BACKENDS: &[&str] = &[
-    #[cfg(feature = "onnx")]
-    "onnx",
-    "safetensors",
-    "builtin",
-];
+pub const BACKENDS: &[&str] = &["onnx", "safetensors", "builtin"];
 
 /// A model's `config.toml`, as written.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -58,6 +53,50 @@ pub struct ModelConfig {
     /// Requests waiting beyond this many for a model are refused (503 with Retry-After); 0: no limit.
     #[serde(default)]
     pub max_queue_size: usize,
+    /// For `backend = "onnx"`: ONNX Runtime's session settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub onnxruntime: Option<OnnxRuntimeSettings>,
+}
+
+/// ONNX Runtime session settings (`[onnxruntime]`; from Triton's `parameters` and `optimization`).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OnnxRuntimeSettings {
+    /// Threads inside one operator [default: --compute-threads]; 0: ONNX Runtime's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intra_op_threads: Option<usize>,
+    /// Threads running operators side by side; only with `execution_mode = "parallel"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inter_op_threads: Option<usize>,
+    #[serde(default)]
+    pub execution_mode: ExecutionMode,
+    #[serde(default)]
+    pub graph_optimization_level: OptimizationLevel,
+    /// Execution providers tried before the CPU: `cuda`, `tensorrt`, `openvino`. Each must be in
+    /// the loaded library, or the model is unavailable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub execution_accelerators: Vec<String>,
+}
+
+/// The execution providers `execution_accelerators` may name.
+pub const ACCELERATORS: &[&str] = &["cuda", "tensorrt", "openvino"];
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionMode {
+    #[default]
+    Sequential,
+    Parallel,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizationLevel {
+    Disable,
+    Basic,
+    Extended,
+    #[default]
+    All,
 }
 
 /// Triton's dynamic batcher settings.
@@ -88,6 +127,7 @@ impl Default for ModelConfig {
             execution_delay_microseconds: 0,
             dynamic_batching: None,
             max_queue_size: 0,
+            onnxruntime: None,
         }
     }
 }
@@ -249,6 +289,15 @@ impl ModelConfig {
         }
     }
 
+    /// The model's `platform` and `backend` as Triton names them (ONNX graphs: `onnxruntime_onnx`
+    /// on `onnxruntime`); tensord's own backends keep their names.
+    pub fn triton_platform(&self) -> (&str, &str) {
+        match self.backend.as_str() {
+            "onnx" => ("onnxruntime_onnx", "onnxruntime"),
+            other => (other, other),
+        }
+    }
+
     pub fn device(&self) -> Result<DeviceChoice, String> {
         match self.device.as_str() {
             "cpu" => Ok(DeviceChoice::Cpu),
@@ -369,6 +418,27 @@ impl ModelConfig {
         }
         if self.execution_delay_microseconds > 0 && self.backend != "builtin" {
             return Err("key 'execution_delay_microseconds': only built-in models take it".into());
+        }
+        if let Some(ort) = &self.onnxruntime {
+            if self.backend != "onnx" {
+                return Err("key 'onnxruntime': only the onnx backend takes it".into());
+            }
+            if ort.inter_op_threads.is_some() && ort.execution_mode != ExecutionMode::Parallel {
+                return Err(
+                    "key 'onnxruntime.inter_op_threads': takes effect only with execution_mode = \"parallel\""
+                        .into(),
+                );
+            }
+            if let Some(bad) = ort
+                .execution_accelerators
+                .iter()
+                .find(|a| !ACCELERATORS.contains(&a.as_str()))
+            {
+                return Err(format!(
+                    "key 'onnxruntime.execution_accelerators': unknown accelerator '{bad}' (known: {})",
+                    ACCELERATORS.join(", ")
+                ));
+            }
         }
         Ok(())
     }

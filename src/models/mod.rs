@@ -1,6 +1,7 @@
 //! Models: the `Model` interface, configs, the on-disk repository and the backends behind it.
 
 mod backends;
+pub use backends::onnxruntime;
 mod candle_io;
 mod config;
 mod model;

@@ -1,8 +1,12 @@
 //! Triton's `config.pbtxt` (protobuf text format), read for the fields that map onto tensord's
 //! config: name, platform/backend, max_batch_size, input/output, instance_group, version_policy,
-//! default_model_filename, dynamic_batching. Other fields are ignored.
+//! default_model_filename, dynamic_batching, and for ONNX Runtime the session `parameters` and
+//! `optimization` (graph level, execution accelerators). Other fields are ignored.
 
-use super::config::{Dim, DynamicBatching, ModelConfig, TensorConfig, VersionPolicy};
+use super::config::{
+    Dim, DynamicBatching, ExecutionMode, ModelConfig, OnnxRuntimeSettings, OptimizationLevel,
+    TensorConfig, VersionPolicy,
+};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Value {
@@ -189,6 +193,7 @@ pub fn config_from_pbtxt(text: &str) -> Result<ModelConfig, String> {
             })?;
         }
     }
+    config.onnxruntime = onnxruntime_settings(&fields)?;
     if let Some(policy) = messages(&fields, "version_policy").next() {
         config.version_policy = if let Some(latest) = messages(policy, "latest").next() {
             VersionPolicy::Latest(
@@ -208,6 +213,75 @@ pub fn config_from_pbtxt(text: &str) -> Result<ModelConfig, String> {
         };
     }
     Ok(config)
+}
+
+/// Triton's onnxruntime backend settings: `parameters` (string values) and `optimization`.
+fn onnxruntime_settings(fields: &Fields) -> Result<Option<OnnxRuntimeSettings>, String> {
+    let mut settings = OnnxRuntimeSettings::default();
+    let mut any = false;
+    for parameter in messages(fields, "parameters") {
+        let key = scalar(parameter, "key").ok_or("key 'parameters.key': missing")?;
+        let value = messages(parameter, "value")
+            .next()
+            .and_then(|v| scalar(v, "string_value"))
+            .ok_or_else(|| format!("key 'parameters.{key}': missing value.string_value"))?;
+        let name = format!("parameters.{key}");
+        match key {
+            "intra_op_thread_count" => settings.intra_op_threads = Some(number(value, &name)?),
+            // Triton takes 0 as ONNX Runtime's default, which is what leaving it out means here.
+            "inter_op_thread_count" => {
+                settings.inter_op_threads = Some(number::<usize>(value, &name)?).filter(|&n| n > 0)
+            }
+            "execution_mode" => {
+                settings.execution_mode = match value {
+                    "0" => ExecutionMode::Sequential,
+                    "1" => ExecutionMode::Parallel,
+                    _ => return Err(format!("key '{name}': '{value}' is neither 0 nor 1")),
+                }
+            }
+            _ => {
+                return Err(format!(
+                    "key '{name}': not a parameter tensord knows (it takes \
+                     intra_op_thread_count, inter_op_thread_count and execution_mode)"
+                ))
+            }
+        }
+        any = true;
+    }
+    if let Some(optimization) = messages(fields, "optimization").next() {
+        if let Some(graph) = messages(optimization, "graph").next() {
+            // Triton's levels: -1 basic, 1 extended, 2 none; anything else (0, unset) all.
+            settings.graph_optimization_level = match scalar(graph, "level") {
+                Some("-1") => OptimizationLevel::Basic,
+                Some("1") => OptimizationLevel::Extended,
+                Some("2") => OptimizationLevel::Disable,
+                Some("0") | None => OptimizationLevel::All,
+                Some(other) => {
+                    return Err(format!(
+                        "key 'optimization.graph.level': '{other}' is not -1, 0, 1 or 2"
+                    ))
+                }
+            };
+            any = true;
+        }
+        for accelerators in messages(optimization, "execution_accelerators") {
+            for kind in ["gpu_execution_accelerator", "cpu_execution_accelerator"] {
+                for accelerator in messages(accelerators, kind) {
+                    let key = format!("optimization.execution_accelerators.{kind}");
+                    let name = scalar(accelerator, "name")
+                        .ok_or_else(|| format!("key '{key}.name': missing"))?;
+                    if messages(accelerator, "parameters").next().is_some() {
+                        return Err(format!(
+                            "key '{key}.parameters': accelerator parameters are not supported"
+                        ));
+                    }
+                    settings.execution_accelerators.push(name.to_string());
+                    any = true;
+                }
+            }
+        }
+    }
+    Ok(any.then_some(settings))
 }
 
 fn tensors(fields: &Fields, key: &str) -> Result<Vec<TensorConfig>, String> {
@@ -297,6 +371,7 @@ mod tests {
             })
         );
         assert_eq!(c.max_queue_size, 12);
+        assert_eq!(c.onnxruntime, None);
         assert_eq!(
             config_from_pbtxt(
                 "backend: \"onnxruntime\"\nversion_policy { specific { versions: [1, 3] } }"
@@ -305,6 +380,61 @@ mod tests {
             .version_policy,
             VersionPolicy::Specific(vec![1, 3])
         );
+    }
+
+    #[test]
+    fn onnxruntime_parameters_and_optimization() {
+        let c = config_from_pbtxt(
+            r#"
+            backend: "onnxruntime"
+            parameters { key: "intra_op_thread_count" value: { string_value: "3" } }
+            parameters { key: "execution_mode" value: { string_value: "1" } }
+            parameters { key: "inter_op_thread_count" value: { string_value: "2" } }
+            optimization {
+              graph: { level: -1 }
+              execution_accelerators { cpu_execution_accelerator: [ { name: "openvino" } ] }
+            }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.onnxruntime,
+            Some(OnnxRuntimeSettings {
+                intra_op_threads: Some(3),
+                inter_op_threads: Some(2),
+                execution_mode: ExecutionMode::Parallel,
+                graph_optimization_level: OptimizationLevel::Basic,
+                execution_accelerators: vec!["openvino".into()],
+            })
+        );
+        c.validate().unwrap();
+        // Triton's README example: 0 threads in sequential mode means the defaults.
+        let c = config_from_pbtxt(
+            "backend: \"onnxruntime\"\nparameters { key: \"inter_op_thread_count\" value: { string_value: \"0\" } }",
+        )
+        .unwrap();
+        assert_eq!(c.onnxruntime.as_ref().unwrap().inter_op_threads, None);
+        c.validate().unwrap();
+        for (text, key) in [
+            ("parameters { key: \"enable_mem_arena\" value: { string_value: \"1\" } }", "parameters.enable_mem_arena"),
+            ("parameters { key: \"execution_mode\" value: { string_value: \"2\" } }", "parameters.execution_mode"),
+            ("optimization { graph { level: 5 } }", "optimization.graph.level"),
+            (
+                "optimization { execution_accelerators { gpu_execution_accelerator [ { name: \"tensorrt\" parameters { key: \"precision_mode\" value: \"FP16\" } } ] } }",
+                "parameters",
+            ),
+        ] {
+            let err = config_from_pbtxt(&format!("backend: \"onnxruntime\"\n{text}")).unwrap_err();
+            assert!(err.contains(key), "{err}");
+        }
+        let sequential_inter = config_from_pbtxt(
+            "backend: \"onnxruntime\"\nparameters { key: \"inter_op_thread_count\" value: { string_value: \"2\" } }",
+        )
+        .unwrap();
+        assert!(sequential_inter
+            .validate()
+            .unwrap_err()
+            .contains("inter_op_threads"));
     }
 
     #[test]

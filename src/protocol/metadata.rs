@@ -37,7 +37,7 @@ pub fn model_metadata(model: &ServedModel, loaded: Option<&LoadedVersion>) -> Va
     let mut doc = json!({
         "name": model.name,
         "versions": version_names(model),
-        "platform": model.config.backend,
+        "platform": model.config.triton_platform().0,
         "inputs": inputs.iter().map(tensor_metadata).collect::<Vec<_>>(),
         "outputs": outputs.iter().map(tensor_metadata).collect::<Vec<_>>(),
     });
@@ -95,8 +95,8 @@ pub fn model_config(model: &ServedModel, loaded: Option<&LoadedVersion>) -> Valu
     };
     let mut doc = json!({
         "name": model.name,
-        "platform": config.backend,
-        "backend": config.backend,
+        "platform": config.triton_platform().0,
+        "backend": config.triton_platform().1,
         "max_batch_size": config.max_batch_size,
         "input": inputs,
         "output": outputs,

@@ -24,12 +24,12 @@ class Daemon:
     """The real binary on a free port; waits until it answers (live, not ready: a repository
     with a broken model is never ready)."""
 
-    def __init__(self, *args, repo=ROOT / "models", port=None, preexec_fn=None):
+    def __init__(self, *args, repo=ROOT / "models", port=None, preexec_fn=None, env=None, binary=BINARY):
         self.port = port or free_port()
         self.url = f"127.0.0.1:{self.port}"
         # The last --drain-delay wins: `args` may set another.
-        cmd = [str(BINARY), "--http-addr", self.url, "--model-repository", str(repo), "--drain-delay", "0", *args]
-        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn)
+        cmd = [str(binary), "--http-addr", self.url, "--model-repository", str(repo), "--drain-delay", "0", *args]
+        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn, env=env)
         deadline = time.time() + 60
         while time.time() < deadline:
             assert self.proc.poll() is None, self.proc.stderr.read()

@@ -1,4 +1,5 @@
-"""Model repository and candle backends, checked against onnxruntime and numpy."""
+"""Model repository and backends (ONNX Runtime, safetensors on candle), checked against onnxruntime
+and numpy."""
 
 import json
 import math
@@ -184,7 +185,7 @@ def assert_close(got, ref, rel=1e-4):
 
 
 @pytest.mark.parametrize("op", sorted(OPS))
-def test_rewritten_ops_match_onnxruntime(client, repo, op):
+def test_single_ops_match_onnxruntime(client, repo, op):
     x = RNG.standard_normal((2, 4, 6, 8)).astype(np.float32)
     (got,) = infer(client, "op_" + op, [x])
     (ref,) = onnxruntime_outputs(repo / ("op_" + op) / "1" / "model.onnx", [x])
@@ -203,7 +204,7 @@ def test_graphs_match_onnxruntime(client, repo, model, shape):
 
 def test_pp_ocr_metadata_comes_from_the_graph(client):
     meta = client.get_model_metadata("ppocr_cls")
-    assert meta["platform"] == "onnx"
+    assert meta["platform"] == "onnxruntime_onnx"
     assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 3, -1, -1]}]
     assert meta["outputs"] == [{"name": "save_infer_model/scale_0.tmp_1", "datatype": "FP32", "shape": [-1, 2]}]
 

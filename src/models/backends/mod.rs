@@ -1,10 +1,7 @@
 //! Backends: turn a model config and a version folder into a runnable model with its specs.
 
 pub mod builtin;
-#[cfg(feature = "onnx")]
-mod onnx;
-#[cfg(feature = "onnx")]
-mod onnx_rewrite;
+pub mod onnxruntime;
 mod safetensors;
 
 use std::path::Path;
@@ -91,22 +88,12 @@ pub fn load_version(name: &str, config: &ModelConfig, dir: &Path) -> Result<Load
                 executor: executor(model, config, name, true)?,
             })
         }
-        #[cfg(feature = "onnx")]
         "onnx" => {
-            let (mut model, graph_inputs, graph_outputs) =
-                onnx::load(&model_file(config, dir, "model.onnx"), &device(config)?)?;
-            let (declared_in, declared_out) = (config.specs("input")?, config.specs("output")?);
-            model.declare(&declared_in, &declared_out)?;
-            let pick = |declared: Vec<TensorSpec>, graph| {
-                if declared.is_empty() {
-                    graph
-                } else {
-                    declared
-                }
-            };
+            let path = model_file(config, dir, "model.onnx");
+            let (model, inputs, outputs) = onnxruntime::load(&path, config)?;
             Ok(LoadedVersion {
-                inputs: pick(declared_in, graph_inputs),
-                outputs: pick(declared_out, graph_outputs),
+                inputs,
+                outputs,
                 executor: executor(Arc::new(model), config, name, false)?,
             })
         }

@@ -1,0 +1,225 @@
+//! Wire tensors ⇄ ONNX Runtime values.
+//! - Numbers go in as views of the request's own bytes when those are aligned for their type,
+//!   else after one copy into an aligned buffer (a binary request places tensors at any offset;
+//!   a gathered batch is always aligned).
+//! - BYTES go in as ONNX Runtime strings, each element copied once into its own buffer.
+//! - Every output is copied once, from ONNX Runtime's buffer into the response's `Bytes`.
+
+use std::ffi::c_void;
+use std::ptr::NonNull;
+
+use bytes::Bytes;
+use half::{bf16, f16};
+use ort::memory::{Allocator, MemoryInfo};
+use ort::session::SessionInputValue;
+use ort::value::{DynTensor, DynTensorValueType, DynValue, Shape, TensorElementType, TensorRefMut};
+use ort::AsPointer;
+
+use crate::models::ModelError;
+use crate::tensors::{DataType, Tensor};
+
+/// ONNX Runtime's element type → the V2 datatype (`None`: no V2 equivalent).
+pub fn datatype_of(element: TensorElementType) -> Option<DataType> {
+    use TensorElementType as E;
+    Some(match element {
+        E::Bool => DataType::Bool,
+        E::Uint8 => DataType::Uint8,
+        E::Uint16 => DataType::Uint16,
+        E::Uint32 => DataType::Uint32,
+        E::Uint64 => DataType::Uint64,
+        E::Int8 => DataType::Int8,
+        E::Int16 => DataType::Int16,
+        E::Int32 => DataType::Int32,
+        E::Int64 => DataType::Int64,
+        E::Float16 => DataType::Fp16,
+        E::Bfloat16 => DataType::Bf16,
+        E::Float32 => DataType::Fp32,
+        E::Float64 => DataType::Fp64,
+        E::String => DataType::Bytes,
+        _ => return None,
+    })
+}
+
+/// An input's bytes copied into 8-byte-aligned storage, when the request's were not aligned.
+pub type Realigned = Option<Vec<u64>>;
+
+/// The copy `tensor` needs before ONNX Runtime may read it in place, if any.
+pub fn realign(tensor: &Tensor) -> Realigned {
+    let size = tensor.datatype.element_size()?;
+    if (tensor.data.as_ptr() as usize).is_multiple_of(size) {
+        return None;
+    }
+    let mut words = vec![0u64; tensor.data.len().div_ceil(8)];
+    // SAFETY: `words` has room for every byte of the tensor; the regions do not overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            tensor.data.as_ptr(),
+            words.as_mut_ptr().cast::<u8>(),
+            tensor.data.len(),
+        );
+    }
+    Some(words)
+}
+
+/// `tensor` (named `name`) as a session input: over its bytes, or over `realigned` when given.
+pub fn input<'a>(
+    name: &str,
+    tensor: &'a Tensor,
+    realigned: &'a Realigned,
+) -> Result<SessionInputValue<'a>, ModelError> {
+    let shape = Shape::new(tensor.shape.iter().map(|&d| d as i64));
+    let data = realigned
+        .as_ref()
+        .map_or(tensor.data.as_ptr(), |w| w.as_ptr().cast());
+    macro_rules! view {
+        ($t:ty) => {{
+            // SAFETY: `data` holds exactly the elements `shape` names (checked when the tensor was
+            // built), aligned for $t, and stays borrowed for 'a. ONNX Runtime only reads inputs.
+            let view = unsafe {
+                TensorRefMut::<'a, $t>::from_raw(
+                    MemoryInfo::default(),
+                    data.cast_mut().cast::<c_void>(),
+                    shape,
+                )
+            };
+            SessionInputValue::from(view.map_err(|e| ort_error(&e))?)
+        }};
+    }
+    Ok(match tensor.datatype {
+        DataType::Bool => {
+            // A C++ bool must be 0 or 1; any other byte would be read as neither.
+            if let Some(i) = tensor.data.iter().position(|&b| b > 1) {
+                return Err(ModelError::invalid(format!(
+                    "input '{name}': BOOL element {i} is the byte {}, not 0 or 1",
+                    tensor.data[i]
+                )));
+            }
+            view!(bool)
+        }
+        DataType::Uint8 => view!(u8),
+        DataType::Uint16 => view!(u16),
+        DataType::Uint32 => view!(u32),
+        DataType::Uint64 => view!(u64),
+        DataType::Int8 => view!(i8),
+        DataType::Int16 => view!(i16),
+        DataType::Int32 => view!(i32),
+        DataType::Int64 => view!(i64),
+        DataType::Fp16 => view!(f16),
+        DataType::Bf16 => view!(bf16),
+        DataType::Fp32 => view!(f32),
+        DataType::Fp64 => view!(f64),
+        DataType::Bytes => SessionInputValue::from(strings(tensor, shape)?),
+    })
+}
+
+/// A BYTES tensor as an ONNX Runtime string tensor, byte for byte (NULs and non-UTF-8 included).
+fn strings(tensor: &Tensor, shape: Shape) -> Result<DynTensor, ModelError> {
+    let mut value = DynTensor::new(&Allocator::default(), TensorElementType::String, shape)
+        .map_err(|e| ort_error(&e))?;
+    for (index, element) in tensor.bytes_elements().enumerate() {
+        let mut buffer: *mut std::ffi::c_char = std::ptr::null_mut();
+        // SAFETY: `value` is a string tensor with an element at `index`; ONNX Runtime resizes
+        // that element to `element.len()` bytes and hands back its buffer, which is written once.
+        unsafe {
+            check((ort::api().GetResizedStringTensorElementBuffer)(
+                value.ptr_mut(),
+                index,
+                element.len(),
+                &mut buffer,
+            ))?;
+            std::ptr::copy_nonoverlapping(element.as_ptr(), buffer.cast::<u8>(), element.len());
+        }
+    }
+    Ok(value)
+}
+
+/// An output value as a wire tensor of the datatype its element type maps to.
+pub fn output(name: &str, value: DynValue) -> Result<Tensor, ModelError> {
+    let tensor = value
+        .downcast::<DynTensorValueType>()
+        .map_err(|_| ModelError::internal(format!("output '{name}' is not a tensor")))?;
+    let element = *tensor.data_type();
+    let datatype = datatype_of(element).ok_or_else(|| {
+        ModelError::internal(format!(
+            "output '{name}' has element type {element}, which V2 lacks"
+        ))
+    })?;
+    let shape: Vec<u64> = tensor.shape().iter().map(|&d| d.max(0) as u64).collect();
+    let count = tensor.shape().num_elements();
+    let data = if datatype == DataType::Bytes {
+        string_bytes(&tensor, count)?
+    } else {
+        let len = element.byte_size(count).unwrap_or(0);
+        let ptr = tensor.data_ptr().cast::<u8>();
+        if len == 0 || ptr.is_null() {
+            Bytes::new()
+        } else {
+            // SAFETY: a CPU tensor's data holds `len` bytes while `tensor` lives.
+            Bytes::copy_from_slice(unsafe { std::slice::from_raw_parts(ptr, len) })
+        }
+    };
+    Ok(Tensor {
+        datatype,
+        shape,
+        data,
+    })
+}
+
+/// A string tensor in the V2 BYTES layout: each element as a u32 length and its bytes, written
+/// straight into the response buffer.
+fn string_bytes(tensor: &DynTensor, count: usize) -> Result<Bytes, ModelError> {
+    let api = ort::api();
+    let mut lengths = Vec::with_capacity(count);
+    for index in 0..count {
+        let mut len = 0usize;
+        // SAFETY: `index` is within the tensor's elements.
+        check(unsafe { (api.GetStringTensorElementLength)(tensor.ptr(), index, &mut len) })?;
+        lengths.push(len);
+    }
+    let total = lengths.iter().map(|l| l + 4).sum();
+    let mut out = Vec::<u8>::with_capacity(total);
+    for (index, &len) in lengths.iter().enumerate() {
+        let prefix = u32::try_from(len)
+            .map_err(|_| ModelError::internal(format!("string element {index} is over 4 GiB")))?;
+        out.extend_from_slice(&prefix.to_le_bytes());
+        let at = out.len();
+        // SAFETY: `out` has capacity for `len` more bytes (reserved above); ONNX Runtime writes
+        // exactly `len` bytes of element `index` there, and only then is the length extended.
+        unsafe {
+            check((api.GetStringTensorElement)(
+                tensor.ptr(),
+                len,
+                index,
+                out.as_mut_ptr().add(at).cast::<c_void>(),
+            ))?;
+            out.set_len(at + len);
+        }
+    }
+    Ok(Bytes::from(out))
+}
+
+/// An ONNX Runtime status from a raw API call as a result (releasing the status).
+fn check(status: ort::sys::OrtStatusPtr) -> Result<(), ModelError> {
+    let Some(status) = NonNull::new(status.0) else {
+        return Ok(());
+    };
+    let api = ort::api();
+    // SAFETY: a non-null status carries a NUL-terminated message until it is released.
+    let message = unsafe {
+        let text = std::ffi::CStr::from_ptr((api.GetErrorMessage)(status.as_ptr()))
+            .to_string_lossy()
+            .into_owned();
+        (api.ReleaseStatus)(status.as_ptr());
+        text
+    };
+    Err(ModelError::internal(message))
+}
+
+/// ONNX Runtime's refusal of the request's data is the request's fault (400); anything else is a
+/// model failure (500). Both carry ONNX Runtime's message.
+pub fn ort_error<R>(e: &ort::Error<R>) -> ModelError {
+    match e.code() {
+        ort::ErrorCode::InvalidArgument => ModelError::invalid(e.message()),
+        _ => ModelError::internal(e.message()),
+    }
+}
