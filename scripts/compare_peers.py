@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,13 +22,19 @@ CONCURRENCY = os.environ.get("CONCURRENCY", "1,8,32")
 BENCH = str(ROOT / "target" / "release" / "tensord-bench")
 SMALL, LARGE = 16, 150528
 
-# (case, model, shape, binary)
+WHEEL = ROOT / "target" / "wheels" / "rapidocr_onnxruntime-1.4.4-py3-none-any.whl"
+# The shape of one request to each model, and which servers serve it.
+PPOCR_SHAPE = "1,3,48,192"
+PPOCR_SERVERS = ("tensord", "kserve")
+
+# (case, model, elements of [1,n], binary)
 CASES = [
     ("json-small", "identity", SMALL, False),
     ("binary-small", "identity", SMALL, True),
     ("binary-large", "identity", LARGE, True),
     ("json-large", "identity", LARGE, False),
     ("add_sub-json", "add_sub", SMALL, False),
+    ("ppocr_cls-binary", "ppocr_cls", None, True),
 ]
 
 
@@ -71,6 +78,13 @@ def servers(work):
         (repo / model).mkdir(parents=True)
         # Like the peers' models: no dynamic batching.
         (repo / model / "config.toml").write_text('backend = "builtin"\n')
+    # A real graph, which tensord batches (as Triton would be configured for this load).
+    (repo / "ppocr_cls" / "1").mkdir(parents=True)
+    ppocr = repo / "ppocr_cls" / "1" / "model.onnx"
+    with zipfile.ZipFile(WHEEL) as wheel:
+        ppocr.write_bytes(wheel.read("rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx"))
+    (repo / "ppocr_cls" / "config.toml").write_text(
+        'backend = "onnx"\nmax_batch_size = 32\n[dynamic_batching]\nmax_queue_delay_microseconds = 2000\n')
     nginx_conf = work / "nginx.conf"
 
     def tensord(port):
@@ -79,7 +93,7 @@ def servers(work):
 
     def kserve(port):
         return start([str(ROOT / "target/venv-kserve/bin/python"), str(ROOT / "scripts/peers/kserve_models.py"),
-                      "--http_port", str(port)], port, "/v2/health/ready")
+                      "--http_port", str(port)], port, "/v2/health/ready", env=dict(os.environ, PPOCR_CLS=str(ppocr)))
 
     def mlserver(port):
         env = dict(os.environ, PYTHONPATH=str(ROOT / "scripts/peers/mlserver"),
@@ -117,10 +131,13 @@ def bench(port, label, model, n, binary, v2, result):
     cmd = [BENCH, "--url", f"http://127.0.0.1:{port}", "--model", model, "--concurrency", CONCURRENCY,
            "--duration", DURATION, "--warmup", "1s", "--threads", "2", "--quiet", "--label", label,
            "--output", str(result)]
-    dtype = "INT32" if model == "add_sub" else "FP32"
-    inputs = ["INPUT0", "INPUT1"] if model == "add_sub" else ["INPUT0"]
-    for name in inputs:
-        cmd += ["--shape", f"{name}:1,{n}", "--datatype", f"{name}:{dtype}"]
+    if model == "ppocr_cls":
+        cmd += ["--shape", f"x:{PPOCR_SHAPE}", "--datatype", "x:FP32"]
+    else:
+        dtype = "INT32" if model == "add_sub" else "FP32"
+        inputs = ["INPUT0", "INPUT1"] if model == "add_sub" else ["INPUT0"]
+        for name in inputs:
+            cmd += ["--shape", f"{name}:1,{n}", "--datatype", f"{name}:{dtype}"]
     if binary:
         cmd.append("--binary")
     if not v2:
@@ -129,7 +146,7 @@ def bench(port, label, model, n, binary, v2, result):
     print(done.stdout, end="", flush=True)
     if done.returncode != 0:
         first = [line.strip() for line in done.stderr.splitlines() if line.startswith("  ")][:1]
-        print(f"{label}: {model} {'binary' if binary else 'JSON'} [1,{n}]: errors: {first}", flush=True)
+        print(f"{label}: {model} {'binary' if binary else 'JSON'} [{n or PPOCR_SHAPE}]: errors: {first}", flush=True)
         return None
     return json.loads(result.read_text())
 
@@ -154,6 +171,8 @@ def main():
         proc = launch(port)
         try:
             for case, model, n, binary in CASES:
+                if model == "ppocr_cls" and name not in PPOCR_SERVERS:
+                    continue
                 if not v2 and (model != "identity" or (name == "nginx-floor" and n == LARGE)
                                or (name == "echo" and case != "binary-large")):
                     continue

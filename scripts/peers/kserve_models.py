@@ -1,6 +1,10 @@
-"""identity and add_sub as KServe custom models (KServe's Python model server, V2 REST).
+"""identity and add_sub as KServe custom models (KServe's Python model server, V2 REST), and with
+PPOCR_CLS=path/to/model.onnx also ppocr_cls, that graph on onnxruntime (2 intra-op threads), as a
+KServe user would serve it.
 
 Run: python kserve_models.py --http_port PORT  (KServe reads its flags from the command line)."""
+
+import os
 
 import numpy as np
 from kserve import InferOutput, InferRequest, InferResponse, Model, ModelServer
@@ -34,5 +38,26 @@ class AddSub(Model):
         return InferResponse(response_id=payload.id or "", model_name=self.name, infer_outputs=outputs)
 
 
+class OnnxGraph(Model):
+    def __init__(self, name, path):
+        import onnxruntime
+
+        super().__init__(name)
+        opts = onnxruntime.SessionOptions()
+        opts.intra_op_num_threads = 2
+        self.session = onnxruntime.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        self.ready = True
+
+    async def predict(self, payload: InferRequest, headers=None, response_headers=None):
+        feed = {t.name: t.as_numpy() for t in payload.inputs}
+        names = [o.name for o in self.session.get_outputs()]
+        results = self.session.run(names, feed)
+        outputs = [output(n, r, "FP32", payload) for n, r in zip(names, results)]
+        return InferResponse(response_id=payload.id or "", model_name=self.name, infer_outputs=outputs)
+
+
 if __name__ == "__main__":
-    ModelServer(enable_grpc=False).start([Identity(), AddSub()])
+    models = [Identity(), AddSub()]
+    if os.environ.get("PPOCR_CLS"):
+        models.append(OnnxGraph("ppocr_cls", os.environ["PPOCR_CLS"]))
+    ModelServer(enable_grpc=False).start(models)
