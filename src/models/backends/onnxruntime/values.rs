@@ -223,3 +223,47 @@ pub fn ort_error<R>(e: &ort::Error<R>) -> ModelError {
         _ => ModelError::internal(e.message()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_misaligned_numbers_are_copied() {
+        let values: Vec<u8> = [1.5f32, -2.0, 3.25]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let mut buf = vec![0u8; 4];
+        buf.extend_from_slice(&values);
+        let body = Bytes::from(buf);
+        let base = body.as_ptr() as usize;
+        for offset in 0..4 {
+            let data = body.slice(offset..offset + values.len());
+            let wire = Tensor::new(DataType::Fp32, vec![3], data.clone(), 100).unwrap();
+            match realign(&wire) {
+                None => assert_eq!((base + offset) % 4, 0, "offset {offset} is aligned"),
+                Some(words) => {
+                    assert_ne!((base + offset) % 4, 0);
+                    let bytes = &as_bytes(&words)[..data.len()];
+                    assert_eq!(bytes, &data[..]);
+                }
+            }
+        }
+        let strings = Tensor::new(
+            DataType::Bytes,
+            vec![1],
+            Bytes::from_static(b"\x01\0\0\0a"),
+            9,
+        );
+        assert!(
+            realign(&strings.unwrap()).is_none(),
+            "BYTES are never realigned"
+        );
+    }
+
+    fn as_bytes(words: &[u64]) -> &[u8] {
+        // SAFETY: u64s are readable as bytes for the same lifetime.
+        unsafe { std::slice::from_raw_parts(words.as_ptr().cast(), words.len() * 8) }
+    }
+}
