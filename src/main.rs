@@ -30,9 +30,17 @@ fn main() {
         // thread starts.
         std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string());
     }
-    let filter = EnvFilter::try_from_default_env()
+    let mut filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&args.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // ONNX Runtime logs every graph transformer at info; keep it to warnings and errors unless
+    // the filter names it.
+    let text = filter.to_string();
+    if !text.split(',').any(|d| d.starts_with("ort")) {
+        if let Ok(directive) = "ort=warn".parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
