@@ -63,6 +63,14 @@ def url(daemon):
 
 
 @pytest.fixture(scope="module")
+def server(repo):
+    """The daemon on the module's own `repo` fixture (a model repository it writes)."""
+    d = Daemon("--threads", "2", repo=repo)
+    yield d
+    d.stop()
+
+
+@pytest.fixture(scope="module")
 def client(server):
     """A tritonclient for the module's own `server` fixture (a Daemon on its own repository)."""
     import tritonclient.http as httpclient

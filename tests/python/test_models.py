@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 from tritonclient.utils import InferenceServerException
 
 import model_builders
-from conftest import ROOT, Daemon
+from conftest import ROOT
 from model_builders import (
     cnn_graph, fp32_input, mlp_graph, save_onnx, write_safetensors_cnn, write_safetensors_mlp,
 )
@@ -153,13 +153,6 @@ def repo(tmp_path_factory):
     )
     WEIGHTS["cnn"] = write_safetensors_cnn(RNG, repo, "st_cnn", CNN_STAGES, 6)
     return repo
-
-
-@pytest.fixture(scope="module")
-def server(repo):
-    d = Daemon("--threads", "2", repo=repo)
-    yield d
-    d.stop()
 
 
 def infer(client, model, arrays, version=""):

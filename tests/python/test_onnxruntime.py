@@ -166,13 +166,6 @@ def repo(tmp_path_factory):
     return repo
 
 
-@pytest.fixture(scope="module")
-def server(repo):
-    d = Daemon("--threads", "2", repo=repo)
-    yield d
-    d.stop()
-
-
 def session(path):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2
