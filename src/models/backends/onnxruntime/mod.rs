@@ -174,14 +174,6 @@ impl Drop for Lease<'_> {
 
 impl Model for OnnxRuntimeModel {
     fn execute(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, ModelError> {
-        let realigned: Vec<values::Realigned> = inputs.iter().map(values::realign).collect();
-        let feed = self
-            .inputs
-            .iter()
-            .zip(inputs)
-            .zip(&realigned)
-            .map(|((name, tensor), copy)| Ok((name.as_str(), values::input(name, tensor, copy)?)))
-            .collect::<Result<Vec<_>, ModelError>>()?;
         let session = self
             .idle
             .1
@@ -195,15 +187,17 @@ impl Model for OnnxRuntimeModel {
             .session
             .as_mut()
             .ok_or_else(|| ModelError::internal("the lease lost its session"))?;
-        let mut results = session.run(feed).map_err(|e| values::ort_error(&e))?;
-        self.outputs
-            .iter()
-            .map(|name| {
-                let value = results.remove(name).ok_or_else(|| {
-                    ModelError::internal(format!("the graph produced no '{name}'"))
-                })?;
-                values::output(name, value)
-            })
-            .collect()
+        values::with_inputs(&self.inputs, inputs, |feed| {
+            let mut results = session.run(feed).map_err(|e| values::ort_error(&e))?;
+            self.outputs
+                .iter()
+                .map(|name| {
+                    let value = results.remove(name).ok_or_else(|| {
+                        ModelError::internal(format!("the graph produced no '{name}'"))
+                    })?;
+                    values::output(name, value)
+                })
+                .collect()
+        })
     }
 }

@@ -1,10 +1,11 @@
 //! Wire tensors ⇄ ONNX Runtime values.
 //! - Numbers go in as views of the request's own bytes when those are aligned for their type,
-//!   else after one copy into an aligned buffer (a binary request places tensors at any offset;
-//!   a gathered batch is always aligned).
+//!   else after one copy into the worker's aligned scratch buffer (a binary request places
+//!   tensors at any offset; a gathered batch is always aligned).
 //! - BYTES go in as ONNX Runtime strings, each element copied once into its own buffer.
 //! - Every output is copied once, from ONNX Runtime's buffer into the response's `Bytes`.
 
+use std::cell::RefCell;
 use std::ffi::c_void;
 use std::ptr::NonNull;
 
@@ -40,37 +41,104 @@ pub fn datatype_of(element: TensorElementType) -> Option<DataType> {
     })
 }
 
-/// An input's bytes copied into 8-byte-aligned storage, when the request's were not aligned.
-pub type Realigned = Option<Vec<u64>>;
-
-/// The copy `tensor` needs before ONNX Runtime may read it in place, if any.
-pub fn realign(tensor: &Tensor) -> Realigned {
-    let size = tensor.datatype.element_size()?;
-    if (tensor.data.as_ptr() as usize).is_multiple_of(size) {
-        return None;
-    }
-    let mut words = vec![0u64; tensor.data.len().div_ceil(8)];
-    // SAFETY: `words` has room for every byte of the tensor; the regions do not overlap.
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            tensor.data.as_ptr(),
-            words.as_mut_ptr().cast::<u8>(),
-            tensor.data.len(),
-        );
-    }
-    Some(words)
+thread_local! {
+    /// Aligned copies of the inputs that need one. Each worker thread keeps its buffer between
+    /// runs, so an unaligned input costs a memcpy rather than a fresh mapping's page faults.
+    static SCRATCH: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
 }
 
-/// `tensor` (named `name`) as a session input: over its bytes, or over `realigned` when given.
-pub fn input<'a>(
+/// A scratch buffer larger than this (in 8-byte words: 64 MiB) is freed after its run.
+const KEEP_SCRATCH_WORDS: usize = 8 << 20;
+
+/// Runs `run` on the session inputs for `tensors` (named `names`): each a view of its own bytes
+/// when they are aligned for its datatype, else of an aligned copy in the thread's scratch.
+pub fn with_inputs<R>(
+    names: &[String],
+    tensors: &[Tensor],
+    run: impl FnOnce(Vec<(&str, SessionInputValue<'_>)>) -> Result<R, ModelError>,
+) -> Result<R, ModelError> {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => {
+            let result = feed(&mut scratch, names, tensors, run);
+            if scratch.len() > KEEP_SCRATCH_WORDS {
+                *scratch = Vec::new();
+            }
+            result
+        }
+        // Not reached (a run does not start another on its thread); a private buffer is correct.
+        Err(_) => feed(&mut Vec::new(), names, tensors, run),
+    })
+}
+
+fn feed<R>(
+    scratch: &mut Vec<u64>,
+    names: &[String],
+    tensors: &[Tensor],
+    run: impl FnOnce(Vec<(&str, SessionInputValue<'_>)>) -> Result<R, ModelError>,
+) -> Result<R, ModelError> {
+    let starts = stage(scratch, tensors);
+    let scratch = as_bytes(scratch);
+    let values = names
+        .iter()
+        .zip(tensors)
+        .zip(&starts)
+        .map(|((name, tensor), start)| {
+            let data = match start {
+                Some(at) => &scratch[at * 8..at * 8 + tensor.data.len()],
+                None => &tensor.data[..],
+            };
+            Ok((name.as_str(), input(name, tensor, data)?))
+        })
+        .collect::<Result<Vec<_>, ModelError>>()?;
+    run(values)
+}
+
+/// Copies every tensor that is not aligned for its datatype into `scratch` (grown as needed);
+/// returns where each copy starts, in words (`None`: read in place).
+fn stage(scratch: &mut Vec<u64>, tensors: &[Tensor]) -> Vec<Option<usize>> {
+    let mut words = 0;
+    let starts: Vec<Option<usize>> = tensors
+        .iter()
+        .map(|t| {
+            let size = t.datatype.element_size()?;
+            if (t.data.as_ptr() as usize).is_multiple_of(size) {
+                return None;
+            }
+            let at = words;
+            words += t.data.len().div_ceil(8);
+            Some(at)
+        })
+        .collect();
+    if scratch.len() < words {
+        scratch.resize(words, 0);
+    }
+    for (tensor, at) in tensors.iter().zip(&starts) {
+        if let Some(at) = at {
+            let bytes = as_bytes_mut(scratch);
+            bytes[at * 8..at * 8 + tensor.data.len()].copy_from_slice(&tensor.data);
+        }
+    }
+    starts
+}
+
+fn as_bytes(words: &[u64]) -> &[u8] {
+    // SAFETY: u64s are readable as bytes, for the same lifetime.
+    unsafe { std::slice::from_raw_parts(words.as_ptr().cast(), words.len() * 8) }
+}
+
+fn as_bytes_mut(words: &mut [u64]) -> &mut [u8] {
+    // SAFETY: any bytes are a valid u64; the borrow is exclusive for the same lifetime.
+    unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast(), words.len() * 8) }
+}
+
+/// `tensor` (named `name`) as a session input over `data`: its bytes, or their aligned copy.
+fn input<'a>(
     name: &str,
-    tensor: &'a Tensor,
-    realigned: &'a Realigned,
+    tensor: &Tensor,
+    data: &'a [u8],
 ) -> Result<SessionInputValue<'a>, ModelError> {
     let shape = Shape::new(tensor.shape.iter().map(|&d| d as i64));
-    let data = realigned
-        .as_ref()
-        .map_or(tensor.data.as_ptr(), |w| w.as_ptr().cast());
+    let data = data.as_ptr();
     macro_rules! view {
         ($t:ty) => {{
             // SAFETY: `data` holds exactly the elements `shape` names (checked when the tensor was
@@ -229,7 +297,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_misaligned_numbers_are_copied() {
+    fn only_misaligned_numbers_are_copied_and_the_scratch_is_reused() {
         let values: Vec<u8> = [1.5f32, -2.0, 3.25]
             .iter()
             .flat_map(|v| v.to_le_bytes())
@@ -238,32 +306,39 @@ mod tests {
         buf.extend_from_slice(&values);
         let body = Bytes::from(buf);
         let base = body.as_ptr() as usize;
-        for offset in 0..4 {
-            let data = body.slice(offset..offset + values.len());
-            let wire = Tensor::new(DataType::Fp32, vec![3], data.clone(), 100).unwrap();
-            match realign(&wire) {
-                None => assert_eq!((base + offset) % 4, 0, "offset {offset} is aligned"),
-                Some(words) => {
-                    assert_ne!((base + offset) % 4, 0);
-                    let bytes = &as_bytes(&words)[..data.len()];
-                    assert_eq!(bytes, &data[..]);
-                }
+        let tensors: Vec<Tensor> = (0..4)
+            .map(|offset| {
+                let data = body.slice(offset..offset + values.len());
+                Tensor::new(DataType::Fp32, vec![3], data, 100).unwrap()
+            })
+            .chain([Tensor::new(
+                DataType::Bytes,
+                vec![1],
+                Bytes::from_static(b"\x01\0\0\0a"),
+                9,
+            )
+            .unwrap()])
+            .collect();
+        let mut scratch = Vec::new();
+        let starts = stage(&mut scratch, &tensors);
+        let copied: Vec<usize> = (0..4).filter(|&o| starts[o].is_some()).collect();
+        assert_eq!(
+            copied.len(),
+            3,
+            "three offsets in four are misaligned: {starts:?}"
+        );
+        for (offset, start) in starts.iter().take(4).enumerate() {
+            assert_eq!(start.is_none(), (base + offset).is_multiple_of(4));
+            if let Some(at) = start {
+                assert_eq!(
+                    &as_bytes(&scratch)[at * 8..at * 8 + 12],
+                    &tensors[offset].data[..]
+                );
             }
         }
-        let strings = Tensor::new(
-            DataType::Bytes,
-            vec![1],
-            Bytes::from_static(b"\x01\0\0\0a"),
-            9,
-        );
-        assert!(
-            realign(&strings.unwrap()).is_none(),
-            "BYTES are never realigned"
-        );
-    }
-
-    fn as_bytes(words: &[u64]) -> &[u8] {
-        // SAFETY: u64s are readable as bytes for the same lifetime.
-        unsafe { std::slice::from_raw_parts(words.as_ptr().cast(), words.len() * 8) }
+        assert_eq!(starts[4], None, "BYTES are never realigned");
+        let grown = scratch.as_ptr();
+        stage(&mut scratch, &tensors);
+        assert_eq!(scratch.as_ptr(), grown, "the second run reuses the buffer");
     }
 }
