@@ -3,7 +3,8 @@
 //!   else after one copy into the worker's aligned scratch buffer (a binary request places
 //!   tensors at any offset; a gathered batch is always aligned).
 //! - BYTES go in as ONNX Runtime strings, each element copied once into its own buffer.
-//! - Every output is copied once, from ONNX Runtime's buffer into the response's `Bytes`.
+//! - Numeric outputs go to the response as they are: its `Bytes` owns ONNX Runtime's value.
+//!   String outputs are copied once, into the V2 BYTES layout.
 
 use std::cell::RefCell;
 use std::ffi::c_void;
@@ -218,12 +219,10 @@ pub fn output(name: &str, value: DynValue) -> Result<Tensor, ModelError> {
         string_bytes(&tensor, count)?
     } else {
         let len = element.byte_size(count).unwrap_or(0);
-        let ptr = tensor.data_ptr().cast::<u8>();
-        if len == 0 || ptr.is_null() {
+        if len == 0 || tensor.data_ptr().is_null() {
             Bytes::new()
         } else {
-            // SAFETY: a CPU tensor's data holds `len` bytes while `tensor` lives.
-            Bytes::copy_from_slice(unsafe { std::slice::from_raw_parts(ptr, len) })
+            Bytes::from_owner(OutputBytes { tensor, len })
         }
     };
     Ok(Tensor {
@@ -231,6 +230,21 @@ pub fn output(name: &str, value: DynValue) -> Result<Tensor, ModelError> {
         shape,
         data,
     })
+}
+
+/// A numeric output's bytes, read in place: ONNX Runtime's value stays alive (its memory out of
+/// the session's arena) until the response that carries it has been written.
+struct OutputBytes {
+    tensor: DynTensor,
+    len: usize,
+}
+
+impl AsRef<[u8]> for OutputBytes {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: a CPU tensor's data (non-null, checked before) holds `len` bytes, unmoved while
+        // the value lives, and nothing writes to an output after its run.
+        unsafe { std::slice::from_raw_parts(self.tensor.data_ptr().cast::<u8>(), self.len) }
+    }
 }
 
 /// A string tensor in the V2 BYTES layout: each element as a u32 length and its bytes, written
