@@ -40,6 +40,15 @@ pub struct Job {
 }
 
 impl Job {
+    /// Answers the request. Its inputs (views of the request's read buffer) are released first,
+    /// so that the connection, woken by the answer, finds that buffer unshared and reads the next
+    /// request into it instead of a fresh allocation.
+    fn answer(self, result: Result<Vec<Tensor>, ModelError>) {
+        let Job { inputs, reply, .. } = self;
+        drop(inputs);
+        let _ = reply.send(result);
+    }
+
     pub fn new(
         inputs: Vec<Tensor>,
         batching: bool,
@@ -273,12 +282,12 @@ pub fn run_worker(model: Arc<dyn Model>, queue: Arc<Queue>, stats: Arc<ModelStat
         match execute_batch(&*model, &batch, &stats) {
             Ok(outputs) => {
                 for (job, outputs) in batch.into_iter().zip(outputs) {
-                    let _ = job.reply.send(Ok(outputs));
+                    job.answer(Ok(outputs));
                 }
             }
             Err(e) => {
                 for job in batch {
-                    let _ = job.reply.send(Err(e.clone()));
+                    job.answer(Err(e.clone()));
                 }
             }
         }

@@ -409,3 +409,23 @@ def test_installed_binary_finds_the_library_beside_it(tmp_path):
     finally:
         d.stop()
     shutil.rmtree(staged)
+
+
+def minor_faults(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[7])
+
+
+def test_a_connection_reuses_its_buffer_for_large_requests(client, server):
+    """A 1.2 MB request is read into the buffer the previous one used: the worker releases a
+    request's inputs before answering it, so the buffer is unshared again. A fresh buffer per
+    request would page-fault in about 290 pages."""
+    x = RNG.random((8, 3, 48, 192), dtype=np.float32)
+    output = PPOCR_OUTPUTS["cls"][0]
+    for _ in range(5):
+        infer_one(client, "cls_toml", x, output)
+    before = minor_faults(server.proc.pid)
+    for _ in range(20):
+        infer_one(client, "cls_toml", x, output)
+    per_request = (minor_faults(server.proc.pid) - before) / 20
+    assert per_request < 64, f"{per_request} page faults per request"
