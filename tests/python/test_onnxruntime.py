@@ -363,22 +363,39 @@ def test_intra_op_threads_setting_takes_effect(client, server, repo):
     assert wait_for_threads(pid, base) == base
 
 
-def test_without_the_library_onnx_models_are_unavailable_and_others_serve(tmp_path):
+FAKE_OLD_RUNTIME = """
+typedef struct { const void *(*GetApi)(unsigned); const char *(*GetVersionString)(void); } Base;
+static const void *api(unsigned v) { (void)v; return 0; }
+static const char *version(void) { return "1.10.0"; }
+static const Base base = { api, version };
+const Base *OrtGetApiBase(void) { return &base; }
+"""
+
+
+def test_without_a_usable_library_onnx_models_are_unavailable_and_others_serve(tmp_path):
     repo = tmp_path / "repo"
     save_onnx(repo, "graph", fixed_batch_graph(), 13)
     (repo / "add_sub").mkdir()
     (repo / "add_sub" / "config.toml").write_text('backend = "builtin"\n')
     bogus = tmp_path / "libonnxruntime.so"
     bogus.write_bytes(b"not a shared library")
-    for args, env_path in [(["--onnxruntime-lib", str(tmp_path / "missing.so")], None), ([], str(bogus))]:
+    # A library that says it is ONNX Runtime 1.10, older than the API tensord asks for.
+    (tmp_path / "old.c").write_text(FAKE_OLD_RUNTIME)
+    old = tmp_path / "libold.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(old), str(tmp_path / "old.c")], check=True)
+    cases = [
+        (["--onnxruntime-lib", str(tmp_path / "missing.so")], None, "missing.so: no such file"),
+        ([], str(bogus), f"{bogus}: {bogus}: "),  # the loader's own words follow
+        (["--onnxruntime-lib", str(old)], None, "expected version >= '1.17.x', but got '1.10.0'"),
+    ]
+    for args, env_path, why in cases:
         env = {**os.environ, "ORT_DYLIB_PATH": env_path} if env_path else None
         d = Daemon("--threads", "1", *args, repo=repo, env=env)
         try:
             c = httpclient.InferenceServerClient(d.url)
             meta = c.get_model_metadata("graph")
             assert meta["state"] == "UNAVAILABLE"
-            assert "--onnxruntime-lib" in meta["reason"], meta["reason"]
-            assert (env_path or "missing.so") in meta["reason"]
+            assert "--onnxruntime-lib" in meta["reason"] and why in meta["reason"], meta["reason"]
             a = np.arange(16, dtype=np.int32).reshape(1, 16)
             inputs = [httpclient.InferInput("INPUT0", [1, 16], "INT32"), httpclient.InferInput("INPUT1", [1, 16], "INT32")]
             inputs[0].set_data_from_numpy(a)

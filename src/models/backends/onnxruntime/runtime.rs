@@ -39,8 +39,10 @@ pub fn init(library: &Path, default_threads: usize) -> Result<(), String> {
         if !library.is_file() {
             return Err(format!("{}: no such file", library.display()));
         }
-        let builder = ort::init_from(&library)
-            .map_err(|e| format!("{}: cannot load it ({e:?})", library.display()))?;
+        let builder = ort::init_from(&library).map_err(|e| {
+            let reason = dlopen_failure(&library).unwrap_or_else(|| e.to_string());
+            format!("{}: {reason}", library.display())
+        })?;
         let environment = builder
             .with_name("tensord")
             .with_telemetry(false)
@@ -52,6 +54,25 @@ pub fn init(library: &Path, default_threads: usize) -> Result<(), String> {
         })
     });
     outcome.as_ref().map(|_| ()).map_err(Clone::clone)
+}
+
+/// Why the dynamic loader refuses `library`, if it does (ort reports only "dlopen failed").
+/// Called after ort's own load failed, so a library that does open is left open, not unloaded.
+fn dlopen_failure(library: &Path) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(library.as_os_str().as_bytes()).ok()?;
+    // SAFETY: dlopen takes a NUL-terminated path; dlerror's text is read before any other dl call.
+    unsafe {
+        if !libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL).is_null() {
+            return None;
+        }
+        let error = libc::dlerror();
+        (!error.is_null()).then(|| {
+            std::ffi::CStr::from_ptr(error)
+                .to_string_lossy()
+                .into_owned()
+        })
+    }
 }
 
 /// The environment sessions are built in, and the default intra-op thread count; gated on a
