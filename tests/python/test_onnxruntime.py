@@ -386,8 +386,10 @@ def test_without_a_usable_library_onnx_models_are_unavailable_and_others_serve(t
     cases = [
         (["--onnxruntime-lib", str(tmp_path / "missing.so")], None, "missing.so: no such file"),
         ([], str(bogus), f"{bogus}: {bogus}: "),  # the loader's own words follow
-        (["--onnxruntime-lib", str(old)], None, "expected version >= '1.17.x', but got '1.10.0'"),
+        (["--config", str(tmp_path / "tensord.toml")], None, "expected version >= '1.17.x', but got '1.10.0'"),
     ]
+    # The config file's key, as an operator writes it.
+    (tmp_path / "tensord.toml").write_text(f'onnxruntime_lib = "{old}"\n')
     for args, env_path, why in cases:
         env = {**os.environ, "ORT_DYLIB_PATH": env_path} if env_path else None
         d = Daemon("--threads", "1", *args, repo=repo, env=env)
