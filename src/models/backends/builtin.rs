@@ -79,9 +79,12 @@ impl Model for Delayed {
         self.inner.execute(inputs)
     }
 
+    /// The delay is paid only when the inner model answers here: otherwise the batcher goes on
+    /// to `execute`, which pays it.
     fn execute_many(&self, requests: &[&[Tensor]]) -> Option<Result<Vec<Vec<Tensor>>, ModelError>> {
+        let outputs = self.inner.execute_many(requests)?;
         std::thread::sleep(self.delay);
-        self.inner.execute_many(requests)
+        Some(outputs)
     }
 }
 
@@ -161,6 +164,26 @@ mod tests {
             out,
             vec![int32(&[11, -18, i32::MIN]), int32(&[-9, 22, i32::MAX - 1])]
         );
+    }
+
+    #[test]
+    fn a_delayed_model_pays_its_delay_once_per_execution() {
+        /// A model without `execute_many`: the batcher gathers and calls `execute`.
+        struct Plain;
+        impl Model for Plain {
+            fn execute(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, ModelError> {
+                Ok(inputs.to_vec())
+            }
+        }
+        let delay = Duration::from_millis(200);
+        let plain = with_delay(Box::new(Plain), delay.as_micros() as u64);
+        let started = std::time::Instant::now();
+        assert!(plain.execute_many(&[]).is_none());
+        assert!(started.elapsed() < delay, "no delay without an answer");
+        let identity = with_delay(builtin("identity").unwrap().model, delay.as_micros() as u64);
+        let started = std::time::Instant::now();
+        assert!(identity.execute_many(&[]).is_some());
+        assert!(started.elapsed() >= delay);
     }
 
     #[test]
