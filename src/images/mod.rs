@@ -23,7 +23,7 @@ pub enum Layout {
 
 /// What a model input expects of images.
 #[derive(Debug)]
-pub struct ImageTarget<'a> {
+pub struct ImageTarget {
     pub datatype: DataType,
     pub layout: Layout,
     /// -1: any number of images.
@@ -34,10 +34,10 @@ pub struct ImageTarget<'a> {
     pub height_range: Option<(u64, u64)>,
     pub width_range: Option<(u64, u64)>,
     pub channels: usize,
-    pub options: &'a ImageOptions,
+    pub options: ImageOptions,
 }
 
-impl<'a> ImageTarget<'a> {
+impl ImageTarget {
     /// The image target of a model input with these dims, or `None` when it takes no images
     /// (not 4 dims, or BYTES, or a datatype pixels cannot be stored in).
     pub fn of(
@@ -45,7 +45,7 @@ impl<'a> ImageTarget<'a> {
         dims: &[i64],
         ranges: &[Option<(u64, u64)>],
         layout: Option<&str>,
-        options: &'a ImageOptions,
+        options: &ImageOptions,
     ) -> Option<Self> {
         let &[n, a, b, c] = dims else {
             return None;
@@ -79,7 +79,7 @@ impl<'a> ImageTarget<'a> {
             height_range: range(h),
             width_range: range(w),
             channels: usize::try_from(channels).ok().filter(|&c| c > 0)?,
-            options,
+            options: options.clone(),
         })
     }
 
@@ -194,7 +194,7 @@ fn fill(
     target: &ImageTarget,
     out: &mut [u8],
 ) -> Result<(), String> {
-    let options = target.options;
+    let options = &target.options;
     let direct = target.datatype == DataType::Uint8
         && target.layout == Layout::Nhwc
         && target.channels == 3

@@ -32,7 +32,7 @@ impl TensorSpec {
     }
 
     /// Where JPEG/PNG images go when a client sends them to this input.
-    pub fn image_target(&self) -> Option<ImageTarget<'_>> {
+    pub fn image_target(&self) -> Option<ImageTarget> {
         ImageTarget::of(
             self.datatype?,
             self.dims.as_deref()?,

@@ -351,12 +351,9 @@ impl Service {
                 continue;
             };
             let decoded = if images::is_heavy(tensor) {
-                let (tensor, spec) = (tensor.clone(), spec.clone());
+                let tensor = tensor.clone();
                 elsewhere("image decoder", on_pool, move || {
-                    match spec.image_target() {
-                        Some(target) => images::decode_images(&tensor, &target, max),
-                        None => Err("not an image input".into()),
-                    }
+                    images::decode_images(&tensor, &target, max)
                 })
                 .await?
             } else {
