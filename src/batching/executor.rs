@@ -77,10 +77,7 @@ impl Executor {
         match &self.route {
             Route::Inline(model) => {
                 let started = Instant::now();
-                let rows = inputs
-                    .first()
-                    .and_then(|t| t.shape.first().copied())
-                    .unwrap_or(1);
+                let rows = super::rows(&inputs);
                 let outputs = run_model(&**model, &inputs);
                 let phases = Phases {
                     infer: started.elapsed(),

@@ -9,3 +9,13 @@ mod stats;
 pub use executor::Executor;
 pub use scheduler::BatchPolicy;
 pub use stats::{Counter, FailReason, ModelStats, Phases};
+
+use crate::tensors::Tensor;
+
+/// A request's rows: its first input's first dimension (1 without one).
+pub fn rows(inputs: &[Tensor]) -> u64 {
+    inputs
+        .first()
+        .and_then(|t| t.shape.first().copied())
+        .unwrap_or(1)
+}

@@ -57,10 +57,7 @@ impl Job {
     ) -> Job {
         // A model that does not batch runs every request alone: no rows or key to compare.
         let (rows, key) = if batching {
-            let rows = inputs
-                .first()
-                .and_then(|t| t.shape.first().copied())
-                .unwrap_or(1);
+            let rows = super::rows(&inputs);
             let key = inputs
                 .iter()
                 .map(|t| (t.datatype, t.shape.get(1..).unwrap_or(&[]).to_vec()))

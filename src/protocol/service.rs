@@ -15,7 +15,7 @@ use super::prometheus;
 use super::routes::{route, ModelRef, Route};
 use super::tfs::{self, TfsRoute};
 use super::ProtocolError;
-use crate::batching::FailReason;
+use crate::batching::{self, FailReason};
 use crate::http::{Method, Request, Response};
 use crate::images;
 use crate::metrics::ServerMetrics;
@@ -241,10 +241,7 @@ impl Service {
         let inputs = arrange_inputs(model, loaded, infer_request)?;
         let rows = match model.config.max_batch_size {
             0 => 1,
-            _ => inputs
-                .first()
-                .and_then(|t| t.shape.first().copied())
-                .unwrap_or(1),
+            _ => batching::rows(&inputs),
         };
         let timeout = infer_request
             .parameters
