@@ -11,10 +11,10 @@ use crate::tensors::Tensor;
 
 pub struct Executor {
     stats: Arc<ModelStats>,
-    route: Route,
+    placement: Placement,
 }
 
-enum Route {
+enum Placement {
     /// Runs on the caller's thread: only for models that cost less than a hand-off.
     Inline(Arc<dyn Model>),
     Queued {
@@ -27,7 +27,7 @@ impl Executor {
     pub fn inline(model: Arc<dyn Model>) -> Executor {
         Executor {
             stats: Arc::default(),
-            route: Route::Inline(model),
+            placement: Placement::Inline(model),
         }
     }
 
@@ -51,7 +51,7 @@ impl Executor {
         }
         Ok(Executor {
             stats,
-            route: Route::Queued { queue, batching },
+            placement: Placement::Queued { queue, batching },
         })
     }
 
@@ -61,9 +61,9 @@ impl Executor {
 
     /// Requests waiting in the queue (for metrics; takes the queue's lock).
     pub fn pending(&self) -> usize {
-        match &self.route {
-            Route::Inline(_) => 0,
-            Route::Queued { queue, .. } => queue.len(),
+        match &self.placement {
+            Placement::Inline(_) => 0,
+            Placement::Queued { queue, .. } => queue.len(),
         }
     }
 
@@ -74,8 +74,8 @@ impl Executor {
         inputs: Vec<Tensor>,
         timeout: Option<Duration>,
     ) -> Result<Vec<Tensor>, ModelError> {
-        match &self.route {
-            Route::Inline(model) => {
+        match &self.placement {
+            Placement::Inline(model) => {
                 let started = Instant::now();
                 let rows = super::rows(&inputs);
                 let outputs = run_model(&**model, &inputs);
@@ -86,7 +86,7 @@ impl Executor {
                 self.stats.record_execution(rows, 1, phases);
                 outputs
             }
-            Route::Queued { queue, batching } => {
+            Placement::Queued { queue, batching } => {
                 let (reply, answer) = flume::bounded(1);
                 queue
                     .push(Job::new(inputs, *batching, timeout, reply))
@@ -105,7 +105,7 @@ impl Executor {
 
 impl Drop for Executor {
     fn drop(&mut self) {
-        if let Route::Queued { queue, .. } = &self.route {
+        if let Placement::Queued { queue, .. } = &self.placement {
             queue.close();
         }
     }

@@ -391,13 +391,13 @@ fn index_ready_filter(body: &Bytes) -> Result<bool, ProtocolError> {
 }
 
 /// Work handed to another thread.
-type Job = Box<dyn FnOnce() + Send>;
+type Errand = Box<dyn FnOnce() + Send>;
 
 /// Runs blocking `work` on another thread (`spawn` decides which) while the io thread awaits
 /// its result. A panic fails the request (on rayon's pool it would abort the process).
 async fn elsewhere<T: Send + 'static>(
     what: &str,
-    spawn: impl FnOnce(Job) -> std::io::Result<()>,
+    spawn: impl FnOnce(Errand) -> std::io::Result<()>,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ProtocolError> {
     let (done, result) = flume::bounded(1);
@@ -414,16 +414,16 @@ async fn elsewhere<T: Send + 'static>(
 }
 
 /// CPU-heavy work (image decoding) goes to rayon's pool.
-fn on_pool(job: Job) -> std::io::Result<()> {
-    rayon::spawn(job);
+fn on_pool(errand: Errand) -> std::io::Result<()> {
+    rayon::spawn(errand);
     Ok(())
 }
 
 /// Long blocking work (loading a model) gets a thread of its own.
-fn on_loader_thread(job: Job) -> std::io::Result<()> {
+fn on_loader_thread(errand: Errand) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("tensord-loader".into())
-        .spawn(job)
+        .spawn(errand)
         .map(drop)
 }
 
