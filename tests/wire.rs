@@ -436,7 +436,7 @@ fn bad_requests_get_clear_errors_and_the_connection_survives() {
         ("unknown model", post("/v2/models/nope/infer", "", b"{}"), 404, "unknown model 'nope'"),
         ("unknown version", post("/v2/models/identity/versions/9/infer", "", b"{}"), 404, "unknown version '9'"),
         ("unknown endpoint", b"GET /v2/nothing/here HTTP/1.1\r\n\r\n".to_vec(), 404, "no such endpoint"),
-        ("wrong method", b"GET /v2/models/identity/infer HTTP/1.1\r\n\r\n".to_vec(), 405, "NEEDS POST"),
+        ("wrong method", b"GET /v2/models/identity/infer HTTP/1.1\r\n\r\n".to_vec(), 405, "/v2/models/identity/infer takes only POST"),
     ];
     let mut s = d.connect();
     for (what, request, status, message) in cases {
@@ -445,6 +445,43 @@ fn bad_requests_get_clear_errors_and_the_connection_survives() {
         assert_eq!(r.status, status, "{what}: {}", r.text());
         let error = r.json_error();
         assert!(error.contains(message), "{what}: {error}");
+    }
+    d.assert_healthy();
+}
+
+/// A wrong method is a 405 that names the path as written and says, in `Allow`, what it takes.
+#[test]
+fn wrong_methods_get_405_with_allow() {
+    let d = Daemon::start(&[]);
+    let mut s = d.connect();
+    let cases: [(&[u8], &str, &str); 4] = [
+        (
+            b"GET /v2/models/identity/infer HTTP/1.1\r\n\r\n",
+            "POST",
+            "/v2/models/identity/infer takes only POST",
+        ),
+        (
+            b"POST /v2/models/Some_Model/ready HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+            "GET, HEAD",
+            "/v2/models/Some_Model/ready takes only GET",
+        ),
+        (
+            b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+            "GET, HEAD",
+            "/metrics takes only GET",
+        ),
+        (
+            b"GET /v1/models/identity:predict HTTP/1.1\r\n\r\n",
+            "POST",
+            "/v1/models/identity:predict takes only POST",
+        ),
+    ];
+    for (request, allow, message) in cases {
+        s.write_all(request).unwrap();
+        let r = read_response(&mut s);
+        assert_eq!(r.status, 405, "{}", r.text());
+        assert_eq!(r.header("allow"), Some(allow));
+        assert_eq!(r.json_error(), message);
     }
     d.assert_healthy();
 }

@@ -4,7 +4,7 @@ use std::fmt;
 
 use bytes::Bytes;
 
-use crate::http::{HttpError, Response};
+use crate::http::{HttpError, Method, Response};
 use crate::models::{LookupError, ModelError, ModelErrorKind};
 use crate::tensors::TensorError;
 
@@ -14,6 +14,8 @@ pub struct ProtocolError {
     pub message: String,
     /// Seconds a client should wait before retrying (503 on overload).
     pub retry_after: Option<u32>,
+    /// The methods the path takes (405).
+    pub allow: Option<&'static str>,
 }
 
 impl ProtocolError {
@@ -22,6 +24,19 @@ impl ProtocolError {
             status,
             message: message.into(),
             retry_after: None,
+            allow: None,
+        }
+    }
+
+    /// 405: `path` (as the client wrote it) takes only `want` (and HEAD where `want` is GET).
+    pub fn wrong_method(path: &str, want: Method) -> ProtocolError {
+        let (name, allow) = match want {
+            Method::Post => ("POST", "POST"),
+            _ => ("GET", "GET, HEAD"),
+        };
+        ProtocolError {
+            allow: Some(allow),
+            ..ProtocolError::new(405, format!("{path} takes only {name}"))
         }
     }
 
@@ -46,6 +61,9 @@ impl ProtocolError {
         let mut response = error_response(self.status, &self.message);
         if let Some(seconds) = self.retry_after {
             response.headers.push(("Retry-After", seconds.to_string()));
+        }
+        if let Some(methods) = self.allow {
+            response.headers.push(("Allow", methods.to_string()));
         }
         response
     }

@@ -82,6 +82,7 @@ impl Service {
         endpoints: Endpoints,
     ) -> Result<Response, ProtocolError> {
         if request.head.path() == "/metrics" {
+            check_method(request, Method::Get)?;
             let text = prometheus::render(&self.repository.models(), &self.metrics);
             return Ok(Response {
                 status: 200,
@@ -102,14 +103,7 @@ impl Service {
                 format!("no such endpoint: {}", request.head.path()),
             ));
         };
-        let method = match request.head.method {
-            Method::Head => Method::Get,
-            other => other,
-        };
-        if method != route.method() {
-            let message = format!("{} needs {:?}", request.head.path(), route.method());
-            return Err(ProtocolError::new(405, message.to_uppercase()));
-        }
+        check_method(request, route.method())?;
         match route {
             Route::ServerMetadata => Ok(json_response(server_metadata().to_string())),
             Route::Live => Ok(empty_ok()),
@@ -261,16 +255,13 @@ impl Service {
 
     /// TensorFlow Serving's REST API.
     async fn tfs(&self, route: TfsRoute<'_>, request: &Request) -> Result<Response, ProtocolError> {
-        let (want, got) = match route {
-            TfsRoute::Predict(_) => (Method::Post, request.head.method),
-            _ => (Method::Get, request.head.method),
-        };
-        if got != want && !(want == Method::Get && got == Method::Head) {
-            return Err(ProtocolError::new(
-                405,
-                format!("{} needs {want:?}", request.head.path()).to_uppercase(),
-            ));
-        }
+        check_method(
+            request,
+            match route {
+                TfsRoute::Predict(_) => Method::Post,
+                _ => Method::Get,
+            },
+        )?;
         match route {
             TfsRoute::Status(m) => {
                 let model = self.repository.get(&m.name)?;
@@ -360,6 +351,19 @@ impl Service {
                 .map_err(|e| ProtocolError::bad_request(format!("input '{}': {e}", input.name)))?;
         }
         Ok(())
+    }
+}
+
+/// Whether `request` uses the method its path takes (HEAD counting as GET); else 405 with Allow.
+fn check_method(request: &Request, want: Method) -> Result<(), ProtocolError> {
+    let got = match request.head.method {
+        Method::Head => Method::Get,
+        other => other,
+    };
+    if got == want {
+        Ok(())
+    } else {
+        Err(ProtocolError::wrong_method(request.head.path(), want))
     }
 }
 
