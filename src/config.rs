@@ -125,11 +125,16 @@ impl Args {
         toml::to_string(self).unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
     }
 
+    /// Threads one model execution may use: `--compute-threads`, else every core.
+    pub fn compute_threads(&self) -> usize {
+        self.compute_threads.unwrap_or_else(cores).max(1)
+    }
+
     pub fn server_config(&self) -> Result<ServerConfig, String> {
         let threads = match self.threads {
             Some(0) => return Err("--threads must be at least 1".into()),
             Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            None => cores(),
         };
         Ok(ServerConfig {
             addr: self.http_addr,
@@ -195,6 +200,11 @@ fn file_flags(path: &std::path::Path) -> Result<Vec<String>, String> {
         flags.push(format!("--{flag}={value}"));
     }
     Ok(flags)
+}
+
+/// The cores this process may use (1 where the system cannot tell).
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 #[cfg(test)]

@@ -111,10 +111,7 @@ fn load_onnxruntime(args: &Args) {
         .onnxruntime_lib
         .clone()
         .unwrap_or_else(onnxruntime::default_library);
-    let threads = args.compute_threads.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-    });
-    match onnxruntime::init(&library, threads) {
+    match onnxruntime::init(&library, args.compute_threads()) {
         Ok(()) => tracing::info!(library = %library.display(), "ONNX Runtime loaded"),
         Err(e) => tracing::warn!(
             "ONNX Runtime not loaded, ONNX models will be unavailable: {e} (see --onnxruntime-lib)"

@@ -10,7 +10,7 @@ use std::path::Path;
 use ort::session::Session;
 use ort::value::{Outlet, ValueType};
 
-pub use runtime::{default_library, init, LIBRARY_FILE};
+pub use runtime::{default_library, init};
 
 use crate::models::config::ModelConfig;
 use crate::models::{Model, ModelError, TensorSpec};

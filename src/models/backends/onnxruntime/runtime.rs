@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use ort::environment::Environment;
 
 /// The library's file name beside the binary, where `scripts/setup` and `scripts/install` put it.
-pub const LIBRARY_FILE: &str = "libonnxruntime.so";
+const LIBRARY_FILE: &str = "libonnxruntime.so";
 
 struct Runtime {
     environment: Environment,
@@ -50,7 +50,7 @@ pub fn init(library: &Path, default_threads: usize) -> Result<(), String> {
             .map_err(|e| format!("{}: {e}", library.display()))?;
         Ok(Runtime {
             environment,
-            default_threads: default_threads.max(1),
+            default_threads,
         })
     });
     outcome.as_ref().map(|_| ()).map_err(Clone::clone)

@@ -38,30 +38,28 @@ pub fn build(
     if let Some(threads) = settings.inter_op_threads {
         builder = builder.with_inter_threads(threads).map_err(text)?;
     }
-    let mut providers = Vec::new();
-    for name in &settings.execution_accelerators {
-        providers.push(provider(name, device_id(config)?)?);
+    // The device's provider (CUDA for cuda:N) is one of the accelerators, named or not.
+    let device = config.device()?;
+    let mut accelerators = settings.execution_accelerators.clone();
+    if matches!(device, DeviceChoice::Cuda(_)) && !accelerators.iter().any(|a| a == "cuda") {
+        accelerators.push("cuda".into());
     }
-    if let DeviceChoice::Cuda(_) = config.device()? {
-        if !settings.execution_accelerators.iter().any(|a| a == "cuda") {
-            providers.push(provider("cuda", device_id(config)?)?);
+    let id = match device {
+        DeviceChoice::Cpu => 0,
+        DeviceChoice::Cuda(n) => {
+            i32::try_from(n).map_err(|_| format!("key 'device': cuda:{n} is out of range"))?
         }
-    }
+    };
+    let providers = accelerators
+        .iter()
+        .map(|name| provider(name, id))
+        .collect::<Result<Vec<_>, _>>()?;
     if !providers.is_empty() {
         builder = builder.with_execution_providers(providers).map_err(text)?;
     }
     builder
         .commit_from_file(path)
         .map_err(|e| format!("{}: {e}", path.display()))
-}
-
-fn device_id(config: &ModelConfig) -> Result<i32, String> {
-    match config.device()? {
-        DeviceChoice::Cpu => Ok(0),
-        DeviceChoice::Cuda(n) => {
-            i32::try_from(n).map_err(|_| format!("key 'device': cuda:{n} is out of range"))
-        }
-    }
 }
 
 /// The execution provider `name` on device `id`, if the loaded library has it.
