@@ -10,11 +10,10 @@ use bytes::Bytes;
 use divan::{black_box, Bencher};
 use serde::Deserialize;
 
+use tensord::doors::v2::{decode_infer_request, encode_infer_response};
+use tensord::engine;
 use tensord::http::{parse_head, Limits};
-use tensord::protocol::{
-    decode_infer_request, encode_infer_response, tfs_tensor_of, ResponseOutput,
-};
-use tensord::tensors::{decode_json_data, DataType};
+use tensord::tensors::{decode_json_data, tensor_of_nested, DataType};
 
 fn main() {
     divan::main();
@@ -72,12 +71,16 @@ fn bench_identity_response(bencher: Bencher, body: &Bytes, header_len: Option<u6
     let request = decode_infer_request(body, header_len, u64::MAX).unwrap();
     let tensor = request.inputs[0].tensor.clone();
     bencher.bench(|| {
-        let outputs = vec![ResponseOutput {
+        let output = engine::Output {
             name: "OUTPUT0",
             tensor: tensor.clone(),
-            binary,
-        }];
-        black_box(encode_infer_response("identity", 1, &request, outputs).unwrap());
+        };
+        black_box(encode_infer_response(
+            "identity",
+            1,
+            &request,
+            vec![(output, binary)],
+        ));
     });
 }
 
@@ -222,7 +225,7 @@ fn data_tfs_path(bencher: Bencher, n: usize) {
     let text = json_data(n);
     bencher
         .counter(divan::counter::BytesCount::new(text.len()))
-        .bench(|| black_box(tfs_tensor_of(black_box(&text), None, u64::MAX).unwrap()));
+        .bench(|| black_box(tensor_of_nested(black_box(&text), None, u64::MAX).unwrap()));
 }
 
 /// The JSON request tensord-bench sends for identity FP32 [1, n] (its random values are

@@ -2,11 +2,11 @@
 //! call these, and the test command replays every input the fuzzer kept through them
 //! (tests/fuzz_corpus.rs). Errors are the expected outcome; a panic or a hang is the bug.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
-use crate::http::{parse_head, BodyFraming, ChunkedDecoder, Limits};
+use crate::doors::v2::{decode_infer_request, header_length};
+use crate::http::{parse_head, BodyReader, BodyStep, Limits};
 use crate::images::{decode_images, ImageOptions, ImageTarget};
-use crate::protocol::{decode_infer_request, header_length};
 use crate::tensors::{push_bytes_element, DataType, Tensor};
 
 /// Small limits keep each run fast; the code paths are the same as with the defaults.
@@ -16,34 +16,27 @@ const LIMITS: Limits = Limits {
 };
 const MAX_ELEMENTS: u64 = 1 << 20;
 
-/// A whole request as it arrives: head, body (Content-Length or chunked, delivered in two
-/// reads), then the V2 decode with the head's Inference-Header-Content-Length.
+/// A whole request as it arrives: the head, then the body through the server's own body
+/// reader (Content-Length or chunked, limits, 100-continue), its bytes arriving in two reads,
+/// then the V2 decode with the head's Inference-Header-Content-Length.
 pub fn http_request(data: &[u8]) {
-    let Ok(Some((parsed, head_len))) = parse_head(data, &LIMITS) else {
+    let mut buf = BytesMut::from(data);
+    let Ok(Some((parsed, head_len))) = parse_head(&buf, &LIMITS) else {
         return;
     };
-    let framing = parsed.framing();
-    let head = parsed.into_head(Bytes::copy_from_slice(&data[..head_len]));
-    let rest = &data[head_len..];
-    let body = match framing {
-        BodyFraming::Length(n) => {
-            Bytes::copy_from_slice(&rest[..rest.len().min(n.min(LIMITS.max_body_bytes) as usize)])
-        }
-        BodyFraming::Chunked => {
-            let mut decoder = ChunkedDecoder::new(LIMITS.max_body_bytes);
-            let (first, second) = rest.split_at(rest.len() / 2);
-            let mut buf = first.to_vec();
-            for more in [second, &[][..]] {
-                match decoder.feed(&buf) {
-                    Ok(used) => buf.drain(..used),
-                    Err(_) => return,
-                };
-                buf.extend_from_slice(more);
+    let head = parsed.into_head(buf.split_to(head_len).freeze());
+    let Ok(mut reader) = BodyReader::new(&head, &LIMITS) else {
+        return;
+    };
+    let mut second_read = buf.split_off(buf.len() / 2);
+    let body = loop {
+        match reader.step(&mut buf) {
+            Ok(BodyStep::Done(body)) => break body,
+            Ok(BodyStep::Read { .. }) if !second_read.is_empty() => {
+                buf.unsplit(second_read.split());
             }
-            if !decoder.is_done() {
-                return;
-            }
-            decoder.into_body()
+            // The client stopped sending, or the framing is wrong.
+            _ => return,
         }
     };
     let header_len = match head

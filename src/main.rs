@@ -6,10 +6,10 @@ use signal_hook::iterator::Signals;
 use tracing_subscriber::EnvFilter;
 
 use tensord::config::{Args, LoadError};
+use tensord::doors::Service;
+use tensord::engine::{Engine, Repository};
 use tensord::metrics::ServerMetrics;
 use tensord::models::onnxruntime;
-use tensord::models::Repository;
-use tensord::protocol::Service;
 use tensord::server::{systemd, Server};
 
 fn main() {
@@ -63,21 +63,18 @@ fn run(args: &Args) -> Result<(), String> {
     load_onnxruntime(args);
     let repository = Repository::open(&args.model_repository)?;
     let metrics = Arc::new(ServerMetrics::new(config.threads));
-    let service = Arc::new(Service::new(
-        repository,
-        args.max_tensor_elements,
-        metrics.clone(),
-    ));
-    let server = Server::start(config, service.clone(), metrics.clone())?;
-    systemd::notify(&format!("READY=1\nSTATUS={}", status_line(&service, 0.0)));
+    let engine = Arc::new(Engine::new(repository, args.max_tensor_elements));
+    let service = Arc::new(Service::new(engine.clone(), metrics.clone()));
+    let server = Server::start(config, service, metrics.clone())?;
+    systemd::notify(&format!("READY=1\nSTATUS={}", status_line(&engine, 0.0)));
     systemd::report_status(Duration::from_secs(STATUS_EVERY_S), {
-        let (service, metrics) = (service.clone(), metrics.clone());
+        let (engine, metrics) = (engine.clone(), metrics.clone());
         let mut last = (Instant::now(), 0);
         move || {
             let requests = metrics.requests();
             let rate = (requests - last.1) as f64 / last.0.elapsed().as_secs_f64();
             last = (Instant::now(), requests);
-            (!service.is_draining()).then(|| status_line(&service, rate))
+            (!engine.is_draining()).then(|| status_line(&engine, rate))
         }
     });
     if let Some(signal) = signals.forever().next() {
@@ -86,7 +83,7 @@ fn run(args: &Args) -> Result<(), String> {
             drain_delay = args.drain_delay,
             "draining: readiness is now 503"
         );
-        service.start_draining();
+        engine.start_draining();
         systemd::notify("STOPPING=1\nSTATUS=draining");
         // A second signal ends it at once.
         std::thread::spawn(move || {
@@ -151,7 +148,7 @@ fn return_large_buffers() {
 /// How often STATUS= is refreshed under systemd.
 const STATUS_EVERY_S: u64 = 5;
 
-fn status_line(service: &Service, requests_per_s: f64) -> String {
-    let (ready, all) = service.models_ready();
+fn status_line(engine: &Engine, requests_per_s: f64) -> String {
+    let (ready, all) = engine.models_ready();
     format!("serving {ready} of {all} models, {requests_per_s:.0} requests/s")
 }

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use tensord::protocol::decode_infer_request;
+use tensord::doors::v2::decode_infer_request;
 use tensord::tensors::{decode_json_data, push_bytes_element, write_json_data, DataType, Tensor};
 
 /// Tensor bytes for `count` elements from raw material: every bit pattern for integers,

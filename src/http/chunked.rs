@@ -39,8 +39,9 @@ impl ChunkedDecoder {
         self.state == State::Done
     }
 
-    pub fn into_body(self) -> Bytes {
-        Bytes::from(self.body)
+    /// The body decoded so far (all of it once `is_done`).
+    pub fn take_body(&mut self) -> Bytes {
+        Bytes::from(std::mem::take(&mut self.body))
     }
 
     /// Consumes what it can of `input`; returns how many bytes it used.
@@ -125,7 +126,7 @@ mod tests {
         let used = d.feed(BODY).unwrap();
         assert!(d.is_done());
         assert_eq!(&BODY[used..], b"NEXT");
-        assert_eq!(&d.into_body()[..], b"hello, world");
+        assert_eq!(&d.take_body()[..], b"hello, world");
     }
 
     #[test]
@@ -141,7 +142,7 @@ mod tests {
             }
         }
         assert!(d.is_done());
-        assert_eq!(&d.into_body()[..], b"hello, world");
+        assert_eq!(&d.take_body()[..], b"hello, world");
     }
 
     #[test]

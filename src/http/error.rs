@@ -1,48 +1,74 @@
-//! HTTP-level failures: each knows the status it is answered with.
+//! HTTP failures: a status, a message, and any headers the answer needs. Answered as
+//! `{"error": message}`.
 
 use std::fmt;
+
+use bytes::Bytes;
+
+use super::{Method, Response};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpError {
     pub status: u16,
     pub message: String,
+    /// Extra headers of the answer (`Allow` on a 405, `Retry-After` on overload).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl HttpError {
-    pub fn bad_request(message: impl Into<String>) -> HttpError {
+    pub fn new(status: u16, message: impl Into<String>) -> HttpError {
         HttpError {
-            status: 400,
+            status,
             message: message.into(),
+            headers: Vec::new(),
         }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> HttpError {
+        HttpError::new(400, message)
     }
 
     pub fn header_too_large(limit: usize) -> HttpError {
-        HttpError {
-            status: 431,
-            message: format!("request header is larger than the limit of {limit} bytes"),
-        }
+        HttpError::new(
+            431,
+            format!("request header is larger than the limit of {limit} bytes"),
+        )
     }
 
     pub fn body_too_large(length: u64, limit: u64) -> HttpError {
-        HttpError {
-            status: 413,
-            message: format!(
-                "request body of {length} bytes is larger than the limit of {limit} bytes"
-            ),
-        }
+        HttpError::new(
+            413,
+            format!("request body of {length} bytes is larger than the limit of {limit} bytes"),
+        )
     }
 
     pub fn not_implemented(message: impl Into<String>) -> HttpError {
-        HttpError {
-            status: 501,
-            message: message.into(),
-        }
+        HttpError::new(501, message)
     }
 
     pub fn timeout(what: &str) -> HttpError {
+        HttpError::new(408, format!("timed out waiting for the request {what}"))
+    }
+
+    /// 405: `path` (as the client wrote it) takes only `want` (and HEAD where `want` is GET).
+    pub fn wrong_method(path: &str, want: Method) -> HttpError {
+        let (name, allow) = match want {
+            Method::Post => ("POST", "POST"),
+            _ => ("GET", "GET, HEAD"),
+        };
         HttpError {
-            status: 408,
-            message: format!("timed out waiting for the request {what}"),
+            headers: vec![("Allow", allow.to_string())],
+            ..HttpError::new(405, format!("{path} takes only {name}"))
+        }
+    }
+
+    pub fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.message }).to_string();
+        Response {
+            status: self.status,
+            content_type: "application/json",
+            headers: self.headers,
+            body: vec![Bytes::from(body)],
         }
     }
 }

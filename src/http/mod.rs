@@ -1,12 +1,15 @@
-//! HTTP/1.1 without I/O: request heads, body framing, response heads and limits.
+//! HTTP/1.1 without I/O: request heads, bodies (one decoder for every framing), response heads,
+//! limits and errors.
 //! Knows nothing of inference; the server drives it, the protocol layer reads its requests.
 
+mod body;
 mod chunked;
 mod error;
 mod limits;
 mod request;
 mod response;
 
+pub use body::{BodyReader, BodyStep, READ_CHUNK};
 pub use chunked::ChunkedDecoder;
 pub use error::HttpError;
 pub use limits::Limits;

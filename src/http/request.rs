@@ -80,10 +80,10 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<(ParsedHead, usi
             return Ok(None);
         }
         Err(httparse::Error::TooManyHeaders) => {
-            return Err(HttpError {
-                status: 431,
-                message: format!("request has more than {MAX_HEADERS} header lines"),
-            })
+            return Err(HttpError::new(
+                431,
+                format!("request has more than {MAX_HEADERS} header lines"),
+            ))
         }
         Err(e) => {
             return Err(HttpError::bad_request(format!(
@@ -191,10 +191,10 @@ impl Framing {
             self.chunked = true;
         } else if name.eq_ignore_ascii_case("expect") {
             if !value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
-                return Err(HttpError {
-                    status: 417,
-                    message: "only Expect: 100-continue is supported".into(),
-                });
+                return Err(HttpError::new(
+                    417,
+                    "only Expect: 100-continue is supported",
+                ));
             }
             self.expect_continue = true;
         } else if name.eq_ignore_ascii_case("connection") {

@@ -1,4 +1,5 @@
-//! Models: the `Model` interface, configs, the on-disk repository and the backends behind it.
+//! Models: the `Model` interface, configs, and the backends that load a version folder into a
+//! runnable model. Imports nothing from the layers above (engine, front doors).
 
 mod backends;
 pub use backends::onnxruntime;
@@ -6,11 +7,9 @@ mod candle_io;
 mod config;
 mod model;
 mod pbtxt;
-mod repository;
 
-pub use backends::LoadedVersion;
+pub use backends::{load_version, Loaded};
 pub use config::{
     Activation, Architecture, DeviceChoice, ModelConfig, TensorConfig, VersionPolicy,
 };
 pub use model::{Model, ModelError, ModelErrorKind, TensorSpec};
-pub use repository::{IndexEntry, LookupError, ModelVersion, Repository, ServedModel};

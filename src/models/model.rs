@@ -109,10 +109,6 @@ pub enum ModelErrorKind {
     InvalidInput,
     /// The model failed (500).
     Internal,
-    /// The request waited in the queue past its timeout (503).
-    TimedOut,
-    /// The model's queue is full (503 with Retry-After).
-    Overloaded,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

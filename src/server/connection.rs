@@ -22,15 +22,12 @@ use std::os::fd::AsRawFd;
 
 use super::vectored::{write_all_vectored, IoParts};
 use super::ShutdownSignal;
+use crate::doors::{Endpoints, Service};
 use crate::http::{
-    parse_head, write_head, BodyFraming, ChunkedDecoder, HttpError, Limits, Method, Request,
-    Response, CONTINUE,
+    parse_head, write_head, BodyReader, BodyStep, HttpError, Limits, Method, Request, Response,
+    CONTINUE, READ_CHUNK,
 };
 use crate::metrics::ServerMetrics;
-use crate::protocol::{error_response, Endpoints, Service};
-
-/// Bytes asked of the socket per read when no body size is known.
-const READ_CHUNK: usize = 16 * 1024;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Timeouts {
@@ -185,7 +182,7 @@ async fn serve_requests(
                 tracing::debug!(status = e.status, "bad request: {}", e.message);
                 let _ = write_response(
                     &mut stream,
-                    error_response(e.status, &e.message),
+                    e.into_response(),
                     false,
                     false,
                     ctx.timeouts.write,
@@ -209,7 +206,7 @@ async fn serve_requests(
             Ok(None) => return,
             Err(()) => {
                 tracing::error!(path = request.head.path(), "request handler panicked");
-                error_response(500, "internal error while handling the request")
+                HttpError::new(500, "internal error while handling the request").into_response()
             }
         };
         drop(request);
@@ -261,46 +258,24 @@ async fn read_request<S: AsyncReadRent + AsyncWriteRent>(
             Err(_) => return Err(HttpError::timeout("header").into()),
         }
     };
-    let framing = parsed.framing();
     // The head is copied out (it is small) so that `buf` stays the sole owner of its allocation:
     // a shared buffer cannot grow in place, and reserving room for the body would copy all that
     // was read so far into a fresh allocation.
     let head = parsed.into_head(Bytes::copy_from_slice(&buf[..head_len]));
     buf.advance(head_len);
-    let body = match framing {
-        BodyFraming::Length(length) => {
-            if length > ctx.limits.max_body_bytes {
-                return Err(HttpError::body_too_large(length, ctx.limits.max_body_bytes).into());
-            }
-            let length = length as usize;
-            if buf.len() < length {
-                if head.expect_continue {
+    let mut reader = BodyReader::new(&head, &ctx.limits)?;
+    let body = loop {
+        match reader.step(buf)? {
+            BodyStep::Done(body) => break body,
+            BodyStep::Read {
+                want,
+                send_continue,
+            } => {
+                if send_continue {
                     write_bytes(stream, Bytes::from_static(CONTINUE)).await?;
                 }
-                // One allocation for the whole body, read into place.
-                buf.reserve(length - buf.len());
-                while buf.len() < length {
-                    read_body_bytes(stream, buf, length - buf.len(), ctx).await?;
-                }
+                read_body_bytes(stream, buf, want, ctx).await?;
             }
-            buf.split_to(length).freeze()
-        }
-        BodyFraming::Chunked => {
-            let mut decoder = ChunkedDecoder::new(ctx.limits.max_body_bytes);
-            let mut continued = !head.expect_continue;
-            loop {
-                let used = decoder.feed(buf)?;
-                buf.advance(used);
-                if decoder.is_done() {
-                    break;
-                }
-                if !continued {
-                    write_bytes(stream, Bytes::from_static(CONTINUE)).await?;
-                    continued = true;
-                }
-                read_body_bytes(stream, buf, READ_CHUNK, ctx).await?;
-            }
-            decoder.into_body()
         }
     };
     Ok(Request { head, body })

@@ -19,10 +19,10 @@ pub use driver::IoDriver;
 pub use shutdown::ShutdownSignal;
 pub use vectored::{write_all_vectored, IoParts};
 
+use crate::doors::Endpoints;
+use crate::doors::Service;
 use crate::http::Limits;
 use crate::metrics::ServerMetrics;
-use crate::protocol::Endpoints;
-use crate::protocol::Service;
 use connection::ConnectionContext;
 
 pub struct ServerConfig {

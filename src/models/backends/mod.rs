@@ -11,13 +11,14 @@ use candle_core::Device;
 
 use super::config::{DeviceChoice, ModelConfig};
 use super::{Model, TensorSpec};
-use crate::batching::{BatchPolicy, Executor};
 
-/// One loaded version of a model.
-pub struct LoadedVersion {
+/// One version of a model, loaded and ready to run.
+pub struct Loaded {
+    pub model: Arc<dyn Model>,
     pub inputs: Vec<TensorSpec>,
     pub outputs: Vec<TensorSpec>,
-    pub executor: Executor,
+    /// Cheap enough to run on the io thread when nothing asks for a queue (the built-ins).
+    pub cheap: bool,
 }
 
 fn device(config: &ModelConfig) -> Result<Device, String> {
@@ -29,42 +30,12 @@ fn device(config: &ModelConfig) -> Result<Device, String> {
     }
 }
 
-/// The model behind its queue, or inline when it is a cheap built-in that neither batches nor
-/// pretends to be slow.
-fn executor(
-    model: Arc<dyn Model>,
-    config: &ModelConfig,
-    name: &str,
-    cheap: bool,
-) -> Result<Executor, String> {
-    let batching = config.dynamic_batching.as_ref();
-    if cheap && batching.is_none() && config.execution_delay_microseconds == 0 {
-        return Ok(Executor::inline(model));
-    }
-    let policy = BatchPolicy {
-        max_batch_size: batching.map_or(0, |_| config.max_batch_size),
-        preferred: batching
-            .map(|b| b.preferred_batch_size.clone())
-            .unwrap_or_default(),
-        max_delay: std::time::Duration::from_micros(
-            batching.map_or(0, |b| b.max_queue_delay_microseconds),
-        ),
-    };
-    Executor::queued(
-        model,
-        policy,
-        config.instance_count,
-        config.max_queue_size,
-        name,
-    )
-}
-
 fn model_file(config: &ModelConfig, dir: &Path, default: &str) -> std::path::PathBuf {
     dir.join(config.default_model_filename.as_deref().unwrap_or(default))
 }
 
 /// Loads the version in `dir` of model `name` as `config` describes it.
-pub fn load_version(name: &str, config: &ModelConfig, dir: &Path) -> Result<LoadedVersion, String> {
+pub fn load_version(name: &str, config: &ModelConfig, dir: &Path) -> Result<Loaded, String> {
     match config.backend.as_str() {
         "builtin" => {
             let which = config.builtin.as_deref().unwrap_or(name);
@@ -82,19 +53,21 @@ pub fn load_version(name: &str, config: &ModelConfig, dir: &Path) -> Result<Load
                 _ => return Err("keys 'input'/'output': only identity takes one of each".into()),
             };
             let model = builtin::with_delay(b.model, config.execution_delay_microseconds);
-            Ok(LoadedVersion {
+            Ok(Loaded {
+                model,
                 inputs,
                 outputs,
-                executor: executor(model, config, name, true)?,
+                cheap: true,
             })
         }
         "onnx" => {
             let path = model_file(config, dir, "model.onnx");
             let (model, inputs, outputs) = onnxruntime::load(&path, config)?;
-            Ok(LoadedVersion {
+            Ok(Loaded {
+                model: Arc::new(model),
                 inputs,
                 outputs,
-                executor: executor(Arc::new(model), config, name, false)?,
+                cheap: false,
             })
         }
         "safetensors" => {
@@ -118,10 +91,11 @@ pub fn load_version(name: &str, config: &ModelConfig, dir: &Path) -> Result<Load
                     )),
                 }
             };
-            Ok(LoadedVersion {
+            Ok(Loaded {
+                model: Arc::new(model),
                 inputs: rename("input", input)?,
                 outputs: rename("output", output)?,
-                executor: executor(Arc::new(model), config, name, false)?,
+                cheap: false,
             })
         }
         other => Err(format!("key 'backend': unknown backend '{other}'")),

@@ -4,9 +4,9 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 
-use crate::batching::{Counter, FailReason};
+use crate::engine::batching::Counter;
+use crate::engine::{ErrorKind, ServedModel};
 use crate::metrics::ServerMetrics;
-use crate::models::ServedModel;
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -29,7 +29,7 @@ pub fn render(models: &[std::sync::Arc<ServedModel>], server: &ServerMetrics) ->
             })
         })
         .collect();
-    type Value = fn(&crate::batching::ModelStats) -> u64;
+    type Value = fn(&crate::engine::batching::ModelStats) -> u64;
     let counters: [(&str, &str, Value); 8] = [
         (
             "nv_inference_request_success",
@@ -85,8 +85,12 @@ pub fn render(models: &[std::sync::Arc<ServedModel>], server: &ServerMetrics) ->
         "Failed inference requests by reason",
     );
     for (labels, stats, _) in &versions {
-        for (reason, label) in FailReason::ALL {
-            let n = stats.fail_reasons[reason as usize].load(Relaxed);
+        for label in ["REJECTED", "BACKEND", "OTHER"] {
+            let n: u64 = ErrorKind::ALL
+                .iter()
+                .filter(|&&kind| triton_reason(kind) == label)
+                .map(|&kind| stats.failures[kind as usize].load(Relaxed))
+                .sum();
             let _ = writeln!(
                 out,
                 "nv_inference_request_failure{{{labels},reason=\"{label}\"}} {n}"
@@ -105,7 +109,7 @@ pub fn render(models: &[std::sync::Arc<ServedModel>], server: &ServerMetrics) ->
             "nv_inference_pending_request_count{{{labels}}} {pending}"
         );
     }
-    type Hist = fn(&crate::batching::ModelStats) -> &crate::metrics::Histogram;
+    type Hist = fn(&crate::engine::batching::ModelStats) -> &crate::metrics::Histogram;
     let histograms: [(&str, &str, Hist); 6] = [
         (
             "tensord_request_duration_seconds",
@@ -170,4 +174,14 @@ pub fn render(models: &[std::sync::Arc<ServedModel>], server: &ServerMetrics) ->
         }
     }
     out
+}
+
+/// Triton's failure reason for an error kind: refused or expired before running, the model
+/// failed, or anything else (a bad request).
+fn triton_reason(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::NotReady | ErrorKind::Overloaded | ErrorKind::TimedOut => "REJECTED",
+        ErrorKind::Internal => "BACKEND",
+        ErrorKind::Invalid | ErrorKind::NotFound => "OTHER",
+    }
 }

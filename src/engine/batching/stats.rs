@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::engine::ErrorKind;
 use crate::metrics::Histogram;
 
 /// A count of events and their cumulative duration.
@@ -56,8 +57,8 @@ pub struct ModelStats {
     pub execution_count: AtomicU64,
     /// Milliseconds since the epoch of the last successful request.
     pub last_inference_ms: AtomicU64,
-    /// Failed requests by reason (Triton's labels).
-    pub fail_reasons: [AtomicU64; 3],
+    /// Failed requests by the engine's error kind (indexed by `ErrorKind as usize`).
+    pub failures: [AtomicU64; ErrorKind::ALL.len()],
     /// Latency histograms: whole requests, time queued, model execution; and batch sizes.
     pub request_latency: Histogram,
     pub queue_latency: Histogram,
@@ -70,25 +71,6 @@ pub struct ModelStats {
     small_batches: Vec<[AtomicU64; 4]>,
     /// Larger batch sizes (rare), under a lock.
     large_batches: Mutex<BTreeMap<u64, (u64, Phases)>>,
-}
-
-/// Why a request failed, as Triton labels it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FailReason {
-    /// Refused or expired before running: queue full, timed out, not ready.
-    Rejected = 0,
-    /// The model failed.
-    Backend = 1,
-    /// Anything else (a bad request).
-    Other = 2,
-}
-
-impl FailReason {
-    pub const ALL: [(FailReason, &'static str); 3] = [
-        (FailReason::Rejected, "REJECTED"),
-        (FailReason::Backend, "BACKEND"),
-        (FailReason::Other, "OTHER"),
-    ];
 }
 
 const SMALL_BATCH_LIMIT: u64 = 256;
@@ -105,7 +87,7 @@ impl Default for ModelStats {
             inference_count: AtomicU64::new(0),
             execution_count: AtomicU64::new(0),
             last_inference_ms: AtomicU64::new(0),
-            fail_reasons: Default::default(),
+            failures: Default::default(),
             request_latency: Histogram::latency(),
             queue_latency: Histogram::latency(),
             compute_latency: Histogram::latency(),
@@ -164,10 +146,10 @@ impl ModelStats {
             .store(now.as_millis() as u64, Ordering::Relaxed);
     }
 
-    pub fn record_failure(&self, took: Duration, reason: FailReason) {
+    pub fn record_failure(&self, took: Duration, kind: ErrorKind) {
         self.fail.add(1, took);
         self.request_latency.observe_duration(took);
-        self.fail_reasons[reason as usize].fetch_add(1, Ordering::Relaxed);
+        self.failures[kind as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Executions per batch size: (batch size, executions, summed phases), ascending.

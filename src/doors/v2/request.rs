@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::json_walk::JsonWalk;
 use super::parameters::Parameters;
-use super::ProtocolError;
+use crate::engine::{Error, Input};
 use crate::models::TensorSpec;
 use crate::tensors::{decode_json_data, DataType, Tensor};
 
@@ -15,17 +15,10 @@ use crate::tensors::{decode_json_data, DataType, Tensor};
 pub struct InferRequest<'a> {
     pub id: Option<Cow<'a, str>>,
     pub parameters: Parameters<'a>,
-    pub inputs: Vec<InferInput<'a>>,
+    pub inputs: Vec<Input<'a>>,
     pub outputs: Vec<RequestedOutput<'a>>,
     /// Every output is binary (Triton's raw binary request).
     pub all_binary: bool,
-}
-
-#[derive(Debug)]
-pub struct InferInput<'a> {
-    pub name: Cow<'a, str>,
-    pub tensor: Tensor,
-    pub parameters: Parameters<'a>,
 }
 
 #[derive(Debug)]
@@ -37,10 +30,7 @@ pub struct RequestedOutput<'a> {
 impl InferRequest<'_> {
     /// Whether `output` goes back as binary: its own `binary_data`, else the request's
     /// `binary_data_output`, else JSON.
-    pub fn output_is_binary(
-        &self,
-        output: Option<&RequestedOutput>,
-    ) -> Result<bool, ProtocolError> {
+    pub fn output_is_binary(&self, output: Option<&RequestedOutput>) -> Result<bool, Error> {
         if self.all_binary {
             return Ok(true);
         }
@@ -172,13 +162,13 @@ struct OutputJson<'a> {
 }
 
 /// Parses the value of `Inference-Header-Content-Length`.
-pub fn header_length(value: &[u8]) -> Result<u64, ProtocolError> {
+pub fn header_length(value: &[u8]) -> Result<u64, Error> {
     std::str::from_utf8(value)
         .ok()
         .map(str::trim)
         .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| ProtocolError::bad_request("invalid Inference-Header-Content-Length"))
+        .ok_or_else(|| Error::invalid("invalid Inference-Header-Content-Length"))
 }
 
 /// Decodes a request body. `header_len`: the JSON header's length when the body also carries
@@ -187,12 +177,12 @@ pub fn decode_infer_request(
     body: &Bytes,
     header_len: Option<u64>,
     max_elements: u64,
-) -> Result<InferRequest<'_>, ProtocolError> {
+) -> Result<InferRequest<'_>, Error> {
     let json_len = match header_len {
         None => body.len(),
         Some(n) if n <= body.len() as u64 => n as usize,
         Some(n) => {
-            return Err(ProtocolError::bad_request(format!(
+            return Err(Error::invalid(format!(
                 "Inference-Header-Content-Length {n} is larger than the body ({} bytes)",
                 body.len()
             )))
@@ -201,13 +191,13 @@ pub fn decode_infer_request(
     let header = std::str::from_utf8(&body[..json_len])
         .map_err(|e| e.to_string())
         .and_then(parse_header)
-        .map_err(|e| ProtocolError::bad_request(format!("invalid inference request JSON: {e}")))?;
+        .map_err(|e| Error::invalid(format!("invalid inference request JSON: {e}")))?;
     let binary = body.slice(json_len..);
     let mut offset = 0u64;
     let mut inputs = Vec::with_capacity(header.inputs.len());
     for input in header.inputs {
         let datatype = DataType::parse(&input.datatype).ok_or_else(|| {
-            ProtocolError::bad_request(format!(
+            Error::invalid(format!(
                 "input '{}': unknown datatype '{}'",
                 input.name, input.datatype
             ))
@@ -215,13 +205,13 @@ pub fn decode_infer_request(
         let binary_size = input.parameters.get_u64("binary_data_size")?;
         let data = match (input.data, binary_size) {
             (Some(raw), None) => decode_json_data(raw, datatype, &input.shape, max_elements)
-                .map_err(|e| ProtocolError::tensor("input", &input.name, e))?,
+                .map_err(|e| Error::invalid(format!("input '{}': {e}", input.name)))?,
             (None, Some(size)) => {
                 let end = offset
                     .checked_add(size)
                     .filter(|&end| end <= binary.len() as u64)
                     .ok_or_else(|| {
-                        ProtocolError::bad_request(format!(
+                        Error::invalid(format!(
                             "input '{}': binary_data_size {size} at offset {offset} runs past the \
                              {} bytes of binary data",
                             input.name,
@@ -233,28 +223,27 @@ pub fn decode_infer_request(
                 slice
             }
             (Some(_), Some(_)) => {
-                return Err(ProtocolError::bad_request(format!(
+                return Err(Error::invalid(format!(
                     "input '{}' has both data and binary_data_size",
                     input.name
                 )))
             }
             (None, None) => {
-                return Err(ProtocolError::bad_request(format!(
+                return Err(Error::invalid(format!(
                     "input '{}' has neither data nor binary_data_size",
                     input.name
                 )))
             }
         };
         let tensor = Tensor::new(datatype, input.shape, data, max_elements)
-            .map_err(|e| ProtocolError::tensor("input", &input.name, e))?;
-        inputs.push(InferInput {
+            .map_err(|e| Error::invalid(format!("input '{}': {e}", input.name)))?;
+        inputs.push(Input {
             name: input.name,
             tensor,
-            parameters: input.parameters,
         });
     }
     if offset != binary.len() as u64 {
-        return Err(ProtocolError::bad_request(format!(
+        return Err(Error::invalid(format!(
             "binary_data_size values add up to {offset} bytes but the body carries {} bytes after \
              the JSON header",
             binary.len()
@@ -283,18 +272,18 @@ pub fn decode_raw_request<'a>(
     body: &Bytes,
     spec: &'a TensorSpec,
     max_elements: u64,
-) -> Result<InferRequest<'a>, ProtocolError> {
+) -> Result<InferRequest<'a>, Error> {
     let datatype = spec.datatype.unwrap_or(DataType::Uint8);
     let (shape, data) = match datatype.element_size() {
         None => {
             let mut data = Vec::with_capacity(body.len() + 4);
             crate::tensors::push_bytes_element(&mut data, body)
-                .map_err(|e| ProtocolError::tensor("input", &spec.name, e))?;
+                .map_err(|e| Error::invalid(format!("input '{}': {e}", spec.name)))?;
             (raw_shape(spec, 1)?, Bytes::from(data))
         }
         Some(size) => {
             if !body.len().is_multiple_of(size) {
-                return Err(ProtocolError::bad_request(format!(
+                return Err(Error::invalid(format!(
                     "raw binary body of {} bytes is not a whole number of {datatype} elements",
                     body.len()
                 )));
@@ -303,14 +292,13 @@ pub fn decode_raw_request<'a>(
         }
     };
     let tensor = Tensor::new(datatype, shape, data, max_elements)
-        .map_err(|e| ProtocolError::tensor("input", &spec.name, e))?;
+        .map_err(|e| Error::invalid(format!("input '{}': {e}", spec.name)))?;
     Ok(InferRequest {
         id: None,
         parameters: Parameters::default(),
-        inputs: vec![InferInput {
+        inputs: vec![Input {
             name: Cow::Borrowed(&spec.name),
             tensor,
-            parameters: Parameters::default(),
         }],
         outputs: Vec::new(),
         all_binary: true,
@@ -318,7 +306,7 @@ pub fn decode_raw_request<'a>(
 }
 
 /// The shape a raw body of `count` elements has under `spec`'s dims.
-fn raw_shape(spec: &TensorSpec, count: u64) -> Result<Vec<u64>, ProtocolError> {
+fn raw_shape(spec: &TensorSpec, count: u64) -> Result<Vec<u64>, Error> {
     let Some(dims) = &spec.dims else {
         return Ok(vec![count]);
     };
@@ -332,7 +320,7 @@ fn raw_shape(spec: &TensorSpec, count: u64) -> Result<Vec<u64>, ProtocolError> {
         0 if fixed == count => 0,
         1 if fixed != 0 && count.is_multiple_of(fixed) => count / fixed,
         _ => {
-            return Err(ProtocolError::bad_request(format!(
+            return Err(Error::invalid(format!(
                 "raw binary body of {count} elements does not fit input '{}' of shape {dims:?}",
                 spec.name
             )))
@@ -385,7 +373,7 @@ mod tests {
         for (binary, message) in cases {
             let (b, len) = body(json, binary);
             let err = decode_infer_request(&b, len, 100).unwrap_err();
-            assert_eq!(err.status, 400);
+            assert_eq!(err.kind, crate::engine::ErrorKind::Invalid);
             assert!(err.message.contains(message), "{}", err.message);
         }
         let (b, _) = body(json, &[1, 0, 2, 0]);

@@ -1,14 +1,14 @@
 //! Batch tensors: requests' inputs gathered along the batch dimension (the one copy batching
 //! costs), and a batch's outputs scattered back as slices of the batch's buffers (no copy).
 
-use crate::models::ModelError;
+use crate::engine::Error;
 use crate::tensors::{element_count, DataType, Tensor};
 
 /// Concatenates the same input of several requests along dimension 0.
-pub fn gather(parts: &[&Tensor]) -> Result<Tensor, ModelError> {
+pub fn gather(parts: &[&Tensor]) -> Result<Tensor, Error> {
     let first = parts
         .first()
-        .ok_or_else(|| ModelError::internal("an empty batch"))?;
+        .ok_or_else(|| Error::internal("an empty batch"))?;
     let rows: u64 = parts
         .iter()
         .map(|t| t.shape.first().copied().unwrap_or(1))
@@ -29,16 +29,16 @@ pub fn gather(parts: &[&Tensor]) -> Result<Tensor, ModelError> {
 }
 
 /// Splits a batch output into consecutive row ranges of the given sizes.
-pub fn scatter(output: &Tensor, rows: &[u64]) -> Result<Vec<Tensor>, ModelError> {
+pub fn scatter(output: &Tensor, rows: &[u64]) -> Result<Vec<Tensor>, Error> {
     let total: u64 = rows.iter().sum();
     if output.shape.first() != Some(&total) {
-        return Err(ModelError::internal(format!(
+        return Err(Error::internal(format!(
             "the model returned an output of shape {:?} for a batch of {total}",
             output.shape
         )));
     }
-    let row_elements = element_count(&output.shape[1..], u64::MAX)
-        .map_err(|e| ModelError::internal(e.to_string()))?;
+    let row_elements =
+        element_count(&output.shape[1..], u64::MAX).map_err(|e| Error::internal(e.to_string()))?;
     let offsets = row_offsets(output, row_elements, total)?;
     let mut parts = Vec::with_capacity(rows.len());
     let mut row = 0usize;
@@ -57,7 +57,7 @@ pub fn scatter(output: &Tensor, rows: &[u64]) -> Result<Vec<Tensor>, ModelError>
 }
 
 /// Byte offset of the start of each row, and of the end (`total + 1` entries).
-fn row_offsets(output: &Tensor, row_elements: u64, total: u64) -> Result<Vec<usize>, ModelError> {
+fn row_offsets(output: &Tensor, row_elements: u64, total: u64) -> Result<Vec<usize>, Error> {
     if let Some(size) = output.datatype.element_size() {
         let row_bytes = row_elements as usize * size;
         return Ok((0..=total as usize).map(|r| r * row_bytes).collect());
@@ -76,9 +76,7 @@ fn row_offsets(output: &Tensor, row_elements: u64, total: u64) -> Result<Vec<usi
         offsets.push(offset);
     }
     if offset != output.data.len() {
-        return Err(ModelError::internal(
-            "the model returned malformed BYTES data",
-        ));
+        return Err(Error::internal("the model returned malformed BYTES data"));
     }
     Ok(offsets)
 }

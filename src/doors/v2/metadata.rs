@@ -2,8 +2,9 @@
 
 use serde_json::{json, Value};
 
-use crate::batching::{Counter, ModelStats};
-use crate::models::{IndexEntry, LoadedVersion, ServedModel, TensorSpec, VersionPolicy};
+use crate::engine::batching::{Counter, ModelStats};
+use crate::engine::{IndexEntry, LoadedVersion, ServedModel};
+use crate::models::{TensorSpec, VersionPolicy};
 
 /// Extensions this server implements, as listed in server metadata.
 pub const EXTENSIONS: &[&str] = &[

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use super::scheduler::{run_model, run_worker, BatchPolicy, Job, Queue};
 use super::stats::{ModelStats, Phases};
-use crate::models::{Model, ModelError, ModelErrorKind};
+use crate::engine::{Error, ErrorKind};
+use crate::models::Model;
 use crate::tensors::Tensor;
 
 pub struct Executor {
@@ -73,7 +74,7 @@ impl Executor {
         &self,
         inputs: Vec<Tensor>,
         timeout: Option<Duration>,
-    ) -> Result<Vec<Tensor>, ModelError> {
+    ) -> Result<Vec<Tensor>, Error> {
         match &self.placement {
             Placement::Inline(model) => {
                 let started = Instant::now();
@@ -90,14 +91,14 @@ impl Executor {
                 let (reply, answer) = flume::bounded(1);
                 queue
                     .push(Job::new(inputs, *batching, timeout, reply))
-                    .map_err(|_| ModelError {
-                        kind: ModelErrorKind::Overloaded,
+                    .map_err(|_| Error {
+                        kind: ErrorKind::Overloaded,
                         message: "the model's queue is full".into(),
                     })?;
                 answer
                     .recv_async()
                     .await
-                    .map_err(|_| ModelError::internal("the model's worker stopped"))?
+                    .map_err(|_| Error::internal("the model's worker stopped"))?
             }
         }
     }
@@ -122,7 +123,7 @@ mod tests {
     struct Echo(std::sync::Mutex<Vec<u64>>);
 
     impl Model for Echo {
-        fn execute(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, ModelError> {
+        fn execute(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, crate::models::ModelError> {
             let rows = inputs[0].shape[0];
             if rows == 0 {
                 panic!("empty");
@@ -210,8 +211,8 @@ mod tests {
             };
             let (a, (b, c)) = monoio::join!(first, rest);
             assert!(a.is_ok());
-            assert_eq!(b.unwrap_err().kind, ModelErrorKind::TimedOut);
-            assert_eq!(c.unwrap_err().kind, ModelErrorKind::Overloaded);
+            assert_eq!(b.unwrap_err().kind, ErrorKind::TimedOut);
+            assert_eq!(c.unwrap_err().kind, ErrorKind::Overloaded);
         });
     }
 }

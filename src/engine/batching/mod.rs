@@ -1,4 +1,4 @@
-//! Between the protocol and the models: each model's queue, dynamic batching (gather inputs,
+//! The engine's scheduling, between the pipeline and the models: each model's queue, dynamic batching (gather inputs,
 //! execute once, scatter outputs) on worker threads, and the statistics of it all.
 
 mod executor;
@@ -8,7 +8,7 @@ mod stats;
 
 pub use executor::Executor;
 pub use scheduler::BatchPolicy;
-pub use stats::{Counter, FailReason, ModelStats, Phases};
+pub use stats::{Counter, ModelStats, Phases};
 
 use crate::tensors::Tensor;
 

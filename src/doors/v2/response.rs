@@ -2,25 +2,19 @@
 
 use bytes::Bytes;
 
-use super::infer_request::InferRequest;
-use super::ProtocolError;
+use super::request::InferRequest;
+use crate::engine::Output;
 use crate::http::Response;
-use crate::tensors::{write_json_data, Tensor};
+use crate::tensors::write_json_data;
 
-/// One output to send, with its wire form decided.
-pub struct ResponseOutput<'a> {
-    pub name: &'a str,
-    pub tensor: Tensor,
-    pub binary: bool,
-}
-
-/// Builds the response: the JSON header first, then each binary output's bytes in `outputs` order.
+/// Builds the response: the JSON header first, then each binary output's bytes in `outputs`
+/// order. Each output comes with whether it goes back as binary.
 pub fn encode_infer_response(
     model_name: &str,
     model_version: u64,
     request: &InferRequest,
-    outputs: Vec<ResponseOutput>,
-) -> Result<Response, ProtocolError> {
+    outputs: Vec<(Output, bool)>,
+) -> Response {
     let mut json = Vec::with_capacity(256);
     json.push(b'{');
     if let Some(id) = &request.id {
@@ -34,7 +28,7 @@ pub fn encode_infer_response(
     json.extend_from_slice(itoa::Buffer::new().format(model_version).as_bytes());
     json.extend_from_slice(b"\",\"outputs\":[");
     let mut body = vec![Bytes::new()];
-    for (i, output) in outputs.into_iter().enumerate() {
+    for (i, (output, binary)) in outputs.into_iter().enumerate() {
         if i > 0 {
             json.push(b',');
         }
@@ -50,7 +44,7 @@ pub fn encode_infer_response(
             json.extend_from_slice(itoa::Buffer::new().format(*dim).as_bytes());
         }
         json.push(b']');
-        if output.binary {
+        if binary {
             json.extend_from_slice(b",\"parameters\":{\"binary_data_size\":");
             json.extend_from_slice(
                 itoa::Buffer::new()
@@ -69,7 +63,7 @@ pub fn encode_infer_response(
     let header_len = json.len();
     body[0] = Bytes::from(json);
     let binary = body.len() > 1;
-    Ok(Response {
+    Response {
         status: 200,
         content_type: if binary {
             "application/octet-stream"
@@ -82,7 +76,7 @@ pub fn encode_infer_response(
             Vec::new()
         },
         body,
-    })
+    }
 }
 
 fn write_str(out: &mut Vec<u8>, s: &str) {

@@ -3,103 +3,14 @@
 //! the set of models is swapped whole, so a request sees either the old model or the new one.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use super::backends::{load_version, LoadedVersion};
-use super::config::ModelConfig;
-
-/// A model as the server sees it: its config and each version it serves.
-pub struct ServedModel {
-    pub name: String,
-    pub config: ModelConfig,
-    /// Ascending by version.
-    pub versions: Vec<ModelVersion>,
-    /// Why the model as a whole could not load (bad config, no versions).
-    pub error: Option<String>,
-}
-
-pub struct ModelVersion {
-    pub version: u64,
-    pub state: Result<LoadedVersion, String>,
-}
-
-impl ServedModel {
-    pub fn is_ready(&self) -> bool {
-        self.error.is_none()
-            && !self.versions.is_empty()
-            && self.versions.iter().all(|v| v.state.is_ok())
-    }
-
-    /// Why the model (or one of its versions) is not ready.
-    pub fn reason(&self) -> Option<String> {
-        if let Some(e) = &self.error {
-            return Some(e.clone());
-        }
-        self.versions.iter().find_map(|v| {
-            v.state
-                .as_ref()
-                .err()
-                .map(|e| format!("version {}: {e}", v.version))
-        })
-    }
-
-    /// The versions that loaded, ascending.
-    pub fn loaded(&self) -> impl DoubleEndedIterator<Item = (u64, &LoadedVersion)> {
-        self.versions
-            .iter()
-            .filter_map(|v| v.state.as_ref().ok().map(|loaded| (v.version, loaded)))
-    }
-
-    /// The version a request names, or the newest ready one.
-    pub fn version(&self, version: Option<&str>) -> Result<(u64, &LoadedVersion), LookupError> {
-        let not_ready = |reason: String| LookupError::NotReady {
-            model: self.name.clone(),
-            reason,
-        };
-        let Some(wanted) = version else {
-            return self.loaded().next_back().ok_or_else(|| {
-                not_ready(self.reason().unwrap_or_else(|| "no version loaded".into()))
-            });
-        };
-        let found = wanted
-            .parse::<u64>()
-            .ok()
-            .and_then(|n| self.versions.iter().find(|v| v.version == n))
-            .ok_or_else(|| LookupError::UnknownVersion {
-                model: self.name.clone(),
-                version: wanted.to_string(),
-            })?;
-        match &found.state {
-            Ok(loaded) => Ok((found.version, loaded)),
-            Err(e) => Err(not_ready(format!("version {}: {e}", found.version))),
-        }
-    }
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub enum LookupError {
-    UnknownModel(String),
-    UnknownVersion { model: String, version: String },
-    NotReady { model: String, reason: String },
-}
-
-impl fmt::Display for LookupError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LookupError::UnknownModel(name) => write!(f, "unknown model '{name}'"),
-            LookupError::UnknownVersion { model, version } => {
-                write!(f, "unknown version '{version}' of model '{model}'")
-            }
-            LookupError::NotReady { model, reason } => {
-                write!(f, "model '{model}' is not ready: {reason}")
-            }
-        }
-    }
-}
+use super::served::{LoadedVersion, ModelVersion, ServedModel};
+use super::Error;
+use crate::models::{load_version, ModelConfig};
 
 /// One row of the repository index.
 #[derive(Debug, PartialEq, Eq)]
@@ -133,12 +44,12 @@ impl Repository {
         })
     }
 
-    pub fn get(&self, name: &str) -> Result<Arc<ServedModel>, LookupError> {
+    pub fn get(&self, name: &str) -> Result<Arc<ServedModel>, Error> {
         self.models
             .load()
             .get(name)
             .cloned()
-            .ok_or_else(|| LookupError::UnknownModel(name.to_string()))
+            .ok_or_else(|| unknown_model(name))
     }
 
     pub fn models(&self) -> Vec<Arc<ServedModel>> {
@@ -214,16 +125,18 @@ impl Repository {
     }
 
     /// Stops serving a model; requests already running finish on it.
-    pub fn unload(&self, name: &str) -> Result<(), LookupError> {
+    pub fn unload(&self, name: &str) -> Result<(), Error> {
         let _one_at_a_time = self.changing.lock().unwrap_or_else(|e| e.into_inner());
         let mut models = BTreeMap::clone(&self.models.load());
-        models
-            .remove(name)
-            .ok_or_else(|| LookupError::UnknownModel(name.to_string()))?;
+        models.remove(name).ok_or_else(|| unknown_model(name))?;
         self.models.store(Arc::new(models));
         tracing::info!(model = name, "model unloaded");
         Ok(())
     }
+}
+
+fn unknown_model(name: &str) -> Error {
+    Error::not_found(format!("unknown model '{name}'"))
 }
 
 /// The sub-folders of the repository, by name.
@@ -279,6 +192,7 @@ fn load_model(repository: &Path, name: &str) -> ServedModel {
     }
     for version in selected {
         let state = load_version(name, &model.config, &dir.join(version.to_string()))
+            .and_then(|loaded| LoadedVersion::new(loaded, &model.config, name))
             .map_err(|e| format!("{}: {e}", config_file(&dir).display()));
         match &state {
             Ok(_) => {
@@ -316,6 +230,7 @@ fn version_folders(dir: &Path) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::ErrorKind;
 
     fn write(dir: &Path, model: &str, config: &str) {
         std::fs::create_dir_all(dir.join(model)).unwrap();
@@ -359,11 +274,11 @@ mod tests {
         assert_eq!(echo.version(None).unwrap().0, 12);
         assert_eq!(echo.version(Some("3")).unwrap().0, 3);
         assert_eq!(
-            echo.version(Some("4")).err(),
-            Some(LookupError::UnknownVersion {
-                model: "echo".into(),
-                version: "4".into()
-            })
+            echo.version(Some("4")).err().map(|e| (e.kind, e.message)),
+            Some((
+                ErrorKind::NotFound,
+                "unknown version '4' of model 'echo'".into()
+            ))
         );
         let reason = |name| repo.get(name).unwrap().reason().unwrap();
         let typo = reason("typo");
@@ -378,10 +293,10 @@ mod tests {
         );
         assert!(reason("pinned").contains("version policy"));
         assert!(!repo.all_ready());
-        assert!(matches!(
-            repo.get("missing"),
-            Err(LookupError::UnknownModel(_))
-        ));
+        assert_eq!(
+            repo.get("missing").err().map(|e| e.kind),
+            Some(ErrorKind::NotFound)
+        );
 
         let index = repo.index().unwrap();
         assert_eq!(index.len(), 6);

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use super::gather::{gather, scatter};
 use super::stats::{ModelStats, Phases};
-use crate::models::{Model, ModelError, ModelErrorKind};
+use crate::engine::{Error, ErrorKind};
+use crate::models::Model;
 use crate::tensors::{DataType, Tensor};
 
 /// How a model's queue forms batches.
@@ -25,7 +26,7 @@ pub struct BatchPolicy {
     pub max_delay: Duration,
 }
 
-pub type Reply = flume::Sender<Result<Vec<Tensor>, ModelError>>;
+pub type Reply = flume::Sender<Result<Vec<Tensor>, Error>>;
 
 /// One request waiting for execution.
 pub struct Job {
@@ -43,7 +44,7 @@ impl Job {
     /// Answers the request. Its inputs (views of the request's read buffer) are released first,
     /// so that the connection, woken by the answer, finds that buffer unshared and reads the next
     /// request into it instead of a fresh allocation.
-    fn answer(self, result: Result<Vec<Tensor>, ModelError>) {
+    fn answer(self, result: Result<Vec<Tensor>, Error>) {
         let Job { inputs, reply, .. } = self;
         drop(inputs);
         let _ = reply.send(result);
@@ -130,8 +131,8 @@ fn purge(queue: &mut VecDeque<Job>, now: Instant) {
     queue.retain(|job| {
         if job.deadline.is_some_and(|d| now >= d) {
             let waited = now - job.enqueued;
-            let _ = job.reply.send(Err(ModelError {
-                kind: ModelErrorKind::TimedOut,
+            let _ = job.reply.send(Err(Error {
+                kind: ErrorKind::TimedOut,
                 message: format!(
                     "request timed out after {} µs in the queue",
                     waited.as_micros()
@@ -297,7 +298,7 @@ fn execute_batch(
     model: &dyn Model,
     batch: &[Job],
     stats: &ModelStats,
-) -> Result<Vec<Vec<Tensor>>, ModelError> {
+) -> Result<Vec<Vec<Tensor>>, Error> {
     let t0 = Instant::now();
     let requests: Vec<&[Tensor]> = batch.iter().map(|job| &job.inputs[..]).collect();
     let (per_request, phases) = match guarded(|| model.execute_many(&requests))? {
@@ -312,7 +313,7 @@ fn execute_batch(
         None => gather_execute_scatter(model, batch, t0)?,
     };
     if per_request.len() != batch.len() {
-        return Err(ModelError::internal(
+        return Err(Error::internal(
             "the model answered a different number of requests",
         ));
     }
@@ -325,7 +326,7 @@ fn gather_execute_scatter(
     model: &dyn Model,
     batch: &[Job],
     t0: Instant,
-) -> Result<(Vec<Vec<Tensor>>, Phases), ModelError> {
+) -> Result<(Vec<Vec<Tensor>>, Phases), Error> {
     let gathered;
     let inputs = match batch {
         [only] => &only.inputs,
@@ -361,13 +362,13 @@ fn gather_execute_scatter(
 }
 
 /// Runs model code, turning a panic into an error for its requests.
-fn guarded<T>(work: impl FnOnce() -> T) -> Result<T, ModelError> {
-    catch_unwind(AssertUnwindSafe(work)).map_err(|_| ModelError::internal("the model panicked"))
+fn guarded<T>(work: impl FnOnce() -> T) -> Result<T, Error> {
+    catch_unwind(AssertUnwindSafe(work)).map_err(|_| Error::internal("the model panicked"))
 }
 
 /// A panicking model fails its requests, not the thread it runs on.
-pub fn run_model(model: &dyn Model, inputs: &[Tensor]) -> Result<Vec<Tensor>, ModelError> {
-    guarded(|| model.execute(inputs))?
+pub fn run_model(model: &dyn Model, inputs: &[Tensor]) -> Result<Vec<Tensor>, Error> {
+    guarded(|| model.execute(inputs))?.map_err(Error::from)
 }
 
 #[cfg(test)]
@@ -469,7 +470,7 @@ mod tests {
         purge(&mut q, now);
         assert_eq!(q.len(), 1);
         let answer = rx.try_recv().unwrap().unwrap_err();
-        assert_eq!(answer.kind, ModelErrorKind::TimedOut);
+        assert_eq!(answer.kind, ErrorKind::TimedOut);
         assert!(answer.message.contains("timed out"));
     }
 }

@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 
-use super::ProtocolError;
+use crate::engine::Error;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum ParamValue<'a> {
@@ -25,23 +25,23 @@ impl<'a> Parameters<'a> {
     }
 
     /// A boolean parameter; present with another type is an error.
-    pub fn get_bool(&self, key: &str) -> Result<Option<bool>, ProtocolError> {
+    pub fn get_bool(&self, key: &str) -> Result<Option<bool>, Error> {
         match self.get(key) {
             None => Ok(None),
             Some(ParamValue::Bool(b)) => Ok(Some(*b)),
-            Some(other) => Err(ProtocolError::bad_request(format!(
+            Some(other) => Err(Error::invalid(format!(
                 "parameter '{key}' must be a boolean, got {other:?}"
             ))),
         }
     }
 
     /// A non-negative integer parameter; present with another type is an error.
-    pub fn get_u64(&self, key: &str) -> Result<Option<u64>, ProtocolError> {
+    pub fn get_u64(&self, key: &str) -> Result<Option<u64>, Error> {
         match self.get(key) {
             None => Ok(None),
             Some(ParamValue::Uint(v)) => Ok(Some(*v)),
             Some(ParamValue::Int(v)) if *v >= 0 => Ok(Some(*v as u64)),
-            Some(other) => Err(ProtocolError::bad_request(format!(
+            Some(other) => Err(Error::invalid(format!(
                 "parameter '{key}' must be a non-negative integer, got {other:?}"
             ))),
         }
@@ -125,8 +125,14 @@ mod tests {
         assert_eq!(p.get_u64("binary_data_size").unwrap(), Some(64));
         assert_eq!(p.get_bool("binary_data").unwrap(), Some(true));
         assert_eq!(p.get_bool("missing").unwrap(), None);
-        assert_eq!(p.get_u64("n").unwrap_err().status, 400);
-        assert_eq!(p.get_bool("s").unwrap_err().status, 400);
+        assert_eq!(
+            p.get_u64("n").unwrap_err().kind,
+            crate::engine::ErrorKind::Invalid
+        );
+        assert_eq!(
+            p.get_bool("s").unwrap_err().kind,
+            crate::engine::ErrorKind::Invalid
+        );
         assert!(serde_json::from_str::<Parameters>(r#"{"a": [1]}"#).is_err());
     }
 }

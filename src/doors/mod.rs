@@ -1,0 +1,83 @@
+//! The front doors: each translates one wire protocol to and from the engine. `Service` takes a
+//! complete HTTP request, finds its route in the one route table, and hands it to the door that
+//! serves it (V2 REST, TF Serving REST, or `/metrics`). No I/O happens here.
+
+mod prometheus;
+mod routes;
+mod status;
+pub mod tfs;
+pub mod v2;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::engine::{Engine, Error};
+use crate::http::{HttpError, Request, Response};
+use crate::metrics::ServerMetrics;
+use routes::{route, Route};
+
+pub struct Service {
+    engine: Arc<Engine>,
+    metrics: Arc<ServerMetrics>,
+}
+
+/// Which endpoints a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoints {
+    All,
+    /// A separate metrics port: `/metrics` and nothing else.
+    MetricsOnly,
+}
+
+impl Service {
+    pub fn new(engine: Arc<Engine>, metrics: Arc<ServerMetrics>) -> Service {
+        Service { engine, metrics }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub async fn handle(&self, request: &Request, endpoints: Endpoints) -> Response {
+        self.dispatch(request, endpoints)
+            .await
+            .unwrap_or_else(HttpError::into_response)
+    }
+
+    async fn dispatch(
+        &self,
+        request: &Request,
+        endpoints: Endpoints,
+    ) -> Result<Response, HttpError> {
+        let route = route(request.head.method, request.head.path())?;
+        let engine = &self.engine;
+        match route {
+            Route::Metrics => Ok(Response {
+                status: 200,
+                content_type: "text/plain; version=0.0.4",
+                headers: Vec::new(),
+                body: vec![Bytes::from(prometheus::render(
+                    &engine.repository().models(),
+                    &self.metrics,
+                ))],
+            }),
+            _ if endpoints == Endpoints::MetricsOnly => {
+                Err(Error::not_found("this port serves /metrics only"))
+            }
+            Route::V2(route) => v2::serve(engine, route, request).await,
+            Route::Tfs(route) => tfs::serve(engine, route, request).await,
+        }
+        .map_err(HttpError::from)
+    }
+}
+
+/// A 200 with a JSON body.
+fn json_response(body: String) -> Response {
+    Response {
+        status: 200,
+        content_type: "application/json",
+        headers: Vec::new(),
+        body: vec![Bytes::from(body)],
+    }
+}

@@ -1,0 +1,201 @@
+//! The Open Inference Protocol (KServe V2) over REST, with Triton's extensions: the binary
+//! tensor data extension, model configuration, statistics and the repository API.
+
+mod json_walk;
+mod metadata;
+mod parameters;
+mod request;
+mod response;
+
+use bytes::Bytes;
+
+pub use parameters::{ParamValue, Parameters};
+pub use request::{decode_infer_request, decode_raw_request, header_length, InferRequest};
+pub use response::encode_infer_response;
+
+use super::json_response;
+use super::routes::{ModelRef, V2Route as Route};
+use crate::engine::{self, counted, Counted, Engine, Error, LoadedVersion, ServedModel};
+use crate::http::{Request, Response};
+use metadata::{model_config, model_metadata, model_statistics, repository_index, server_metadata};
+
+/// Answers one V2 route.
+pub async fn serve(
+    engine: &Engine,
+    route: Route<'_>,
+    request: &Request,
+) -> Result<Response, Error> {
+    let repository = engine.repository();
+    match route {
+        Route::ServerMetadata => Ok(json_response(server_metadata().to_string())),
+        Route::Live => Ok(empty_ok()),
+        Route::Ready if engine.is_ready() => Ok(empty_ok()),
+        Route::Ready => Err(Error::not_ready("server is not ready")),
+        Route::ModelMetadata(m) => {
+            let model = repository.get(&m.name)?;
+            let loaded = version_for_description(&model, &m)?;
+            Ok(json_response(model_metadata(&model, loaded).to_string()))
+        }
+        Route::ModelConfig(m) => {
+            let model = repository.get(&m.name)?;
+            let loaded = version_for_description(&model, &m)?;
+            Ok(json_response(model_config(&model, loaded).to_string()))
+        }
+        Route::ModelReady(m) => {
+            let model = repository.get(&m.name)?;
+            model.version(m.version.as_deref())?;
+            match model.reason() {
+                None => Ok(empty_ok()),
+                Some(reason) => Err(Error::not_ready(format!(
+                    "model '{}' is not ready: {reason}",
+                    model.name
+                ))),
+            }
+        }
+        Route::Infer(m) => {
+            let model = repository.get(&m.name)?;
+            let (version, loaded) = model.version(m.version.as_deref())?;
+            counted(loaded, request.body.len(), async {
+                let decoded = decode(engine, &model, loaded, request)?;
+                infer(engine, &model, version, loaded, decoded).await
+            })
+            .await
+        }
+        Route::ModelStats(m) => Ok(json_response(statistics(engine, m.as_ref())?.to_string())),
+        Route::RepositoryIndex => {
+            let ready_only = index_ready_filter(&request.body)?;
+            let entries = repository.index().map_err(Error::internal)?;
+            Ok(json_response(
+                repository_index(&entries, ready_only).to_string(),
+            ))
+        }
+        Route::Load(name) => {
+            engine.load(&name).await?;
+            Ok(empty_ok())
+        }
+        Route::Unload(name) => {
+            repository.unload(&name)?;
+            Ok(empty_ok())
+        }
+    }
+}
+
+/// The request in the body: JSON (with binary tensors after it), or Triton's raw binary body
+/// (`Inference-Header-Content-Length: 0`) for a single-input model.
+fn decode<'r>(
+    engine: &Engine,
+    model: &ServedModel,
+    loaded: &'r LoadedVersion,
+    request: &'r Request,
+) -> Result<InferRequest<'r>, Error> {
+    let body = &request.body;
+    let max = engine.max_tensor_elements();
+    let header_len = request
+        .head
+        .header("inference-header-content-length")
+        .map(header_length)
+        .transpose()?;
+    match (header_len, loaded.inputs.as_slice()) {
+        (Some(0), [only]) => decode_raw_request(body, only, max),
+        (Some(0), _) => Err(Error::invalid(format!(
+            "a raw binary request (Inference-Header-Content-Length: 0) needs a model with \
+             one input; '{}' has {}",
+            model.name,
+            loaded.inputs.len()
+        ))),
+        (len, _) => decode_infer_request(body, len, max),
+    }
+}
+
+/// Runs a decoded request and encodes its answer, each output binary or JSON as asked.
+async fn infer(
+    engine: &Engine,
+    model: &ServedModel,
+    version: u64,
+    loaded: &LoadedVersion,
+    mut request: InferRequest<'_>,
+) -> Result<Counted<Response>, Error> {
+    let binary: Vec<bool> = match request.outputs.as_slice() {
+        [] => vec![request.output_is_binary(None)?; loaded.outputs.len()],
+        wanted => wanted
+            .iter()
+            .map(|o| request.output_is_binary(Some(o)))
+            .collect::<Result<_, _>>()?,
+    };
+    let timeout = request
+        .parameters
+        .get_u64("timeout")?
+        .map(std::time::Duration::from_micros);
+    let run = engine::InferRequest {
+        inputs: std::mem::take(&mut request.inputs),
+        outputs: request.outputs.iter().map(|o| o.name.clone()).collect(),
+        timeout,
+    };
+    let done = engine.infer(model, loaded, run).await?;
+    let outputs = done.outputs.into_iter().zip(binary).collect();
+    let reply = encode_infer_response(&model.name, version, &request, outputs);
+    Ok(Counted {
+        bytes: reply.body_len() as usize,
+        rows: done.rows,
+        reply,
+    })
+}
+
+/// Statistics of one model's versions (one version when named), or of every model.
+fn statistics(engine: &Engine, m: Option<&ModelRef>) -> Result<serde_json::Value, Error> {
+    let repository = engine.repository();
+    let models = match m {
+        Some(m) => vec![repository.get(&m.name)?],
+        None => repository.models(),
+    };
+    let wanted = match m.and_then(|m| m.version.as_deref()) {
+        Some(v) => Some(models[0].version(Some(v))?.0),
+        None => None,
+    };
+    let entries: Vec<(&str, u64, &engine::batching::ModelStats)> = models
+        .iter()
+        .flat_map(|model| {
+            model.loaded().map(move |(version, loaded)| {
+                (model.name.as_str(), version, loaded.executor.stats())
+            })
+        })
+        .filter(|(_, v, _)| wanted.is_none_or(|w| w == *v))
+        .collect();
+    Ok(model_statistics(&entries))
+}
+
+/// The version whose tensors metadata describes: the one asked for, else the default one
+/// (none when no version is ready: the document then says why).
+fn version_for_description<'m>(
+    model: &'m ServedModel,
+    m: &ModelRef,
+) -> Result<Option<&'m LoadedVersion>, Error> {
+    match m.version.as_deref() {
+        Some(_) => Ok(Some(model.version(m.version.as_deref())?.1)),
+        None => Ok(model.version(None).ok().map(|(_, loaded)| loaded)),
+    }
+}
+
+/// `POST /v2/repository/index` may carry `{"ready": true}`.
+fn index_ready_filter(body: &Bytes) -> Result<bool, Error> {
+    #[derive(serde::Deserialize)]
+    struct IndexRequest {
+        #[serde(default)]
+        ready: bool,
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(false);
+    }
+    serde_json::from_slice::<IndexRequest>(body)
+        .map(|r| r.ready)
+        .map_err(|e| Error::invalid(format!("invalid index request: {e}")))
+}
+
+fn empty_ok() -> Response {
+    Response {
+        status: 200,
+        content_type: "",
+        headers: Vec::new(),
+        body: Vec::new(),
+    }
+}

@@ -1,0 +1,73 @@
+//! The engine: what every front door shares once it has translated a request from its wire
+//! format. It knows no HTTP. It owns the model repository (each version wired to its executor),
+//! runs the pipeline (images, input checks, the model's queue, output selection), counts
+//! statistics, and keeps blocking work off the io threads.
+
+pub mod batching;
+mod error;
+mod offthread;
+mod pipeline;
+mod repository;
+mod request;
+mod served;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+pub use error::{Error, ErrorKind};
+pub use pipeline::{counted, Counted};
+pub use repository::{IndexEntry, Repository};
+pub use request::{InferRequest, InferResponse, Input, Output};
+pub use served::{LoadedVersion, ModelVersion, ServedModel};
+
+pub struct Engine {
+    repository: Arc<Repository>,
+    max_tensor_elements: u64,
+    draining: AtomicBool,
+}
+
+impl Engine {
+    pub fn new(repository: Repository, max_tensor_elements: u64) -> Engine {
+        Engine {
+            repository: Arc::new(repository),
+            max_tensor_elements,
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    pub fn repository(&self) -> &Repository {
+        &self.repository
+    }
+
+    /// The most elements one tensor may have (decoders refuse more before allocating).
+    pub fn max_tensor_elements(&self) -> u64 {
+        self.max_tensor_elements
+    }
+
+    /// From now on the server reports not ready (it is shutting down).
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// (ready models, all models), for status lines.
+    pub fn models_ready(&self) -> (usize, usize) {
+        let models = self.repository.models();
+        (models.iter().filter(|m| m.is_ready()).count(), models.len())
+    }
+
+    pub fn is_ready(&self) -> bool {
+        !self.is_draining() && self.repository.all_ready()
+    }
+
+    /// (Re)loads a model from disk on a thread of its own while the caller awaits it.
+    pub async fn load(&self, name: &str) -> Result<(), Error> {
+        let (repository, name) = (self.repository.clone(), name.to_string());
+        offthread::on_loader_thread("model loader", move || repository.load(&name))
+            .await?
+            .map_err(Error::invalid)
+    }
+}

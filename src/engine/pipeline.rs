@@ -1,0 +1,200 @@
+//! One inference, whichever door it came through: images decoded, inputs arranged and checked,
+//! the model's queue, outputs selected; and the statistics of the whole request.
+
+use std::future::Future;
+use std::time::Instant;
+
+use super::batching;
+use super::{
+    offthread, Engine, Error, InferRequest, InferResponse, Input, LoadedVersion, Output,
+    ServedModel,
+};
+use crate::images;
+use crate::tensors::{DataType, Tensor};
+
+impl Engine {
+    /// Runs `request` on one version of `model`.
+    pub async fn infer<'m>(
+        &self,
+        model: &ServedModel,
+        loaded: &'m LoadedVersion,
+        mut request: InferRequest<'_>,
+    ) -> Result<InferResponse<'m>, Error> {
+        self.decode_images(&mut request.inputs, loaded).await?;
+        let inputs = arrange_inputs(model, loaded, &request.inputs)?;
+        let rows = match model.config.max_batch_size {
+            0 => 1,
+            _ => batching::rows(&inputs),
+        };
+        let outputs = loaded.executor.execute(inputs, request.timeout).await?;
+        if outputs.len() != loaded.outputs.len() {
+            return Err(Error::internal(format!(
+                "model '{}' returned {} outputs, declared {}",
+                model.name,
+                outputs.len(),
+                loaded.outputs.len()
+            )));
+        }
+        let outputs = select_outputs(model, loaded, &request.outputs, outputs)?;
+        Ok(InferResponse { outputs, rows })
+    }
+
+    /// Turns BYTES [N] inputs sent to image inputs (4 dims) into the model's tensors. Heavy
+    /// work (several images, or large ones) runs on the compute pool, not the io thread.
+    async fn decode_images(
+        &self,
+        inputs: &mut [Input<'_>],
+        loaded: &LoadedVersion,
+    ) -> Result<(), Error> {
+        let max = self.max_tensor_elements;
+        for input in inputs.iter_mut() {
+            let tensor = &input.tensor;
+            if tensor.datatype != DataType::Bytes || tensor.shape.len() != 1 {
+                continue;
+            }
+            let Some(spec) = loaded.inputs.iter().find(|s| s.name == input.name) else {
+                continue;
+            };
+            let Some(target) = spec.image_target() else {
+                continue;
+            };
+            let decoded = if images::is_heavy(tensor) {
+                let tensor = tensor.clone();
+                offthread::on_pool("image decoder", move || {
+                    images::decode_images(&tensor, &target, max)
+                })
+                .await?
+            } else {
+                images::decode_images(tensor, &target, max)
+            };
+            input.tensor =
+                decoded.map_err(|e| Error::invalid(format!("input '{}': {e}", input.name)))?;
+        }
+        Ok(())
+    }
+}
+
+/// What one request's handling produced, for its statistics.
+pub struct Counted<T> {
+    pub reply: T,
+    /// Rows inferred (the request's batch size).
+    pub rows: u64,
+    /// Size of the reply as sent.
+    pub bytes: usize,
+}
+
+/// Runs `work` (one request's whole handling: decode, infer, encode) and counts it in the
+/// version's statistics: bytes in and out, rows, latency, and failures by kind.
+pub async fn counted<T>(
+    loaded: &LoadedVersion,
+    request_bytes: usize,
+    work: impl Future<Output = Result<Counted<T>, Error>>,
+) -> Result<T, Error> {
+    let started = Instant::now();
+    let result = work.await;
+    let stats = loaded.executor.stats();
+    stats.request_bytes.observe(request_bytes as f64);
+    match &result {
+        Ok(done) => {
+            stats.record_success(done.rows, started.elapsed());
+            stats.response_bytes.observe(done.bytes as f64);
+        }
+        Err(e) => stats.record_failure(started.elapsed(), e.kind),
+    }
+    result.map(|done| done.reply)
+}
+
+/// The request's tensors in the model's input order, each checked against its spec.
+fn arrange_inputs(
+    model: &ServedModel,
+    loaded: &LoadedVersion,
+    given: &[Input],
+) -> Result<Vec<Tensor>, Error> {
+    if let Some(extra) = given
+        .iter()
+        .find(|i| !loaded.inputs.iter().any(|s| s.name == i.name))
+    {
+        return Err(Error::invalid(format!(
+            "unknown input '{}' for model '{}'",
+            extra.name, model.name
+        )));
+    }
+    let max_batch = model.config.max_batch_size;
+    loaded
+        .inputs
+        .iter()
+        .map(|spec| {
+            let mut named = given.iter().filter(|i| i.name == spec.name);
+            let input = named.next().ok_or_else(|| {
+                Error::invalid(format!(
+                    "missing input '{}' for model '{}'",
+                    spec.name, model.name
+                ))
+            })?;
+            if named.next().is_some() {
+                return Err(Error::invalid(format!(
+                    "input '{}' given twice",
+                    spec.name
+                )));
+            }
+            spec.check(input.tensor.datatype, &input.tensor.shape)?;
+            if max_batch > 0 && input.tensor.shape.is_empty() {
+                return Err(Error::invalid(format!(
+                    "input '{}' has no batch dimension, which model '{}' needs (max_batch_size {max_batch})",
+                    spec.name, model.name
+                )));
+            }
+            let batch = input.tensor.shape.first().copied().unwrap_or(0);
+            if max_batch > 0 && batch > max_batch {
+                return Err(Error::invalid(format!(
+                    "input '{}' has batch size {batch}, over the model's max_batch_size {max_batch}",
+                    spec.name
+                )));
+            }
+            Ok(input.tensor.clone())
+        })
+        .collect()
+}
+
+/// The outputs wanted, in the order asked (all of them, in model order, when none are).
+fn select_outputs<'m>(
+    model: &ServedModel,
+    loaded: &'m LoadedVersion,
+    wanted: &[std::borrow::Cow<str>],
+    outputs: Vec<Tensor>,
+) -> Result<Vec<Output<'m>>, Error> {
+    if wanted.is_empty() {
+        return Ok(loaded
+            .outputs
+            .iter()
+            .zip(outputs)
+            .map(|(spec, tensor)| Output {
+                name: &spec.name,
+                tensor,
+            })
+            .collect());
+    }
+    let mut outputs: Vec<Option<Tensor>> = outputs.into_iter().map(Some).collect();
+    wanted
+        .iter()
+        .map(|name| {
+            let index = loaded
+                .outputs
+                .iter()
+                .position(|s| s.name == *name)
+                .ok_or_else(|| {
+                    Error::invalid(format!(
+                        "unknown output '{name}' for model '{}'",
+                        model.name
+                    ))
+                })?;
+            let tensor = outputs[index]
+                .take()
+                .ok_or_else(|| Error::invalid(format!("output '{name}' requested twice")))?;
+            Ok(Output {
+                name: &loaded.outputs[index].name,
+                tensor,
+            })
+        })
+        .collect()
+}

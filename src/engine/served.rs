@@ -1,0 +1,123 @@
+//! What the engine serves: each model with its versions, and each loaded version wired to the
+//! executor (queue, batcher, workers) that runs it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::batching::{BatchPolicy, Executor};
+use super::Error;
+use crate::models::{Loaded, Model, ModelConfig, TensorSpec};
+
+/// A model as the server sees it: its config and each version it serves.
+pub struct ServedModel {
+    pub name: String,
+    pub config: ModelConfig,
+    /// Ascending by version.
+    pub versions: Vec<ModelVersion>,
+    /// Why the model as a whole could not load (bad config, no versions).
+    pub error: Option<String>,
+}
+
+pub struct ModelVersion {
+    pub version: u64,
+    pub state: Result<LoadedVersion, String>,
+}
+
+/// One loaded version of a model, behind its executor.
+pub struct LoadedVersion {
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+    pub executor: Executor,
+}
+
+impl LoadedVersion {
+    /// Puts a loaded model behind its queue, or runs it inline when it is a cheap built-in
+    /// that neither batches nor pretends to be slow.
+    pub fn new(loaded: Loaded, config: &ModelConfig, name: &str) -> Result<LoadedVersion, String> {
+        Ok(LoadedVersion {
+            executor: executor(loaded.model, config, name, loaded.cheap)?,
+            inputs: loaded.inputs,
+            outputs: loaded.outputs,
+        })
+    }
+}
+
+fn executor(
+    model: Arc<dyn Model>,
+    config: &ModelConfig,
+    name: &str,
+    cheap: bool,
+) -> Result<Executor, String> {
+    let batching = config.dynamic_batching.as_ref();
+    if cheap && batching.is_none() && config.execution_delay_microseconds == 0 {
+        return Ok(Executor::inline(model));
+    }
+    let policy = BatchPolicy {
+        max_batch_size: batching.map_or(0, |_| config.max_batch_size),
+        preferred: batching
+            .map(|b| b.preferred_batch_size.clone())
+            .unwrap_or_default(),
+        max_delay: Duration::from_micros(batching.map_or(0, |b| b.max_queue_delay_microseconds)),
+    };
+    Executor::queued(
+        model,
+        policy,
+        config.instance_count,
+        config.max_queue_size,
+        name,
+    )
+}
+
+impl ServedModel {
+    pub fn is_ready(&self) -> bool {
+        self.error.is_none()
+            && !self.versions.is_empty()
+            && self.versions.iter().all(|v| v.state.is_ok())
+    }
+
+    /// Why the model (or one of its versions) is not ready.
+    pub fn reason(&self) -> Option<String> {
+        if let Some(e) = &self.error {
+            return Some(e.clone());
+        }
+        self.versions.iter().find_map(|v| {
+            v.state
+                .as_ref()
+                .err()
+                .map(|e| format!("version {}: {e}", v.version))
+        })
+    }
+
+    /// The versions that loaded, ascending.
+    pub fn loaded(&self) -> impl DoubleEndedIterator<Item = (u64, &LoadedVersion)> {
+        self.versions
+            .iter()
+            .filter_map(|v| v.state.as_ref().ok().map(|loaded| (v.version, loaded)))
+    }
+
+    /// The version a request names, or the newest ready one.
+    pub fn version(&self, version: Option<&str>) -> Result<(u64, &LoadedVersion), Error> {
+        let not_ready = |reason: String| {
+            Error::not_ready(format!("model '{}' is not ready: {reason}", self.name))
+        };
+        let Some(wanted) = version else {
+            return self.loaded().next_back().ok_or_else(|| {
+                not_ready(self.reason().unwrap_or_else(|| "no version loaded".into()))
+            });
+        };
+        let found = wanted
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| self.versions.iter().find(|v| v.version == n))
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "unknown version '{wanted}' of model '{}'",
+                    self.name
+                ))
+            })?;
+        match &found.state {
+            Ok(loaded) => Ok((found.version, loaded)),
+            Err(e) => Err(not_ready(format!("version {}: {e}", found.version))),
+        }
+    }
+}
