@@ -2,18 +2,18 @@
 responder (the floor) and the echo responder on tensord's runtime, and writes a markdown table
 of requests/s with ratios, plus one SVG plot per case. Called by scripts/compare-peers."""
 
+import functools
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 import zipfile
 from pathlib import Path
+
+import serving
+from serving import free_port, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path(os.environ.get("OUT_DIR", ROOT / "target" / "compare-peers"))
@@ -21,6 +21,8 @@ DURATION = os.environ.get("DURATION", "5s")
 CONCURRENCY = os.environ.get("CONCURRENCY", "1,8,32")
 BENCH = str(ROOT / "target" / "release" / "tensord-bench")
 SMALL, LARGE = 16, 150528
+# Python servers can take a while to import their frameworks.
+start = functools.partial(serving.start, timeout=90, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 WHEEL = ROOT / "target" / "wheels" / "rapidocr_onnxruntime-1.4.4-py3-none-any.whl"
 # The shape of one request to each model, and which servers serve it.
@@ -36,39 +38,6 @@ CASES = [
     ("add_sub-json", "add_sub", SMALL, False),
     ("ppocr_cls-binary", "ppocr_cls", None, True),
 ]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(port, path, timeout=90):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"nothing answers {path} on port {port}")
-
-
-def start(cmd, port, ready_path, **kw):
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True, **kw)
-    wait_http(port, ready_path)
-    return proc
-
-
-def stop(proc):
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def servers(work):
@@ -112,16 +81,7 @@ http {{ access_log off; keepalive_requests 1000000000; client_body_temp_path {wo
         return start(["nginx", "-p", str(work), "-c", str(nginx_conf)], port, "/")
 
     def echo(port):
-        proc = subprocess.Popen([str(ROOT / "target/release/examples/echo"), f"127.0.0.1:{port}", "2", "epoll"],
-                                start_new_session=True)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return proc
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("echo did not start")
+        return start([str(ROOT / "target/release/examples/echo"), f"127.0.0.1:{port}", "2", "epoll"], port, None)
 
     return [("tensord", tensord, True), ("kserve", kserve, True), ("mlserver", mlserver, True),
             ("nginx-floor", nginx, False), ("echo", echo, False)]

@@ -13,16 +13,12 @@ import threading
 import time
 from pathlib import Path
 
+from serving import free_port, start
+
 ROOT = Path(__file__).resolve().parents[1]
 DURATION = int(os.environ.get("DURATION", "120"))
 OUT = ROOT / "target" / "soak"
 BIN = ROOT / "target" / "release"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_mb(pid):
@@ -80,16 +76,8 @@ def bad_requests(port, stop, tally):
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    daemon = subprocess.Popen([str(BIN / "tensord"), "--http-addr", f"127.0.0.1:{port}", "--drain-delay", "0",
-                               "--model-repository", str(ROOT / "models"), "--log-level", "error"])
-    deadline = time.time() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert time.time() < deadline, "tensord did not start"
-            time.sleep(0.05)
+    daemon = start([str(BIN / "tensord"), "--http-addr", f"127.0.0.1:{port}", "--drain-delay", "0",
+                    "--model-repository", str(ROOT / "models"), "--log-level", "error"], port, "/v2/health/ready")
     time.sleep(0.5)
     base_rss, base_fds = rss_mb(daemon.pid), fds(daemon.pid)
     url = f"http://127.0.0.1:{port}"

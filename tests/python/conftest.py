@@ -1,23 +1,16 @@
 """Starts the real tensord binary for the integration tests."""
 
 import os
-import signal
-import socket
 import subprocess
-import time
-import urllib.request
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BINARY = Path(os.environ.get("TENSORD_BIN", ROOT / "target" / "release" / "tensord"))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from serving import free_port, start, stop  # noqa: E402  (the helper the scripts share)
 
 
 class Daemon:
@@ -29,21 +22,10 @@ class Daemon:
         self.url = f"127.0.0.1:{self.port}"
         # The last --drain-delay wins: `args` may set another.
         cmd = [str(binary), "--http-addr", self.url, "--model-repository", str(repo), "--drain-delay", "0", *args]
-        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn, env=env)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            assert self.proc.poll() is None, self.proc.stderr.read()
-            try:
-                with urllib.request.urlopen(f"http://{self.url}/v2/health/live", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("tensord did not start")
+        self.proc = start(cmd, self.port, stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn, env=env)
 
     def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=20)
+        code = stop(self.proc)
         log = self.proc.stderr.read()
         assert "panicked" not in log, log
         assert code == 0, log

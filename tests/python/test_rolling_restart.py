@@ -16,7 +16,7 @@ import urllib.request
 
 import pytest
 
-from conftest import Daemon, free_port
+from conftest import Daemon, free_port, start
 
 DRAIN_DELAY_S = 2
 CLIENTS = 8
@@ -89,18 +89,8 @@ def start_balancer(kind, port, backends, tmp_path):
     else:
         (tmp_path / "nginx.conf").write_text(nginx_config(port, backends, tmp_path))
         cmd = ["nginx", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        assert proc.poll() is None, proc.stderr.read()
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"{kind} did not start")
+    return start(cmd, port, "/v2/health/ready", timeout=10,
+                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 class Load:

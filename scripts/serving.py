@@ -1,0 +1,77 @@
+"""Start a server and wait until it answers: the one helper the tests and the scripts share.
+
+Python: free_port(), wait_until_answers(port, path, timeout, proc), start(cmd, port, path, ...),
+stop(proc). Shell: `python3 scripts/serving.py PORT [PATH] [TIMEOUT]` waits for a 200 on PATH
+(without PATH: for the port to accept a connection) and exits 1 if nothing answers in time.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_answers(port, path="/v2/health/live", timeout=60, proc=None):
+    """Waits until GET `path` on 127.0.0.1:`port` answers 200 (`path` None: until the port accepts
+    a connection). Fails at once, with its stderr when piped, if `proc` exits first."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            err = proc.stderr.read() if proc.stderr else ""
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode} before answering:\n{err}")
+        try:
+            if path is None:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing answered {path or 'a connection'} on port {port} within {timeout} s")
+
+
+def start(cmd, port, path="/v2/health/live", timeout=60, **popen):
+    """Starts `cmd` in a session of its own (so that `stop` reaches its children too) and waits
+    until it answers."""
+    proc = subprocess.Popen(cmd, start_new_session=True, **popen)
+    try:
+        wait_until_answers(port, path, timeout, proc)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc
+
+
+def stop(proc, timeout=20):
+    """SIGTERM to the process and its session, SIGKILL if it has not exited in `timeout` s.
+    Returns the exit code."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        return proc.wait()
+
+
+if __name__ == "__main__":
+    try:
+        port = int(sys.argv[1])
+        path = sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] else None
+        wait_until_answers(port, path, float(sys.argv[3]) if len(sys.argv) > 3 else 60)
+    except (IndexError, ValueError):
+        sys.exit("usage: serving.py PORT [PATH] [TIMEOUT]")
+    except RuntimeError as e:
+        sys.exit(str(e))
