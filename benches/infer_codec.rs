@@ -75,12 +75,7 @@ fn bench_identity_response(bencher: Bencher, body: &Bytes, header_len: Option<u6
             name: "OUTPUT0",
             tensor: tensor.clone(),
         };
-        black_box(encode_infer_response(
-            "identity",
-            1,
-            &request,
-            vec![(output, binary)],
-        ));
+        black_box(encode_infer_response("identity", 1, &request, vec![(output, binary)]).unwrap());
     });
 }
 

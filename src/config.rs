@@ -68,6 +68,15 @@ pub struct Args {
     #[arg(long, default_value_t = 256 * 1024 * 1024)]
     pub max_body_bytes: u64,
 
+    /// Compress infer responses when the client's Accept-Encoding asks for gzip or deflate.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub compress_responses: bool,
+
+    /// Infer responses smaller than this many bytes are sent plain (compressing them costs
+    /// more than it saves).
+    #[arg(long, default_value_t = 1024)]
+    pub compress_min_bytes: u64,
+
     /// Most elements one tensor may have; more is a 400.
     #[arg(long, default_value_t = 1 << 28)]
     pub max_tensor_elements: u64,

@@ -64,7 +64,8 @@ fn run(args: &Args) -> Result<(), String> {
     let repository = Repository::open(&args.model_repository)?;
     let metrics = Arc::new(ServerMetrics::new(config.threads));
     let engine = Arc::new(Engine::new(repository, args.max_tensor_elements));
-    let service = Arc::new(Service::new(engine.clone(), metrics.clone()));
+    let compression = args.compress_responses.then_some(args.compress_min_bytes);
+    let service = Arc::new(Service::new(engine.clone(), metrics.clone(), compression));
     let server = Server::start(config, service, metrics.clone())?;
     systemd::notify(&format!("READY=1\nSTATUS={}", status_line(&engine, 0.0)));
     systemd::report_status(Duration::from_secs(STATUS_EVERY_S), {

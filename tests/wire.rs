@@ -279,13 +279,19 @@ fn pipelined_requests(d: Daemon) {
     batch.extend_from_slice(b"GET /v2/models/nope HTTP/1.1\r\n\r\nGET /v2 HTTP/1.1\r\n\r\n");
     s.write_all(&batch).unwrap();
     let live = read_response(&mut s);
-    assert_eq!((live.status, live.body.len()), (200, 0));
+    assert_eq!(
+        (live.status, &live.body[..]),
+        (200, &br#"{"live":true}"#[..])
+    );
     let infer = read_response(&mut s);
     assert_eq!(infer.status, 200);
     assert!(infer.body.ends_with(&7.0f32.to_le_bytes()));
     let missing = read_response(&mut s);
     assert_eq!(missing.status, 404);
-    assert_eq!(missing.json_error(), "unknown model 'nope'");
+    assert_eq!(
+        missing.json_error(),
+        "Request for unknown model: 'nope' is not found"
+    );
     let meta = read_response(&mut s);
     assert_eq!(meta.status, 200);
     assert!(meta.text().contains(r#""name":"tensord""#));
@@ -384,7 +390,7 @@ fn raw_binary_request_with_header_zero() {
         .parse()
         .unwrap();
     assert!(r.text()[..json_len]
-        .contains(r#""datatype":"UINT8","shape":[3],"parameters":{"binary_data_size":3}"#));
+        .contains(r#""datatype":"UINT8","shape":[1,3],"parameters":{"binary_data_size":3}"#));
     assert_eq!(&r.body[json_len..], b"\x01\x02\x03");
 
     let r = d.exchange(&post(
@@ -433,8 +439,8 @@ fn bad_requests_get_clear_errors_and_the_connection_survives() {
         ("float for INT32", post("/v2/models/identity/infer", "", br#"{"inputs":[{"name":"INPUT0","shape":[1],"datatype":"INT32","data":[1.5]}]}"#), 400, "1.5 is not a valid INT32"),
         ("JSON count mismatch", post("/v2/models/identity/infer", "", br#"{"inputs":[{"name":"INPUT0","shape":[3],"datatype":"INT32","data":[1,2]}]}"#), 400, "has 2 elements but the shape needs 3"),
         ("data and binary both", with_binary(r#"{"inputs":[{"name":"INPUT0","shape":[1],"datatype":"INT8","data":[1],"parameters":{"binary_data_size":1}}]}"#.into(), &[1], 107), 400, "both data and binary_data_size"),
-        ("unknown model", post("/v2/models/nope/infer", "", b"{}"), 404, "unknown model 'nope'"),
-        ("unknown version", post("/v2/models/identity/versions/9/infer", "", b"{}"), 404, "unknown version '9'"),
+        ("unknown model", post("/v2/models/nope/infer", "", b"{}"), 404, "Request for unknown model: 'nope' is not found"),
+        ("unknown version", post("/v2/models/identity/versions/9/infer", "", b"{}"), 404, "Request for unknown model: 'identity' version 9 is not found"),
         ("unknown endpoint", b"GET /v2/nothing/here HTTP/1.1\r\n\r\n".to_vec(), 404, "no such endpoint"),
         ("wrong method", b"GET /v2/models/identity/infer HTTP/1.1\r\n\r\n".to_vec(), 405, "/v2/models/identity/infer takes only POST"),
     ];

@@ -13,13 +13,16 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::engine::{Engine, Error};
-use crate::http::{HttpError, Request, Response};
+use crate::http::{compress, Coding, HttpError, Request, Response};
 use crate::metrics::ServerMetrics;
-use routes::{route, Route};
+use routes::{route, Route, V2Route};
 
 pub struct Service {
     engine: Arc<Engine>,
     metrics: Arc<ServerMetrics>,
+    /// Infer responses of at least this many bytes are compressed when the client asks
+    /// (`None`: never).
+    compress_min_bytes: Option<u64>,
 }
 
 /// Which endpoints a listener serves.
@@ -31,8 +34,16 @@ pub enum Endpoints {
 }
 
 impl Service {
-    pub fn new(engine: Arc<Engine>, metrics: Arc<ServerMetrics>) -> Service {
-        Service { engine, metrics }
+    pub fn new(
+        engine: Arc<Engine>,
+        metrics: Arc<ServerMetrics>,
+        compress_min_bytes: Option<u64>,
+    ) -> Service {
+        Service {
+            engine,
+            metrics,
+            compress_min_bytes,
+        }
     }
 
     pub fn engine(&self) -> &Engine {
@@ -51,8 +62,10 @@ impl Service {
         endpoints: Endpoints,
     ) -> Result<Response, HttpError> {
         let route = route(request.head.method, request.head.path())?;
+        // As Triton does, only infer responses are compressed.
+        let compressible = matches!(route, Route::V2(V2Route::Infer(_)));
         let engine = &self.engine;
-        match route {
+        let response = match route {
             Route::Metrics => Ok(Response {
                 status: 200,
                 content_type: "text/plain; version=0.0.4",
@@ -67,9 +80,26 @@ impl Service {
             }
             Route::V2(route) => v2::serve(engine, route, request).await,
             Route::Tfs(route) => tfs::serve(engine, route, request).await,
-        }
-        .map_err(HttpError::from)
+        }?;
+        Ok(match self.compress_min_bytes {
+            Some(min) if compressible && response.body_len() >= min => {
+                compressed(response, request.head.header("accept-encoding"))
+            }
+            _ => response,
+        })
     }
+}
+
+/// The response compressed in the coding `accept` (the request's `Accept-Encoding`) prefers.
+fn compressed(mut response: Response, accept: Option<&[u8]>) -> Response {
+    let Some(coding) = accept.and_then(Coding::preferred) else {
+        return response;
+    };
+    response.body = vec![compress(&response.body, coding)];
+    response
+        .headers
+        .push(("Content-Encoding", coding.name().to_string()));
+    response
 }
 
 /// A 200 with a JSON body.

@@ -136,7 +136,7 @@ impl Repository {
 }
 
 fn unknown_model(name: &str) -> Error {
-    Error::not_found(format!("unknown model '{name}'"))
+    Error::not_found(format!("Request for unknown model: '{name}' is not found"))
 }
 
 /// The sub-folders of the repository, by name.
@@ -277,7 +277,7 @@ mod tests {
             echo.version(Some("4")).err().map(|e| (e.kind, e.message)),
             Some((
                 ErrorKind::NotFound,
-                "unknown version '4' of model 'echo'".into()
+                "Request for unknown model: 'echo' version 4 is not found".into()
             ))
         );
         let reason = |name| repo.get(name).unwrap().reason().unwrap();

@@ -111,7 +111,7 @@ impl ServedModel {
             .and_then(|n| self.versions.iter().find(|v| v.version == n))
             .ok_or_else(|| {
                 Error::not_found(format!(
-                    "unknown version '{wanted}' of model '{}'",
+                    "Request for unknown model: '{}' version {wanted} is not found",
                     self.name
                 ))
             })?;

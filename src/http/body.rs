@@ -1,9 +1,11 @@
-//! Request bodies, framed by Content-Length or chunked, with `Expect: 100-continue` and the
-//! size limit. No I/O: the connection feeds it the bytes it has read and does what it asks
-//! (read more, send `100 Continue` first).
+//! Request bodies, framed by Content-Length or chunked, with `Expect: 100-continue`, the size
+//! limit, and `Content-Encoding` (gzip, deflate) inflated within that limit. No I/O: the
+//! connection feeds it the bytes it has read and does what it asks (read more, send
+//! `100 Continue` first).
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use super::coding::{inflate, Coding};
 use super::{BodyFraming, ChunkedDecoder, HttpError, Limits, RequestHead};
 
 /// Bytes asked of the socket per read when the body's size is not known.
@@ -13,6 +15,9 @@ pub struct BodyReader {
     framing: Framing,
     /// The client waits for `100 Continue` before sending its body.
     continue_pending: bool,
+    /// The body's content coding, undone once the body is complete.
+    coding: Option<Coding>,
+    limit: u64,
 }
 
 enum Framing {
@@ -30,9 +35,14 @@ pub enum BodyStep {
 }
 
 impl BodyReader {
-    /// The reader for the body that follows `head`; a declared length over the limit is a 413
-    /// before anything is read.
+    /// The reader for the body that follows `head`; a declared length over the limit is a 413,
+    /// and an unknown content coding a 415, before anything is read.
     pub fn new(head: &RequestHead, limits: &Limits) -> Result<BodyReader, HttpError> {
+        let coding = head
+            .header("content-encoding")
+            .map(Coding::of_request)
+            .transpose()?
+            .flatten();
         let framing = match head.framing {
             BodyFraming::Length(length) if length > limits.max_body_bytes => {
                 return Err(HttpError::body_too_large(length, limits.max_body_bytes))
@@ -43,11 +53,23 @@ impl BodyReader {
         Ok(BodyReader {
             framing,
             continue_pending: head.expect_continue,
+            coding,
+            limit: limits.max_body_bytes,
         })
     }
 
     /// Takes what it can of the body from the front of `buf`.
     pub fn step(&mut self, buf: &mut BytesMut) -> Result<BodyStep, HttpError> {
+        match (self.read(buf)?, self.coding) {
+            (BodyStep::Done(body), Some(coding)) => {
+                Ok(BodyStep::Done(inflate(&body, coding, self.limit)?))
+            }
+            (step, _) => Ok(step),
+        }
+    }
+
+    /// The body as sent, or what to read next.
+    fn read(&mut self, buf: &mut BytesMut) -> Result<BodyStep, HttpError> {
         let want = match &mut self.framing {
             Framing::Length(length) => {
                 if buf.len() >= *length {

@@ -4,6 +4,7 @@
 
 mod body;
 mod chunked;
+mod coding;
 mod error;
 mod limits;
 mod request;
@@ -11,6 +12,7 @@ mod response;
 
 pub use body::{BodyReader, BodyStep, READ_CHUNK};
 pub use chunked::ChunkedDecoder;
+pub use coding::{compress, Coding};
 pub use error::HttpError;
 pub use limits::Limits;
 pub use request::{parse_head, BodyFraming, Method, ParsedHead, Request, RequestHead};

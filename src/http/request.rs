@@ -178,14 +178,12 @@ impl Framing {
             }
             self.content_length = Some(length);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            let last = value
-                .rsplit(|&b| b == b',')
-                .next()
-                .unwrap_or(b"")
-                .trim_ascii();
-            if !last.eq_ignore_ascii_case(b"chunked") {
+            // Another coding stacked under chunked (gzip, chunked) would have to be undone
+            // before the body is read; Content-Encoding is the way to send compressed bodies.
+            if !value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
                 return Err(HttpError::not_implemented(
-                    "only the chunked transfer coding is supported",
+                    "only the chunked transfer coding is supported (send compressed bodies with \
+                     Content-Encoding)",
                 ));
             }
             self.chunked = true;

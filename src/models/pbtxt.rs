@@ -146,6 +146,7 @@ pub fn config_from_pbtxt(text: &str) -> Result<ModelConfig, String> {
     let fields = Parser { text, pos: 0 }.message(false)?;
     let backend = match (scalar(&fields, "platform"), scalar(&fields, "backend")) {
         (Some("onnxruntime_onnx"), _) | (_, Some("onnxruntime")) => "onnx".to_string(),
+        (_, Some("identity")) => "builtin".to_string(),
         (_, Some(b)) => b.to_string(),
         (Some(p), None) => p.to_string(),
         (None, None) => return Err("key 'platform'/'backend': neither is set".into()),
@@ -157,6 +158,7 @@ pub fn config_from_pbtxt(text: &str) -> Result<ModelConfig, String> {
             .transpose()?
             .unwrap_or(0),
         default_model_filename: scalar(&fields, "default_model_filename").map(str::to_string),
+        builtin: (scalar(&fields, "backend") == Some("identity")).then(|| "identity".to_string()),
         ..ModelConfig::default()
     };
     config.input = tensors(&fields, "input")?;

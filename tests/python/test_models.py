@@ -242,7 +242,7 @@ def test_version_policy_and_version_routes(client):
     assert client.get_model_metadata("versioned")["versions"] == ["2", "3"]
     np.testing.assert_array_equal(infer(client, "versioned", [x])[0], x + 3)
     np.testing.assert_array_equal(infer(client, "versioned", [x], version="2")[0], x + 2)
-    with pytest.raises(InferenceServerException, match="unknown version '1'") as e:
+    with pytest.raises(InferenceServerException, match="Request for unknown model: 'versioned' version 1 is not found") as e:
         infer(client, "versioned", [x], version="1")
     assert e.value.status() == "404"
     assert client.is_model_ready("versioned", "3")

@@ -136,9 +136,9 @@ def test_errors(url):
         ("/v1/models/add_sub:predict", {"inputs": {"INPUT0": [[1.5] * 16], "INPUT1": [[1] * 16]}}, 400, "not a valid INT32"),
         ("/v1/models/add_sub:predict", {"inputs": {"INPUT0": [[1] * 15], "INPUT1": [[1] * 15]}}, 400, "model expects"),
         ("/v1/models/image_probe:predict", {"instances": [b64(b"GIF89a")]}, 400, "image 0: unsupported image format"),
-        ("/v1/models/nope:predict", {"instances": [1]}, 404, "unknown model 'nope'"),
-        ("/v1/models/identity/versions/7", None, 404, "unknown version '7'"),
-        ("/v1/models/nope/metadata", None, 404, "unknown model"),
+        ("/v1/models/nope:predict", {"instances": [1]}, 404, "Request for unknown model: 'nope' is not found"),
+        ("/v1/models/identity/versions/7", None, 404, "Request for unknown model: 'identity' version 7 is not found"),
+        ("/v1/models/nope/metadata", None, 404, "Request for unknown model"),
     ]
     for path, body, code, message in cases:
         status, answer = http(url, path, body)

@@ -179,9 +179,9 @@ def test_errors_are_raised_with_messages(client):
     with pytest.raises(InferenceServerException, match=r"shape \[1, 15\].*\[-1, 16\]") as e:
         client.infer("add_sub", ins)
     assert e.value.status() == "400"
-    with pytest.raises(InferenceServerException, match="unknown model 'nope'"):
+    with pytest.raises(InferenceServerException, match="Request for unknown model: 'nope' is not found"):
         client.infer("nope", ins)
-    with pytest.raises(InferenceServerException, match="unknown version '7'"):
+    with pytest.raises(InferenceServerException, match="Request for unknown model: 'add_sub' version 7 is not found"):
         client.infer("add_sub", ins, model_version="7")
     assert not client.is_model_ready("nope")
     assert client.is_server_live()

@@ -28,8 +28,8 @@ pub async fn serve(
     let repository = engine.repository();
     match route {
         Route::ServerMetadata => Ok(json_response(server_metadata().to_string())),
-        Route::Live => Ok(empty_ok()),
-        Route::Ready if engine.is_ready() => Ok(empty_ok()),
+        Route::Live => Ok(json_response(r#"{"live":true}"#.into())),
+        Route::Ready if engine.is_ready() => Ok(json_response(r#"{"ready":true}"#.into())),
         Route::Ready => Err(Error::not_ready("server is not ready")),
         Route::ModelMetadata(m) => {
             let model = repository.get(&m.name)?;
@@ -45,7 +45,9 @@ pub async fn serve(
             let model = repository.get(&m.name)?;
             model.version(m.version.as_deref())?;
             match model.reason() {
-                None => Ok(empty_ok()),
+                None => Ok(json_response(
+                    serde_json::json!({ "name": model.name, "ready": true }).to_string(),
+                )),
                 Some(reason) => Err(Error::not_ready(format!(
                     "model '{}' is not ready: {reason}",
                     model.name
@@ -96,7 +98,7 @@ fn decode<'r>(
         .map(header_length)
         .transpose()?;
     match (header_len, loaded.inputs.as_slice()) {
-        (Some(0), [only]) => decode_raw_request(body, only, max),
+        (Some(0), [only]) => decode_raw_request(body, only, model.config.max_batch_size > 0, max),
         (Some(0), _) => Err(Error::invalid(format!(
             "a raw binary request (Inference-Header-Content-Length: 0) needs a model with \
              one input; '{}' has {}",
@@ -122,9 +124,11 @@ async fn infer(
             .map(|o| request.output_is_binary(Some(o)))
             .collect::<Result<_, _>>()?,
     };
+    // Triton reads 0 as "no timeout" (its test helpers send it on every request).
     let timeout = request
         .parameters
         .get_u64("timeout")?
+        .filter(|&us| us > 0)
         .map(std::time::Duration::from_micros);
     let run = engine::InferRequest {
         inputs: std::mem::take(&mut request.inputs),
@@ -133,7 +137,7 @@ async fn infer(
     };
     let done = engine.infer(model, loaded, run).await?;
     let outputs = done.outputs.into_iter().zip(binary).collect();
-    let reply = encode_infer_response(&model.name, version, &request, outputs);
+    let reply = encode_infer_response(&model.name, version, &request, outputs)?;
     Ok(Counted {
         bytes: reply.body_len() as usize,
         rows: done.rows,

@@ -266,11 +266,13 @@ pub fn decode_infer_request(
 }
 
 /// Triton's raw binary request (`Inference-Header-Content-Length: 0`): the whole body is the
-/// one input of a single-input model. Datatype and shape come from the model; one variable
-/// dimension is inferred from the size; BYTES is one element; an untyped input is UINT8.
+/// one input of a single-input model. Datatype and shape come from the model, the batch
+/// dimension (when `batching`) fixed at 1, as Triton does; one other variable dimension is
+/// inferred from the size; BYTES is one element; an untyped input is UINT8.
 pub fn decode_raw_request<'a>(
     body: &Bytes,
     spec: &'a TensorSpec,
+    batching: bool,
     max_elements: u64,
 ) -> Result<InferRequest<'a>, Error> {
     let datatype = spec.datatype.unwrap_or(DataType::Uint8);
@@ -279,7 +281,7 @@ pub fn decode_raw_request<'a>(
             let mut data = Vec::with_capacity(body.len() + 4);
             crate::tensors::push_bytes_element(&mut data, body)
                 .map_err(|e| Error::invalid(format!("input '{}': {e}", spec.name)))?;
-            (raw_shape(spec, 1)?, Bytes::from(data))
+            (raw_shape(spec, batching, 1)?, Bytes::from(data))
         }
         Some(size) => {
             if !body.len().is_multiple_of(size) {
@@ -288,7 +290,10 @@ pub fn decode_raw_request<'a>(
                     body.len()
                 )));
             }
-            (raw_shape(spec, (body.len() / size) as u64)?, body.clone())
+            (
+                raw_shape(spec, batching, (body.len() / size) as u64)?,
+                body.clone(),
+            )
         }
     };
     let tensor = Tensor::new(datatype, shape, data, max_elements)
@@ -305,11 +310,19 @@ pub fn decode_raw_request<'a>(
     })
 }
 
-/// The shape a raw body of `count` elements has under `spec`'s dims.
-fn raw_shape(spec: &TensorSpec, count: u64) -> Result<Vec<u64>, Error> {
+/// The shape a raw body of `count` elements has under `spec`'s dims (batch dimension 1).
+fn raw_shape(spec: &TensorSpec, batching: bool, count: u64) -> Result<Vec<u64>, Error> {
     let Some(dims) = &spec.dims else {
-        return Ok(vec![count]);
+        return Ok(if batching {
+            vec![1, count]
+        } else {
+            vec![count]
+        });
     };
+    let mut dims = dims.clone();
+    if let (true, Some(batch)) = (batching, dims.first_mut()) {
+        *batch = 1;
+    }
     let fixed: u64 = dims
         .iter()
         .filter(|&&d| d >= 0)
@@ -558,11 +571,21 @@ mod tests {
     #[test]
     fn raw_requests_take_shape_from_the_model() {
         let spec = TensorSpec::new("INPUT0", DataType::Int32, &[-1, 2]);
-        let req = decode_raw_request(&Bytes::from(vec![0u8; 16]), &spec, 100).unwrap();
+        let req = decode_raw_request(&Bytes::from(vec![0u8; 16]), &spec, false, 100).unwrap();
         assert_eq!(req.inputs[0].tensor.shape, vec![2, 2]);
         assert!(req.output_is_binary(None).unwrap());
-        assert!(decode_raw_request(&Bytes::from(vec![0u8; 12]), &spec, 100).is_err());
-        assert!(decode_raw_request(&Bytes::from(vec![0u8; 7]), &spec, 100).is_err());
+        assert!(decode_raw_request(&Bytes::from(vec![0u8; 12]), &spec, false, 100).is_err());
+        assert!(decode_raw_request(&Bytes::from(vec![0u8; 7]), &spec, false, 100).is_err());
+        // Batching: the batch dimension is 1, the other variable one takes the rest.
+        let spec = TensorSpec::new("INPUT0", DataType::Int32, &[-1, -1]);
+        let req = decode_raw_request(&Bytes::from(vec![0u8; 24]), &spec, true, 100).unwrap();
+        assert_eq!(req.inputs[0].tensor.shape, vec![1, 6]);
+        let any = TensorSpec {
+            name: "x".into(),
+            ..TensorSpec::default()
+        };
+        let req = decode_raw_request(&Bytes::from(vec![0u8; 5]), &any, true, 100).unwrap();
+        assert_eq!(req.inputs[0].tensor.shape, vec![1, 5]);
     }
 
     #[test]

@@ -3,18 +3,32 @@
 use bytes::Bytes;
 
 use super::request::InferRequest;
-use crate::engine::Output;
+use crate::engine::{Error, Output};
 use crate::http::Response;
-use crate::tensors::write_json_data;
+use crate::tensors::{write_json_data, DataType};
 
 /// Builds the response: the JSON header first, then each binary output's bytes in `outputs`
-/// order. Each output comes with whether it goes back as binary.
+/// order. Each output comes with whether it goes back as binary. BYTES that are not UTF-8
+/// cannot be a JSON string: asked for as JSON they are a 400, never replaced.
 pub fn encode_infer_response(
     model_name: &str,
     model_version: u64,
     request: &InferRequest,
     outputs: Vec<(Output, bool)>,
-) -> Response {
+) -> Result<Response, Error> {
+    if let Some((output, _)) = outputs.iter().find(|(o, binary)| {
+        !binary
+            && o.tensor.datatype == DataType::Bytes
+            && o.tensor
+                .bytes_elements()
+                .any(|e| std::str::from_utf8(e).is_err())
+    }) {
+        return Err(Error::invalid(format!(
+            "output '{}' holds bytes that are not UTF-8, which JSON cannot carry: request it as \
+             binary (\"binary_data\": true)",
+            output.name
+        )));
+    }
     let mut json = Vec::with_capacity(256);
     json.push(b'{');
     if let Some(id) = &request.id {
@@ -63,7 +77,7 @@ pub fn encode_infer_response(
     let header_len = json.len();
     body[0] = Bytes::from(json);
     let binary = body.len() > 1;
-    Response {
+    Ok(Response {
         status: 200,
         content_type: if binary {
             "application/octet-stream"
@@ -76,7 +90,7 @@ pub fn encode_infer_response(
             Vec::new()
         },
         body,
-    }
+    })
 }
 
 fn write_str(out: &mut Vec<u8>, s: &str) {

@@ -1,0 +1,185 @@
+"""Triton's HTTP behaviours that its clients rely on: compression both ways, timeout 0, raw
+binary bodies to batching models, JSON health answers, Triton's wording where clients parse it,
+and BYTES that cannot travel as JSON."""
+
+import asyncio
+import gzip
+import http.client
+import json
+import zlib
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+import tritonclient.http.aio as aioclient
+from conftest import Daemon
+from tritonclient.utils import InferenceServerException
+
+
+def identity_inputs(mod, array):
+    inp = mod.InferInput("INPUT0", list(array.shape), "FP32")
+    inp.set_data_from_numpy(array, binary_data=True)
+    return [inp]
+
+
+def raw(url, method, path, body=b"", headers=None):
+    host, port = url.split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.request(method, path, body=body, headers=headers or {})
+    r = conn.getresponse()
+    data = r.read()
+    conn.close()
+    return r.status, dict((k.lower(), v) for k, v in r.getheaders()), data
+
+
+@pytest.mark.parametrize("request_coding", ["gzip", "deflate", None])
+@pytest.mark.parametrize("response_coding", ["gzip", "deflate", None])
+def test_compression_sync(url, request_coding, response_coding):
+    array = np.arange(4096, dtype=np.float32).reshape(1, 4096)
+    c = httpclient.InferenceServerClient(url)
+    try:
+        result = c.infer("identity", identity_inputs(httpclient, array),
+                         request_compression_algorithm=request_coding,
+                         response_compression_algorithm=response_coding)
+    finally:
+        c.close()
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), array)
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", None])
+def test_compression_aio(url, coding):
+    array = np.linspace(-1, 1, 3000, dtype=np.float32).reshape(1, 3000)
+
+    async def go():
+        c = aioclient.InferenceServerClient(url)
+        try:
+            return await c.infer("identity", identity_inputs(aioclient, array),
+                                 request_compression_algorithm=coding,
+                                 response_compression_algorithm=coding)
+        finally:
+            await c.close()
+
+    np.testing.assert_array_equal(asyncio.run(go()).as_numpy("OUTPUT0"), array)
+
+
+def json_request(n=2000):
+    return json.dumps({"inputs": [{"name": "INPUT0", "shape": [1, n], "datatype": "INT32",
+                                   "data": list(range(n))}]}).encode()
+
+
+@pytest.mark.parametrize("coding,unpack", [("gzip", gzip.decompress), ("deflate", zlib.decompress)])
+def test_request_inflated_and_response_compressed_on_the_wire(url, coding, unpack):
+    body = json_request()
+    packed = gzip.compress(body) if coding == "gzip" else zlib.compress(body)
+    status, headers, data = raw(url, "POST", "/v2/models/identity/infer", packed,
+                                {"Content-Encoding": coding, "Accept-Encoding": f"br;q=1, {coding};q=0.8"})
+    assert status == 200, data
+    assert headers["content-encoding"] == coding
+    assert int(headers["content-length"]) == len(data) < len(body) / 2
+    answer = json.loads(unpack(data))
+    assert answer["outputs"][0]["data"] == list(range(2000))
+
+
+def test_small_responses_and_other_endpoints_stay_plain(url):
+    small = json_request(2)
+    status, headers, data = raw(url, "POST", "/v2/models/identity/infer", small, {"Accept-Encoding": "gzip"})
+    assert status == 200 and "content-encoding" not in headers
+    assert json.loads(data)["outputs"][0]["data"] == [0, 1]
+    status, headers, data = raw(url, "GET", "/v2/models/identity", headers={"Accept-Encoding": "gzip"})
+    assert status == 200 and "content-encoding" not in headers
+
+
+def test_unknown_or_broken_encodings_are_refused(url):
+    status, _, data = raw(url, "POST", "/v2/models/identity/infer", json_request(), {"Content-Encoding": "br"})
+    assert status == 415
+    assert "gzip, deflate" in json.loads(data)["error"]
+    status, _, data = raw(url, "POST", "/v2/models/identity/infer", b"not gzip at all",
+                          {"Content-Encoding": "gzip"})
+    assert status == 400 and "gzip" in json.loads(data)["error"]
+    status, _, data = raw(url, "POST", "/v2/models/identity/infer", b"0\r\n\r\n",
+                          {"Transfer-Encoding": "gzip, chunked"})
+    assert status == 501
+    assert "chunked" in json.loads(data)["error"]
+
+
+def test_a_gzip_bomb_is_a_413():
+
+    d = Daemon("--threads", "1", "--max-body-bytes", "1000000")
+    try:
+        bomb = gzip.compress(b"\0" * (64 << 20))
+        status, _, data = raw(d.url, "POST", "/v2/models/identity/infer", bomb, {"Content-Encoding": "gzip"})
+        assert status == 413
+        assert "inflated" in json.loads(data)["error"]
+        status, _, _ = raw(d.url, "GET", "/v2/health/live")
+        assert status == 200
+    finally:
+        d.stop()
+
+
+def test_timeout_zero_means_no_timeout(url):
+    c = httpclient.InferenceServerClient(url)
+    try:
+        array = np.ones((1, 8), dtype=np.float32)
+        result = c.infer("identity", identity_inputs(httpclient, array), timeout=0)
+        np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), array)
+    finally:
+        c.close()
+
+
+def test_raw_binary_body_to_a_batching_model_has_batch_one(url):
+    array = np.arange(6, dtype=np.float32)
+    status, headers, data = raw(url, "POST", "/v2/models/identity/infer", array.tobytes(),
+                                {"Inference-Header-Content-Length": "0"})
+    assert status == 200, data
+    header_len = int(headers["inference-header-content-length"])
+    header = json.loads(data[:header_len])
+    # identity takes any datatype: a raw body is UINT8, one row of 24 bytes.
+    assert (header["outputs"][0]["datatype"], header["outputs"][0]["shape"]) == ("UINT8", [1, 24])
+    assert data[header_len:] == array.tobytes()
+
+
+def test_health_answers_in_json(url):
+    for path, key in (("/v2/health/live", "live"), ("/v2/health/ready", "ready")):
+        status, headers, data = raw(url, "GET", path)
+        assert status == 200 and headers["content-type"] == "application/json"
+        assert json.loads(data) == {key: True}
+    status, _, data = raw(url, "GET", "/v2/models/identity/ready")
+    assert json.loads(data) == {"name": "identity", "ready": True}
+
+
+def test_kserve_health_calls(url):
+    from kserve import InferenceRESTClient, RESTConfig
+
+    async def go():
+        c = InferenceRESTClient(RESTConfig(protocol="v2", timeout=30))
+        try:
+            base = f"http://{url}"
+            return (await c.is_server_live(base), await c.is_server_ready(base),
+                    await c.is_model_ready(base, "identity"))
+        finally:
+            await c.close()
+
+    assert asyncio.run(go()) == (True, True, True)
+
+
+def test_unknown_model_in_tritons_words(url):
+    c = httpclient.InferenceServerClient(url)
+    try:
+        with pytest.raises(InferenceServerException, match="Request for unknown model: 'nope' is not found"):
+            c.infer("nope", identity_inputs(httpclient, np.ones((1, 2), np.float32)))
+    finally:
+        c.close()
+
+
+def test_non_utf8_bytes_are_not_replaced_in_json(url):
+    inp = httpclient.InferInput("INPUT0", [1, 2], "BYTES")
+    inp.set_data_from_numpy(np.array([[b"ok", b"\xff\xfe"]], dtype=np.object_), binary_data=True)
+    c = httpclient.InferenceServerClient(url)
+    try:
+        with pytest.raises(InferenceServerException, match="binary") as e:
+            c.infer("identity", [inp], outputs=[httpclient.InferRequestedOutput("OUTPUT0", binary_data=False)])
+        assert e.value.status() == "400"
+        result = c.infer("identity", [inp], outputs=[httpclient.InferRequestedOutput("OUTPUT0", binary_data=True)])
+        assert result.as_numpy("OUTPUT0").tolist() == [[b"ok", b"\xff\xfe"]]
+    finally:
+        c.close()
