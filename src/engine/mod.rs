@@ -4,6 +4,7 @@
 //! statistics, and keeps blocking work off the io threads.
 
 pub mod batching;
+mod classify;
 mod error;
 mod offthread;
 mod pipeline;
@@ -16,8 +17,8 @@ use std::sync::Arc;
 
 pub use error::{Error, ErrorKind};
 pub use pipeline::{counted, Counted};
-pub use repository::{IndexEntry, Repository};
-pub use request::{InferRequest, InferResponse, Input, Output};
+pub use repository::{IndexEntry, Overrides, Repository};
+pub use request::{InferRequest, InferResponse, Input, Output, WantedOutput};
 pub use served::{LoadedVersion, ModelVersion, ServedModel};
 
 pub struct Engine {
@@ -63,10 +64,11 @@ impl Engine {
         !self.is_draining() && self.repository.all_ready()
     }
 
-    /// (Re)loads a model from disk on a thread of its own while the caller awaits it.
-    pub async fn load(&self, name: &str) -> Result<(), Error> {
+    /// (Re)loads a model from disk, or from what the request carries, on a thread of its own
+    /// while the caller awaits it.
+    pub async fn load(&self, name: &str, overrides: Overrides) -> Result<(), Error> {
         let (repository, name) = (self.repository.clone(), name.to_string());
-        offthread::on_loader_thread("model loader", move || repository.load(&name))
+        offthread::on_loader_thread("model loader", move || repository.load(&name, overrides))
             .await?
             .map_err(Error::invalid)
     }

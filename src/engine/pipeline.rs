@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use super::batching;
 use super::{
-    offthread, Engine, Error, InferRequest, InferResponse, Input, LoadedVersion, Output,
-    ServedModel,
+    classify, offthread, Engine, Error, InferRequest, InferResponse, Input, LoadedVersion, Output,
+    ServedModel, WantedOutput,
 };
 use crate::images;
 use crate::tensors::{DataType, Tensor};
@@ -156,11 +156,12 @@ fn arrange_inputs(
         .collect()
 }
 
-/// The outputs wanted, in the order asked (all of them, in model order, when none are).
+/// The outputs wanted, in the order asked (all of them, in model order, when none are), each
+/// replaced by its top classes when asked.
 fn select_outputs<'m>(
     model: &ServedModel,
     loaded: &'m LoadedVersion,
-    wanted: &[std::borrow::Cow<str>],
+    wanted: &[WantedOutput],
     outputs: Vec<Tensor>,
 ) -> Result<Vec<Output<'m>>, Error> {
     if wanted.is_empty() {
@@ -177,24 +178,35 @@ fn select_outputs<'m>(
     let mut outputs: Vec<Option<Tensor>> = outputs.into_iter().map(Some).collect();
     wanted
         .iter()
-        .map(|name| {
-            let index = loaded
-                .outputs
-                .iter()
-                .position(|s| s.name == *name)
-                .ok_or_else(|| {
-                    Error::invalid(format!(
-                        "unknown output '{name}' for model '{}'",
-                        model.name
-                    ))
-                })?;
-            let tensor = outputs[index]
-                .take()
-                .ok_or_else(|| Error::invalid(format!("output '{name}' requested twice")))?;
-            Ok(Output {
-                name: &loaded.outputs[index].name,
-                tensor,
-            })
-        })
+        .map(
+            |WantedOutput {
+                 name,
+                 classification,
+             }| {
+                let index = loaded
+                    .outputs
+                    .iter()
+                    .position(|s| s.name == *name)
+                    .ok_or_else(|| {
+                        Error::invalid(format!(
+                            "unknown output '{name}' for model '{}'",
+                            model.name
+                        ))
+                    })?;
+                let mut tensor = outputs[index]
+                    .take()
+                    .ok_or_else(|| Error::invalid(format!("output '{name}' requested twice")))?;
+                if let Some(k) = *classification {
+                    let batching = model.config.max_batch_size > 0;
+                    tensor = classify::top_k(&tensor, k, batching, &loaded.labels[index]).map_err(
+                        |e| Error::new(e.kind, format!("output '{name}': {}", e.message)),
+                    )?;
+                }
+                Ok(Output {
+                    name: &loaded.outputs[index].name,
+                    tensor,
+                })
+            },
+        )
         .collect()
 }

@@ -9,9 +9,16 @@ use crate::tensors::Tensor;
 pub struct InferRequest<'a> {
     pub inputs: Vec<Input<'a>>,
     /// The outputs to return, in this order; empty: every output, in the model's order.
-    pub outputs: Vec<Cow<'a, str>>,
+    pub outputs: Vec<WantedOutput<'a>>,
     /// Longest wait in the model's queue (`None`: no limit).
     pub timeout: Option<Duration>,
+}
+
+#[derive(Debug)]
+pub struct WantedOutput<'a> {
+    pub name: Cow<'a, str>,
+    /// Instead of the tensor, its top K classes (Triton's classification extension).
+    pub classification: Option<u64>,
 }
 
 #[derive(Debug)]

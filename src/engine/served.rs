@@ -1,6 +1,7 @@
 //! What the engine serves: each model with its versions, and each loaded version wired to the
 //! executor (queue, batcher, workers) that runs it.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,17 +28,35 @@ pub struct ModelVersion {
 pub struct LoadedVersion {
     pub inputs: Vec<TensorSpec>,
     pub outputs: Vec<TensorSpec>,
+    /// Each output's class labels (empty without a `label_filename`).
+    pub labels: Vec<Vec<String>>,
     pub executor: Executor,
 }
 
 impl LoadedVersion {
     /// Puts a loaded model behind its queue, or runs it inline when it is a cheap built-in
-    /// that neither batches nor pretends to be slow.
-    pub fn new(loaded: Loaded, config: &ModelConfig, name: &str) -> Result<LoadedVersion, String> {
+    /// that neither batches nor pretends to be slow. Label files are read from `model_dir`.
+    pub fn new(
+        loaded: Loaded,
+        config: &ModelConfig,
+        name: &str,
+        model_dir: &Path,
+    ) -> Result<LoadedVersion, String> {
+        let labels = loaded
+            .outputs
+            .iter()
+            .map(|spec| match &spec.label_filename {
+                None => Ok(Vec::new()),
+                Some(file) => std::fs::read_to_string(model_dir.join(file))
+                    .map(|text| text.lines().map(str::to_string).collect())
+                    .map_err(|e| format!("output '{}': label_filename '{file}': {e}", spec.name)),
+            })
+            .collect::<Result<_, _>>()?;
         Ok(LoadedVersion {
             executor: executor(loaded.model, config, name, loaded.cheap)?,
             inputs: loaded.inputs,
             outputs: loaded.outputs,
+            labels,
         })
     }
 }

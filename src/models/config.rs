@@ -189,6 +189,10 @@ pub struct TensorConfig {
     /// How JPEG/PNG images sent to this input are decoded (`[input.image]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageOptions>,
+    /// An output's class labels, one per line, in a file in the model folder (Triton's
+    /// classification extension answers with them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_filename: Option<String>,
 }
 
 /// One declared dimension: a size (-1: any) or an inclusive range written "lo:hi".
@@ -371,6 +375,7 @@ impl ModelConfig {
                     },
                     layout: t.layout.clone(),
                     image: t.image.clone().unwrap_or_default(),
+                    label_filename: t.label_filename.clone(),
                 };
                 if let Some(target) = spec.image_target() {
                     target
@@ -496,6 +501,7 @@ mod tests {
                 dims: vec![Dim::Fixed(1)],
                 layout: None,
                 image: None,
+                label_filename: None,
             }],
             ..c.clone()
         };

@@ -13,3 +13,4 @@ pub use config::{
     Activation, Architecture, DeviceChoice, ModelConfig, TensorConfig, VersionPolicy,
 };
 pub use model::{Model, ModelError, ModelErrorKind, TensorSpec};
+pub use pbtxt::config_from_json;

@@ -19,6 +19,8 @@ pub struct TensorSpec {
     pub layout: Option<String>,
     /// How JPEG/PNG images sent to this input are turned into its tensor.
     pub image: ImageOptions,
+    /// The file (in the model folder) of this output's class labels, one per line.
+    pub label_filename: Option<String>,
 }
 
 impl TensorSpec {

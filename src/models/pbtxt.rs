@@ -1,5 +1,5 @@
-//! Triton's `config.pbtxt` (protobuf text format), read for the fields that map onto tensord's
-//! config: name, platform/backend, max_batch_size, input/output, instance_group, version_policy,
+//! Triton's model configuration, as `config.pbtxt` (protobuf text format) or as the JSON a
+//! load request carries, read for the fields that map onto tensord's config: name, platform/backend, max_batch_size, input/output, instance_group, version_policy,
 //! default_model_filename, dynamic_batching, and for ONNX Runtime the session `parameters` and
 //! `optimization` (graph level, execution accelerators). Other fields are ignored.
 
@@ -141,9 +141,60 @@ fn number<T: std::str::FromStr>(text: &str, key: &str) -> Result<T, String> {
         .map_err(|_| format!("key '{key}': '{text}' is not a valid number"))
 }
 
-/// Maps a Triton config onto tensord's.
+/// Maps a Triton config in protobuf text onto tensord's.
 pub fn config_from_pbtxt(text: &str) -> Result<ModelConfig, String> {
-    let fields = Parser { text, pos: 0 }.message(false)?;
+    config_from_fields(Parser { text, pos: 0 }.message(false)?)
+}
+
+/// Maps a Triton config in JSON (protobuf's JSON mapping, as Triton's load API takes it) onto
+/// tensord's. Repeated fields are arrays, maps (`parameters`) are objects.
+pub fn config_from_json(text: &str) -> Result<ModelConfig, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+    config_from_fields(json_fields(&value)?)
+}
+
+fn json_fields(value: &serde_json::Value) -> Result<Fields, String> {
+    let serde_json::Value::Object(map) = value else {
+        return Err(format!("expected an object, got {value}"));
+    };
+    let mut fields = Vec::new();
+    for (key, value) in map {
+        push_json(&mut fields, key, value)?;
+    }
+    Ok(fields)
+}
+
+fn push_json(fields: &mut Fields, key: &str, value: &serde_json::Value) -> Result<(), String> {
+    use serde_json::Value as Json;
+    let value = match value {
+        Json::Null => return Ok(()),
+        Json::Array(items) => {
+            return items
+                .iter()
+                .try_for_each(|item| push_json(fields, key, item));
+        }
+        // A protobuf map: each entry is a message of `key` and `value`.
+        Json::Object(map) if key == "parameters" => {
+            for (name, entry) in map {
+                let entry = vec![
+                    ("key".to_string(), Value::Scalar(name.clone())),
+                    ("value".to_string(), Value::Message(json_fields(entry)?)),
+                ];
+                fields.push((key.to_string(), Value::Message(entry)));
+            }
+            return Ok(());
+        }
+        Json::Object(_) => Value::Message(json_fields(value)?),
+        Json::String(text) => Value::Scalar(text.clone()),
+        Json::Number(n) => Value::Scalar(n.to_string()),
+        Json::Bool(b) => Value::Scalar(b.to_string()),
+    };
+    fields.push((key.to_string(), value));
+    Ok(())
+}
+
+fn config_from_fields(fields: Fields) -> Result<ModelConfig, String> {
     let backend = match (scalar(&fields, "platform"), scalar(&fields, "backend")) {
         (Some("onnxruntime_onnx"), _) | (_, Some("onnxruntime")) => "onnx".to_string(),
         (_, Some("identity")) => "builtin".to_string(),
@@ -315,6 +366,7 @@ fn tensors(fields: &Fields, key: &str) -> Result<Vec<TensorConfig>, String> {
                 dims,
                 layout,
                 image: None,
+                label_filename: scalar(t, "label_filename").map(str::to_string),
             })
         })
         .collect()
@@ -323,6 +375,40 @@ fn tensors(fields: &Fields, key: &str) -> Result<Vec<TensorConfig>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_configs_map_like_pbtxt() {
+        let json = r#"{"name": "simple", "backend": "onnxruntime", "max_batch_size": 8,
+            "input": [{"name": "INPUT0", "data_type": "TYPE_INT32", "dims": ["16"]}],
+            "output": [{"name": "OUTPUT0", "data_type": "TYPE_FP32", "dims": [16],
+                        "label_filename": "labels.txt"}],
+            "dynamic_batching": {"preferred_batch_size": [2, 4], "max_queue_delay_microseconds": 100},
+            "parameters": {"intra_op_thread_count": {"string_value": "2"}},
+            "instance_group": [{"count": 2, "kind": "KIND_CPU"}]}"#;
+        let from_json = config_from_json(json).unwrap();
+        let pbtxt = r#"
+            name: "simple" backend: "onnxruntime" max_batch_size: 8
+            input [ { name: "INPUT0" data_type: TYPE_INT32 dims: [ 16 ] } ]
+            output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 16 ] label_filename: "labels.txt" } ]
+            dynamic_batching { preferred_batch_size: [ 2, 4 ] max_queue_delay_microseconds: 100 }
+            parameters { key: "intra_op_thread_count" value: { string_value: "2" } }
+            instance_group [ { count: 2 kind: KIND_CPU } ]
+        "#;
+        assert_eq!(from_json, config_from_pbtxt(pbtxt).unwrap());
+        assert_eq!(
+            from_json.output[0].label_filename.as_deref(),
+            Some("labels.txt")
+        );
+        assert!(config_from_json("[1]")
+            .unwrap_err()
+            .contains("expected an object"));
+        assert!(config_from_json("{").unwrap_err().contains("invalid JSON"));
+        assert!(
+            config_from_json(r#"{"backend": "onnxruntime", "max_batch_size": "x"}"#)
+                .unwrap_err()
+                .contains("max_batch_size")
+        );
+    }
 
     #[test]
     fn triton_simple_model_config() {

@@ -8,6 +8,7 @@ use crate::models::{TensorSpec, VersionPolicy};
 
 /// Extensions this server implements, as listed in server metadata.
 pub const EXTENSIONS: &[&str] = &[
+    "classification",
     "binary_tensor_data",
     "parameters",
     "model_repository",
@@ -69,14 +70,18 @@ pub fn model_config(model: &ServedModel, loaded: Option<&LoadedVersion>) -> Valu
             .map(|spec| {
                 let dims = spec.dims.clone().unwrap_or_else(|| vec![-1]);
                 let dims = if batching { dims.get(1..).unwrap_or(&[]).to_vec() } else { dims };
-                json!({
+                let mut doc = json!({
                     "name": spec.name,
                     "data_type": spec.datatype.map_or("TYPE_INVALID".to_string(), |dt| match dt.as_str() {
                         "BYTES" => "TYPE_STRING".to_string(),
                         other => format!("TYPE_{other}"),
                     }),
                     "dims": dims,
-                })
+                });
+                if let Some(file) = &spec.label_filename {
+                    doc["label_filename"] = json!(file);
+                }
+                doc
             })
             .collect()
     };
@@ -106,6 +111,23 @@ pub fn model_config(model: &ServedModel, loaded: Option<&LoadedVersion>) -> Valu
     });
     if let Some(file) = &config.default_model_filename {
         doc["default_model_filename"] = json!(file);
+    }
+    if let Some(batching) = &config.dynamic_batching {
+        // Triton's fields, with the values of what tensord implements: one FIFO queue whose
+        // size may be capped, per-request timeouts, no priorities.
+        doc["dynamic_batching"] = json!({
+            "preferred_batch_size": batching.preferred_batch_size,
+            "max_queue_delay_microseconds": batching.max_queue_delay_microseconds,
+            "preserve_ordering": false,
+            "priority_levels": 0,
+            "default_priority_level": 0,
+            "default_queue_policy": {
+                "timeout_action": "REJECT",
+                "default_timeout_microseconds": 0,
+                "allow_timeout_override": true,
+                "max_queue_size": config.max_queue_size,
+            },
+        });
     }
     doc
 }

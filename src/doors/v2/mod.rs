@@ -7,6 +7,7 @@ mod parameters;
 mod request;
 mod response;
 
+use base64::Engine as _;
 use bytes::Bytes;
 
 pub use parameters::{ParamValue, Parameters};
@@ -15,8 +16,9 @@ pub use response::encode_infer_response;
 
 use super::json_response;
 use super::routes::{ModelRef, V2Route as Route};
-use crate::engine::{self, counted, Counted, Engine, Error, LoadedVersion, ServedModel};
+use crate::engine::{self, counted, Counted, Engine, Error, LoadedVersion, Overrides, ServedModel};
 use crate::http::{Request, Response};
+use crate::models::config_from_json;
 use metadata::{model_config, model_metadata, model_statistics, repository_index, server_metadata};
 
 /// Answers one V2 route.
@@ -72,7 +74,7 @@ pub async fn serve(
             ))
         }
         Route::Load(name) => {
-            engine.load(&name).await?;
+            engine.load(&name, load_overrides(&request.body)?).await?;
             Ok(empty_ok())
         }
         Route::Unload(name) => {
@@ -132,7 +134,16 @@ async fn infer(
         .map(std::time::Duration::from_micros);
     let run = engine::InferRequest {
         inputs: std::mem::take(&mut request.inputs),
-        outputs: request.outputs.iter().map(|o| o.name.clone()).collect(),
+        outputs: request
+            .outputs
+            .iter()
+            .map(|o| {
+                Ok(engine::WantedOutput {
+                    name: o.name.clone(),
+                    classification: o.parameters.get_u64("classification")?,
+                })
+            })
+            .collect::<Result<_, Error>>()?,
         timeout,
     };
     let done = engine.infer(model, loaded, run).await?;
@@ -193,6 +204,44 @@ fn index_ready_filter(body: &Bytes) -> Result<bool, Error> {
     serde_json::from_slice::<IndexRequest>(body)
         .map(|r| r.ready)
         .map_err(|e| Error::invalid(format!("invalid index request: {e}")))
+}
+
+/// A load request's `parameters`: `config` (a model config in Triton's JSON) and
+/// `file:<version>/<file>` (base64 contents). Any other parameter is refused, not ignored.
+fn load_overrides(body: &Bytes) -> Result<Overrides, Error> {
+    #[derive(serde::Deserialize)]
+    struct LoadRequest {
+        #[serde(default)]
+        parameters: std::collections::BTreeMap<String, serde_json::Value>,
+    }
+    let mut overrides = Overrides::default();
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(overrides);
+    }
+    let request: LoadRequest = serde_json::from_slice(body)
+        .map_err(|e| Error::invalid(format!("invalid load request: {e}")))?;
+    for (key, value) in request.parameters {
+        let text = value
+            .as_str()
+            .ok_or_else(|| Error::invalid(format!("load parameter '{key}' must be a string")))?;
+        if key == "config" {
+            let config = config_from_json(text)
+                .map_err(|e| Error::invalid(format!("load parameter 'config': {e}")))?;
+            overrides.config = Some(config);
+        } else if let Some(path) = key.strip_prefix("file:") {
+            let contents = base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(|e| {
+                    Error::invalid(format!("load parameter '{key}': invalid base64: {e}"))
+                })?;
+            overrides.files.push((path.to_string(), contents));
+        } else {
+            return Err(Error::invalid(format!(
+                "unknown load parameter '{key}' (known: config, file:<version>/<file>)"
+            )));
+        }
+    }
+    Ok(overrides)
 }
 
 fn empty_ok() -> Response {

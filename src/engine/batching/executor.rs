@@ -84,6 +84,9 @@ impl Executor {
                     infer: started.elapsed(),
                     ..Phases::default()
                 };
+                // It never waits, but it was queued for zero time: perf_analyzer and Triton's
+                // statistics readers expect every model to count its queue.
+                self.stats.record_queued(Duration::ZERO);
                 self.stats.record_execution(rows, 1, phases);
                 outputs
             }

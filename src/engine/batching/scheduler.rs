@@ -1,10 +1,13 @@
 //! The per-model queue: io threads push requests and await replies; each of the model's
 //! `instance_count` workers, when free, takes the next batch from it and executes it.
 //!
-//! Batching follows Triton's dynamic batcher: a batch is released as soon as it is full or of a
-//! preferred size; otherwise it waits for more requests only while the oldest request has waited
-//! less than the configured delay (no delay: never). Only requests whose datatypes and non-batch
-//! dimensions match share a batch; requests are never split or padded.
+//! Batching follows the release rules of Triton's dynamic batcher (its `qa/L0_batcher` tests):
+//! requests join the batch in arrival order; the batch goes at once when it reaches a preferred
+//! size, when it cannot grow past the largest preferred size (the next request would pass it,
+//! or it already has), when the next request would pass `max_batch_size`, or when the next request
+//! has other datatypes or non-batch dimensions (only equal shapes share a batch). Otherwise it
+//! waits for more until the oldest request has waited the configured delay (no delay: never).
+//! Requests are never split, padded or reordered.
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -81,8 +84,8 @@ impl Job {
 
 #[derive(Debug, PartialEq, Eq)]
 enum Decision {
-    /// Run these queue positions (ascending) as one batch.
-    Release(Vec<usize>),
+    /// Run the first this many requests of the queue as one batch.
+    Release(usize),
     /// Nothing to release before this instant (unless more requests arrive).
     WaitUntil(Instant),
     Empty,
@@ -93,36 +96,41 @@ fn decide(queue: &VecDeque<Job>, policy: &BatchPolicy, now: Instant) -> Decision
     let Some(head) = queue.front() else {
         return Decision::Empty;
     };
-    if policy.max_batch_size == 0 || head.rows >= policy.max_batch_size {
-        return Decision::Release(vec![0]);
+    if policy.max_batch_size == 0 {
+        return Decision::Release(1);
     }
-    let mut picked = Vec::new();
-    let mut prefix_rows = Vec::new();
-    let mut total = 0;
-    for (i, job) in queue.iter().enumerate() {
-        if job.key == head.key && total + job.rows <= policy.max_batch_size {
-            total += job.rows;
-            picked.push(i);
-            prefix_rows.push(total);
-            if total == policy.max_batch_size {
-                return Decision::Release(picked);
+    // Without preferred sizes, the batch grows towards max_batch_size.
+    let max_preferred = policy
+        .preferred
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(policy.max_batch_size);
+    let (mut taken, mut rows, mut send_now) = (0, 0, false);
+    // Requests in the best batch found: of a preferred size, or the largest below the largest
+    // preferred size.
+    let mut best = None;
+    for job in queue {
+        if taken > 0 {
+            if rows + job.rows > max_preferred && best.is_none() {
+                best = Some(taken);
+            }
+            if rows + job.rows > policy.max_batch_size || job.key != head.key {
+                send_now = true;
+                break;
             }
         }
-    }
-    let preferred = prefix_rows
-        .iter()
-        .enumerate()
-        .filter(|(_, rows)| policy.preferred.contains(rows))
-        .max_by_key(|(_, &rows)| rows);
-    if let Some((last, _)) = preferred {
-        picked.truncate(last + 1);
-        return Decision::Release(picked);
+        taken += 1;
+        rows += job.rows;
+        if policy.preferred.contains(&rows) {
+            best = Some(taken);
+        }
     }
     let release_at = head.enqueued + policy.max_delay;
-    if now >= release_at {
-        Decision::Release(picked)
-    } else {
-        Decision::WaitUntil(release_at)
+    match best {
+        Some(n) if now < release_at => Decision::Release(n),
+        _ if send_now || rows >= max_preferred || now >= release_at => Decision::Release(taken),
+        _ => Decision::WaitUntil(release_at),
     }
 }
 
@@ -220,13 +228,8 @@ impl Queue {
             let now = Instant::now();
             purge(&mut state.jobs, now);
             let wake = match decide(&state.jobs, &self.policy, now) {
-                Decision::Release(positions) => {
-                    // Remove from the back so earlier positions stay valid, then restore order.
-                    let mut batch = Vec::with_capacity(positions.len());
-                    for &i in positions.iter().rev() {
-                        batch.extend(state.jobs.remove(i));
-                    }
-                    batch.reverse();
+                Decision::Release(n) => {
+                    let batch: Vec<Job> = state.jobs.drain(..n).collect();
                     let more = !state.jobs.is_empty();
                     drop(state);
                     if more {
@@ -394,18 +397,24 @@ mod tests {
         }
     }
 
+    fn queue(jobs: &[(u64, u64)], now: Instant) -> VecDeque<Job> {
+        jobs.iter()
+            .map(|&(rows, width)| job(rows, width, Duration::ZERO, now))
+            .collect()
+    }
+
     #[test]
     fn no_delay_releases_what_is_queued() {
         let now = Instant::now();
-        let q: VecDeque<Job> = [job(1, 4, Duration::ZERO, now)].into();
-        assert_eq!(
-            decide(&q, &policy(8, &[], 0), now),
-            Decision::Release(vec![0])
-        );
+        let q = queue(&[(1, 4)], now);
+        assert_eq!(decide(&q, &policy(8, &[], 0), now), Decision::Release(1));
         assert_eq!(
             decide(&VecDeque::new(), &policy(8, &[], 0), now),
             Decision::Empty
         );
+        // Not batching: one request at a time.
+        let q = queue(&[(1, 4), (1, 4)], now);
+        assert_eq!(decide(&q, &policy(0, &[], 1000), now), Decision::Release(1));
     }
 
     #[test]
@@ -419,40 +428,70 @@ mod tests {
         );
         assert_eq!(
             decide(&q, &p, now + Duration::from_micros(70)),
-            Decision::Release(vec![0])
+            Decision::Release(1)
         );
     }
 
+    /// Triton's L0_batcher setup: preferred sizes 2 and 6, max_batch_size 8, a long delay.
+    fn triton() -> BatchPolicy {
+        policy(8, &[2, 6], 10_000_000)
+    }
+
     #[test]
-    fn full_and_preferred_batches_go_at_once_and_shapes_never_mix() {
+    fn preferred_sizes_go_at_once_and_the_largest_wins() {
         let now = Instant::now();
-        let q: VecDeque<Job> = [
-            job(2, 4, Duration::ZERO, now),
-            job(3, 5, Duration::ZERO, now),
-            job(3, 4, Duration::ZERO, now),
-            job(3, 4, Duration::ZERO, now),
-        ]
-        .into();
-        // Full: 2 + 3 + 3 = 8 rows of width 4; the width-5 request waits.
         assert_eq!(
-            decide(&q, &policy(8, &[], 1000), now),
-            Decision::Release(vec![0, 2, 3])
+            decide(&queue(&[(2, 16)], now), &triton(), now),
+            Decision::Release(1)
         );
-        // Preferred 5 = 2 + 3 (never split the third request to reach 8 with max 9).
         assert_eq!(
-            decide(&q, &policy(9, &[5], 1000), now),
-            Decision::Release(vec![0, 2])
+            decide(&queue(&[(6, 16)], now), &triton(), now),
+            Decision::Release(1)
         );
-        // Nothing full or preferred: wait.
-        assert!(matches!(
-            decide(&q, &policy(16, &[4], 1000), now),
-            Decision::WaitUntil(_)
-        ));
-        // Not batching: one request at a time.
+        // 1 + 1 is preferred, 1 + 1 + 4 = 6 is too: the larger goes.
+        let q = queue(&[(1, 16), (1, 16), (4, 16)], now);
+        assert_eq!(decide(&q, &triton(), now), Decision::Release(3));
+        // Between preferred sizes, or below them: wait for the delay.
+        for rows in [1, 3] {
+            let q = queue(&[(rows, 16)], now);
+            assert!(matches!(decide(&q, &triton(), now), Decision::WaitUntil(_)));
+        }
+    }
+
+    #[test]
+    fn a_batch_past_the_largest_preferred_size_goes_at_once() {
+        // test_static_batch_gt_max_preferred: 7 rows alone, no waiting.
+        let now = Instant::now();
         assert_eq!(
-            decide(&q, &policy(0, &[], 1000), now),
-            Decision::Release(vec![0])
+            decide(&queue(&[(7, 16)], now), &triton(), now),
+            Decision::Release(1)
         );
+        // Without preferred sizes, max_batch_size is the one to reach.
+        let q = queue(&[(3, 16), (5, 16)], now);
+        assert_eq!(decide(&q, &policy(8, &[], 1000), now), Decision::Release(2));
+    }
+
+    #[test]
+    fn a_pending_batch_goes_when_the_next_request_would_pass_the_largest_preferred_size() {
+        // 3 pending, then 4 more would make 7 > 6: the 3 go now, the 4 wait for a batch of
+        // their own.
+        let now = Instant::now();
+        let q = queue(&[(3, 16), (4, 16)], now);
+        assert_eq!(decide(&q, &triton(), now), Decision::Release(1));
+        // Past max_batch_size as well.
+        let q = queue(&[(1, 16), (8, 16)], now);
+        assert_eq!(decide(&q, &policy(8, &[], 1000), now), Decision::Release(1));
+    }
+
+    #[test]
+    fn a_request_of_another_shape_sends_the_pending_batch() {
+        // test_multi_batch_different_shape: 1 row of width 16, then 1 of width 8.
+        let now = Instant::now();
+        let q = queue(&[(1, 16), (1, 8)], now);
+        assert_eq!(decide(&q, &triton(), now), Decision::Release(1));
+        // Requests are never reordered: a later match does not jump the other shape.
+        let q = queue(&[(1, 16), (1, 8), (1, 16)], now);
+        assert_eq!(decide(&q, &triton(), now), Decision::Release(1));
     }
 
     #[test]
