@@ -47,6 +47,10 @@ def repo(tmp_path_factory):
         output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] label_filename: "labels.txt" } ]
         dynamic_batching { preferred_batch_size: [ 2, 6 ] max_queue_delay_microseconds: 500 }
     """)
+    (repo / "delay_100us").mkdir()
+    (repo / "delay_100us" / "config.toml").write_text(
+        'backend = "builtin"\nbuiltin = "identity"\nmax_batch_size = 8\n'
+        '[dynamic_batching]\nmax_queue_delay_microseconds = 100\n')
     (repo / "plain").mkdir()
     (repo / "plain" / "config.toml").write_text('backend = "builtin"\nbuiltin = "identity"\n')
     return repo
@@ -103,6 +107,17 @@ def test_a_request_of_another_shape_sends_the_pending_batch(server, client):
     assert second >= DELAY_S * 0.9, second
     stats = client.get_inference_statistics("rule_other_shape")["model_stats"][0]
     assert stats["execution_count"] == 2
+
+
+def test_a_lone_request_waits_the_delay_not_twice_it(client):
+    # Linux's default timer slack (50 µs) made 100 µs cost about 165.
+    inp = httpclient.InferInput("INPUT0", [1, 2], "FP32")
+    inp.set_data_from_numpy(np.ones((1, 2), dtype=np.float32))
+    for _ in range(200):
+        client.infer("delay_100us", [inp])
+    queue = client.get_inference_statistics("delay_100us")["model_stats"][0]["inference_stats"]["queue"]
+    mean_us = queue["ns"] / queue["count"] / 1000
+    assert 100 <= mean_us < 150, mean_us
 
 
 def test_classification_top_k_with_labels(client):

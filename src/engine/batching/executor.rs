@@ -47,7 +47,10 @@ impl Executor {
             let (model, queue, stats) = (model.clone(), queue.clone(), stats.clone());
             std::thread::Builder::new()
                 .name(format!("model-{name}-{i}"))
-                .spawn(move || run_worker(model, queue, stats))
+                .spawn(move || {
+                    precise_timers();
+                    run_worker(model, queue, stats)
+                })
                 .map_err(|e| format!("cannot start a worker thread for model '{name}': {e}"))?;
         }
         Ok(Executor {
@@ -104,6 +107,16 @@ impl Executor {
                     .map_err(|_| Error::internal("the model's worker stopped"))?
             }
         }
+    }
+}
+
+/// Linux lets a sleeping thread's timer fire up to its timer slack (50 µs by default) late, so
+/// that wake-ups can be grouped. A lone request under a batch delay of 100 µs then waited
+/// 165 µs in the queue (mean of 300); with a slack of 1 ns, 117 µs (the rest is the wake-up).
+fn precise_timers() {
+    // SAFETY: PR_SET_TIMERSLACK takes a plain integer and changes only this thread's slack.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
     }
 }
 
