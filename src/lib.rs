@@ -15,6 +15,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod images;
 pub mod loadgen;
+pub mod logging;
 pub mod metrics;
 pub mod models;
 pub mod server;

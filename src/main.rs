@@ -3,11 +3,14 @@ use std::time::{Duration, Instant};
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 use tensord::config::{Args, LoadError};
 use tensord::doors::Service;
 use tensord::engine::{Engine, Repository};
+use tensord::logging::Logging;
 use tensord::metrics::ServerMetrics;
 use tensord::models::onnxruntime;
 use tensord::server::{systemd, Server};
@@ -41,17 +44,19 @@ fn main() {
             filter = filter.add_directive(directive);
         }
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .init();
-    if let Err(e) = run(&args) {
+    let logging = Arc::new(Logging::new(handle, &args.log_level));
+    if let Err(e) = run(&args, logging) {
         tracing::error!("{e}");
         std::process::exit(1);
     }
 }
 
-fn run(args: &Args) -> Result<(), String> {
+fn run(args: &Args, logging: Arc<Logging>) -> Result<(), String> {
     raise_file_limit();
     return_large_buffers();
     let mut config = args.server_config()?;
@@ -65,7 +70,12 @@ fn run(args: &Args) -> Result<(), String> {
     let metrics = Arc::new(ServerMetrics::new(config.threads));
     let engine = Arc::new(Engine::new(repository, args.max_tensor_elements));
     let compression = args.compress_responses.then_some(args.compress_min_bytes);
-    let service = Arc::new(Service::new(engine.clone(), metrics.clone(), compression));
+    let service = Arc::new(Service::new(
+        engine.clone(),
+        metrics.clone(),
+        compression,
+        logging,
+    ));
     let server = Server::start(config, service, metrics.clone())?;
     systemd::notify(&format!("READY=1\nSTATUS={}", status_line(&engine, 0.0)));
     systemd::report_status(Duration::from_secs(STATUS_EVERY_S), {

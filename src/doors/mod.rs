@@ -13,7 +13,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::engine::{Engine, Error};
-use crate::http::{compress, Coding, HttpError, Request, Response};
+use crate::http::{compress, Coding, HttpError, Method, Request, Response};
+use crate::logging::Logging;
 use crate::metrics::ServerMetrics;
 use routes::{route, Route, V2Route};
 
@@ -23,6 +24,7 @@ pub struct Service {
     /// Infer responses of at least this many bytes are compressed when the client asks
     /// (`None`: never).
     compress_min_bytes: Option<u64>,
+    logging: Arc<Logging>,
 }
 
 /// Which endpoints a listener serves.
@@ -38,11 +40,13 @@ impl Service {
         engine: Arc<Engine>,
         metrics: Arc<ServerMetrics>,
         compress_min_bytes: Option<u64>,
+        logging: Arc<Logging>,
     ) -> Service {
         Service {
             engine,
             metrics,
             compress_min_bytes,
+            logging,
         }
     }
 
@@ -51,9 +55,15 @@ impl Service {
     }
 
     pub async fn handle(&self, request: &Request, endpoints: Endpoints) -> Response {
-        self.dispatch(request, endpoints)
-            .await
-            .unwrap_or_else(HttpError::into_response)
+        self.dispatch(request, endpoints).await.unwrap_or_else(|e| {
+            tracing::debug!(
+                status = e.status,
+                path = request.head.path(),
+                "{}",
+                e.message
+            );
+            e.into_response()
+        })
     }
 
     async fn dispatch(
@@ -78,6 +88,14 @@ impl Service {
             _ if endpoints == Endpoints::MetricsOnly => {
                 Err(Error::not_found("this port serves /metrics only"))
             }
+            Route::Logging if request.head.method == Method::Post => self
+                .logging
+                .update(&request.body)
+                .map_err(Error::invalid)
+                .map(|settings| json_response(serde_json::json!(settings).to_string())),
+            Route::Logging => Ok(json_response(
+                serde_json::json!(self.logging.settings()).to_string(),
+            )),
             Route::V2(route) => v2::serve(engine, route, request).await,
             Route::Tfs(route) => tfs::serve(engine, route, request).await,
         }?;

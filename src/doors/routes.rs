@@ -9,6 +9,8 @@ use crate::http::{HttpError, Method};
 pub enum Route<'a> {
     /// Prometheus text (`/metrics`).
     Metrics,
+    /// Triton's logging extension: the log settings, read (GET) or changed (POST).
+    Logging,
     V2(V2Route<'a>),
     Tfs(TfsRoute<'a>),
 }
@@ -45,17 +47,23 @@ pub struct ModelRef<'a> {
 }
 
 impl Route<'_> {
-    /// The one method the route takes (HEAD counts as GET).
-    pub fn method(&self) -> Method {
-        match self {
+    /// The methods the route takes (HEAD counts as GET).
+    pub fn methods(&self) -> &'static [Method] {
+        let post = match self {
+            Route::Logging => return &[Method::Get, Method::Post],
             Route::V2(
                 V2Route::Infer(_)
                 | V2Route::RepositoryIndex
                 | V2Route::Load(_)
                 | V2Route::Unload(_),
             )
-            | Route::Tfs(TfsRoute::Predict(_)) => Method::Post,
-            _ => Method::Get,
+            | Route::Tfs(TfsRoute::Predict(_)) => true,
+            _ => false,
+        };
+        if post {
+            &[Method::Post]
+        } else {
+            &[Method::Get]
         }
     }
 }
@@ -65,6 +73,7 @@ impl Route<'_> {
 pub fn route(method: Method, path: &str) -> Result<Route<'_>, HttpError> {
     let route = match path {
         "/metrics" => Some(Route::Metrics),
+        "/v2/logging" => Some(Route::Logging),
         _ if path.starts_with("/v1/") => tfs_route(path).map(Route::Tfs),
         _ => v2_route(path)?.map(Route::V2),
     };
@@ -73,8 +82,8 @@ pub fn route(method: Method, path: &str) -> Result<Route<'_>, HttpError> {
         Method::Head => Method::Get,
         other => other,
     };
-    if method != route.method() {
-        return Err(HttpError::wrong_method(path, route.method()));
+    if !route.methods().contains(&method) {
+        return Err(HttpError::wrong_method(path, route.methods()));
     }
     Ok(route)
 }
@@ -268,5 +277,9 @@ mod tests {
             route(Method::Other, "/v1/models/a").unwrap_err().status,
             405
         );
+        assert_eq!(route(Method::Post, "/v2/logging"), Ok(Route::Logging));
+        let e = route(Method::Other, "/v2/logging").unwrap_err();
+        assert_eq!(e.message, "/v2/logging takes only GET or POST");
+        assert_eq!(e.headers, vec![("Allow", "GET, HEAD, POST".to_string())]);
     }
 }

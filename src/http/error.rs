@@ -50,15 +50,21 @@ impl HttpError {
         HttpError::new(408, format!("timed out waiting for the request {what}"))
     }
 
-    /// 405: `path` (as the client wrote it) takes only `want` (and HEAD where `want` is GET).
-    pub fn wrong_method(path: &str, want: Method) -> HttpError {
-        let (name, allow) = match want {
-            Method::Post => ("POST", "POST"),
-            _ => ("GET", "GET, HEAD"),
-        };
+    /// 405: `path` (as the client wrote it) takes only the methods `allowed` (and HEAD where
+    /// they include GET).
+    pub fn wrong_method(path: &str, allowed: &[Method]) -> HttpError {
+        let name = |m: &Method| if *m == Method::Post { "POST" } else { "GET" };
+        let names: Vec<&str> = allowed.iter().map(name).collect();
+        let mut allow = names.clone();
+        if allowed.contains(&Method::Get) {
+            allow.insert(
+                allow.iter().position(|&n| n == "GET").map_or(0, |i| i + 1),
+                "HEAD",
+            );
+        }
         HttpError {
-            headers: vec![("Allow", allow.to_string())],
-            ..HttpError::new(405, format!("{path} takes only {name}"))
+            headers: vec![("Allow", allow.join(", "))],
+            ..HttpError::new(405, format!("{path} takes only {}", names.join(" or ")))
         }
     }
 

@@ -183,3 +183,29 @@ def test_non_utf8_bytes_are_not_replaced_in_json(url):
         assert result.as_numpy("OUTPUT0").tolist() == [[b"ok", b"\xff\xfe"]]
     finally:
         c.close()
+
+
+def test_logging_settings_change_the_log_while_serving():
+    d = Daemon("--threads", "1", "--log-level", "info")
+    try:
+        c = httpclient.InferenceServerClient(d.url)
+        settings = c.get_log_settings()
+        assert settings == {"log_file": "", "log_info": True, "log_warning": True, "log_error": True,
+                            "log_verbose_level": 0, "log_format": "default"}
+        raw(d.url, "POST", "/v2/models/identity/infer", b"{not json before}")
+        assert c.update_log_settings({"log_verbose_level": 1})["log_verbose_level"] == 1
+        raw(d.url, "POST", "/v2/models/identity/infer", b"{not json after}")
+        for bad, words in (({"log_file": "/tmp/tensord.log"}, "log_file"),
+                           ({"log_format": "ISO8601"}, "log_format"),
+                           ({"log_error": False}, "nest"),
+                           ({"log_level": 3}, "unknown field")):
+            with pytest.raises(InferenceServerException, match=words) as e:
+                c.update_log_settings(bad)
+            assert e.value.status() == "400"
+        assert c.get_log_settings()["log_verbose_level"] == 1
+        assert "logging" in c.get_server_metadata()["extensions"]
+        c.close()
+    finally:
+        log = d.stop()
+    # Failed requests are logged at debug level: only the one after the change shows.
+    assert log.count("invalid inference request JSON") == 1, log

@@ -9,6 +9,7 @@ use crate::models::{TensorSpec, VersionPolicy};
 /// Extensions this server implements, as listed in server metadata.
 pub const EXTENSIONS: &[&str] = &[
     "classification",
+    "logging",
     "binary_tensor_data",
     "parameters",
     "model_repository",
