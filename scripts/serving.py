@@ -1,17 +1,27 @@
 """Start a server and wait until it answers: the one helper the tests and the scripts share.
 
 Python: free_port(), wait_until_answers(port, path, timeout, proc), start(cmd, port, path, ...),
-stop(proc). Shell: `python3 scripts/serving.py PORT [PATH] [TIMEOUT]` waits for a 200 on PATH
+stop(proc), and repository_with_any_identity(path) for servers the tests and load scripts drive. Shell: `python3 scripts/serving.py PORT [PATH] [TIMEOUT]` waits for a 200 on PATH
 (without PATH: for the port to accept a connection) and exits 1 if nothing answers in time.
 """
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+def repository_with_any_identity(path):
+    """The shipped model repository copied to `path`, its identity taking any datatype and shape."""
+    shutil.copytree(os.path.join(ROOT, "models"), path, dirs_exist_ok=True)
+    shutil.copy(os.path.join(ROOT, "scripts", "any-identity.toml"), os.path.join(path, "identity", "config.toml"))
+    return path
 
 
 def free_port():

@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from serving import free_port, start
+from serving import free_port, repository_with_any_identity, start
 
 ROOT = Path(__file__).resolve().parents[1]
 DURATION = int(os.environ.get("DURATION", "120"))
@@ -77,7 +77,8 @@ def main():
     OUT.mkdir(parents=True, exist_ok=True)
     port = free_port()
     daemon = start([str(BIN / "tensord"), "--http-addr", f"127.0.0.1:{port}", "--drain-delay", "0",
-                    "--model-repository", str(ROOT / "models"), "--log-level", "error"], port, "/v2/health/ready")
+                    "--model-repository", repository_with_any_identity(str(OUT / "models")), "--log-level", "error"],
+                   port, "/v2/health/ready")
     time.sleep(0.5)
     base_rss, base_fds = rss_mb(daemon.pid), fds(daemon.pid)
     url = f"http://127.0.0.1:{port}"

@@ -24,6 +24,27 @@ struct Daemon {
     addr: String,
 }
 
+/// The shipped models with an identity that takes any datatype and shape (the shipped one
+/// declares FP32 [-1,16]), as the Python tests serve them.
+fn test_repo() -> &'static str {
+    static REPO: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    REPO.get_or_init(|| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let repo = std::env::temp_dir().join(format!("tensord-wire-repo-{}", std::process::id()));
+        for model in std::fs::read_dir(root.join("models")).unwrap().flatten() {
+            let dir = repo.join(model.file_name());
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::copy(model.path().join("config.toml"), dir.join("config.toml")).unwrap();
+        }
+        std::fs::copy(
+            root.join("scripts/any-identity.toml"),
+            repo.join("identity/config.toml"),
+        )
+        .unwrap();
+        repo.to_string_lossy().into_owned()
+    })
+}
+
 impl Daemon {
     fn start(args: &[&str]) -> Daemon {
         Daemon::start_with_env(args, &[])
@@ -32,7 +53,7 @@ impl Daemon {
     fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
-        let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
+        let repo = test_repo();
         let child = Command::new(env!("CARGO_BIN_EXE_tensord"))
             .args([
                 "--http-addr",
@@ -758,7 +779,7 @@ fn start_socket_activated(socket: &TcpListener, extra: &[&str]) -> Child {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
     let fd = socket.as_raw_fd();
-    let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
+    let repo = test_repo();
     let mut command = Command::new("sh");
     command
         .args(["-c", "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\""])

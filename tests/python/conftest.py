@@ -1,8 +1,11 @@
 """Starts the real tensord binary for the integration tests."""
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,14 +13,18 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 BINARY = Path(os.environ.get("TENSORD_BIN", ROOT / "target" / "release" / "tensord"))
 sys.path.insert(0, str(ROOT / "scripts"))
-from serving import free_port, start, stop  # noqa: E402  (the helper the scripts share)
+from serving import free_port, repository_with_any_identity, start, stop  # noqa: E402
+
+# The shipped models, identity taking any datatype and shape: what the tests drive by default.
+TEST_REPO = Path(repository_with_any_identity(tempfile.mkdtemp(prefix="tensord-test-repo-")))
+atexit.register(shutil.rmtree, TEST_REPO, True)
 
 
 class Daemon:
     """The real binary on a free port; waits until it answers (live, not ready: a repository
     with a broken model is never ready)."""
 
-    def __init__(self, *args, repo=ROOT / "models", port=None, preexec_fn=None, env=None, binary=BINARY):
+    def __init__(self, *args, repo=TEST_REPO, port=None, preexec_fn=None, env=None, binary=BINARY):
         self.port = port or free_port()
         self.url = f"127.0.0.1:{self.port}"
         # The last --drain-delay wins: `args` may set another.

@@ -1,0 +1,57 @@
+"""perf_analyzer, Triton's load generator (from the tritonclient 2.40.0 wheel, installed by
+scripts/test), against every shipped model but image_probe with only -m and -u (and -i http: its
+default protocol is gRPC), sync and async. Its client-side request count must agree with the
+server-side count it reads from tensord's statistics within 1%."""
+
+import os
+import re
+import subprocess
+
+import pytest
+
+from conftest import ROOT, Daemon
+
+PERF_ANALYZER = ROOT / "target" / "perf_analyzer" / "perf_analyzer"
+MODELS = sorted(p.name for p in (ROOT / "models").iterdir() if p.is_dir() and p.name != "image_probe")
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    d = Daemon("--threads", "2", repo=ROOT / "models")
+    yield d
+    d.stop()
+
+
+@pytest.mark.parametrize("mode", [[], ["--async", "--concurrency-range", "4"]], ids=["sync", "async"])
+@pytest.mark.parametrize("model", MODELS)
+def test_perf_analyzer_runs_every_shipped_model(shipped, model, mode):
+    assert PERF_ANALYZER.exists(), "scripts/test installs perf_analyzer"
+    env = dict(os.environ, LD_LIBRARY_PATH=str(PERF_ANALYZER.parent))
+    run = subprocess.run(
+        [str(PERF_ANALYZER), "-m", model, "-u", shipped.url, "-i", "http", "-p", "1000", *mode],
+        env=env, capture_output=True, text=True, timeout=180,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    client = int(re.search(r"Client:\s+Request count: (\d+)", run.stdout).group(1))
+    server = int(re.search(r"Successful request count: (\d+)", run.stdout).group(1))
+    assert client > 100
+    assert abs(server - client) <= client / 100, run.stdout
+
+
+def test_perf_analyzer_on_a_model_without_a_queue(tmp_path):
+    # An unbatched built-in runs inline, on the io thread; its statistics still count the queue,
+    # which perf_analyzer needs to find the model version (before, it needed -x 1).
+    (tmp_path / "add_sub_inline").mkdir()
+    (tmp_path / "add_sub_inline" / "config.toml").write_text('backend = "builtin"\nbuiltin = "add_sub"\n')
+    d = Daemon("--threads", "1", repo=tmp_path)
+    try:
+        env = dict(os.environ, LD_LIBRARY_PATH=str(PERF_ANALYZER.parent))
+        run = subprocess.run(
+            [str(PERF_ANALYZER), "-m", "add_sub_inline", "-u", d.url, "-i", "http", "-p", "1000",
+             "--shape", "INPUT0:1,16", "--shape", "INPUT1:1,16"],
+            env=env, capture_output=True, text=True, timeout=180,
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert "Successful request count" in run.stdout
+    finally:
+        d.stop()
