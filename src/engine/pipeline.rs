@@ -10,7 +10,7 @@ use super::{
     ServedModel, WantedOutput,
 };
 use crate::images;
-use crate::tensors::{DataType, Tensor};
+use crate::tensors::{fit_dims, DataType, Tensor};
 
 impl Engine {
     /// Runs `request` on one version of `model`.
@@ -22,10 +22,20 @@ impl Engine {
     ) -> Result<InferResponse<'m>, Error> {
         self.decode_images(&mut request.inputs, loaded).await?;
         let inputs = arrange_inputs(model, loaded, &request.inputs)?;
-        let rows = match model.config.max_batch_size {
-            0 => 1,
-            _ => batching::rows(&inputs),
+        let batching = model.config.max_batch_size > 0;
+        let rows = match batching {
+            false => 1,
+            true => batching::rows(&inputs),
         };
+        // Triton's reshape: the model sees its own shapes, clients theirs.
+        let inputs = inputs
+            .into_iter()
+            .zip(&loaded.inputs)
+            .map(|(tensor, spec)| match &spec.reshape {
+                Some(shape) => reshaped(tensor, batching, shape).map_err(Error::invalid),
+                None => Ok(tensor),
+            })
+            .collect::<Result<_, _>>()?;
         let outputs = loaded.executor.execute(inputs, request.timeout).await?;
         if outputs.len() != loaded.outputs.len() {
             return Err(Error::internal(format!(
@@ -35,6 +45,15 @@ impl Engine {
                 loaded.outputs.len()
             )));
         }
+        let outputs = outputs
+            .into_iter()
+            .zip(&loaded.outputs)
+            .map(|(tensor, spec)| match (&spec.reshape, &spec.dims) {
+                (Some(_), Some(dims)) => reshaped(tensor, batching, &dims[usize::from(batching)..])
+                    .map_err(Error::internal),
+                _ => Ok(tensor),
+            })
+            .collect::<Result<_, _>>()?;
         let outputs = select_outputs(model, loaded, &request.outputs, outputs)?;
         Ok(InferResponse { outputs, rows })
     }
@@ -72,6 +91,22 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// `tensor`, the same bytes, in the shape `dims` after its batch dimension (kept when
+/// `batching`).
+fn reshaped(mut tensor: Tensor, batching: bool, dims: &[i64]) -> Result<Tensor, String> {
+    let lead = usize::from(batching).min(tensor.shape.len());
+    let count = tensor.shape[lead..].iter().product();
+    let rest = fit_dims(dims, count).ok_or_else(|| {
+        format!(
+            "shape {:?} cannot be reshaped to {dims:?} (after the batch dimension)",
+            tensor.shape
+        )
+    })?;
+    tensor.shape.truncate(lead);
+    tensor.shape.extend(rest);
+    Ok(tensor)
 }
 
 /// What one request's handling produced, for its statistics.

@@ -193,6 +193,10 @@ pub struct TensorConfig {
     /// classification extension answers with them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_filename: Option<String>,
+    /// The shape the model sees (without the batch dimension) where it differs from `dims`,
+    /// the shape clients send and receive (Triton's `reshape`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reshape: Option<Vec<i64>>,
 }
 
 /// One declared dimension: a size (-1: any) or an inclusive range written "lo:hi".
@@ -349,6 +353,7 @@ impl ModelConfig {
                     ));
                 }
                 let batch = (self.max_batch_size > 0).then_some(Dim::Fixed(-1));
+                let batch_dims = usize::from(batch.is_some());
                 let all: Vec<Dim> = batch.into_iter().chain(t.dims.iter().copied()).collect();
                 let dims = all
                     .iter()
@@ -376,7 +381,24 @@ impl ModelConfig {
                     layout: t.layout.clone(),
                     image: t.image.clone().unwrap_or_default(),
                     label_filename: t.label_filename.clone(),
+                    reshape: t.reshape.clone(),
                 };
+                let variable = |dims: &[i64]| dims.iter().filter(|&&d| d < 0).count();
+                if let Some(reshape) = &t.reshape {
+                    let fixed = |dims: &[i64]| dims.iter().filter(|&&d| d > 0).product::<i64>();
+                    let declared = &spec.dims.as_deref().unwrap_or_default()[batch_dims..];
+                    let fits = variable(reshape) <= 1
+                        && reshape.iter().all(|&d| d >= -1)
+                        && (variable(declared) > 0
+                            || variable(reshape) > 0
+                            || fixed(declared) == fixed(reshape));
+                    if !fits {
+                        return Err(format!(
+                            "key '{which}[{i}].reshape': {reshape:?} does not hold the \
+                             elements of dims {declared:?}"
+                        ));
+                    }
+                }
                 if let Some(target) = spec.image_target() {
                     target
                         .options
@@ -502,6 +524,7 @@ mod tests {
                 layout: None,
                 image: None,
                 label_filename: None,
+                reshape: None,
             }],
             ..c.clone()
         };

@@ -21,9 +21,27 @@ pub struct TensorSpec {
     pub image: ImageOptions,
     /// The file (in the model folder) of this output's class labels, one per line.
     pub label_filename: Option<String>,
+    /// The shape the model sees, without the batch dimension, where it is not `dims` (Triton's
+    /// `reshape`): inputs are reshaped to it before the model runs, outputs from it after.
+    pub reshape: Option<Vec<i64>>,
 }
 
 impl TensorSpec {
+    /// The dimensions the model itself has: `dims`, or the reshape with the batch dimension
+    /// (when `dims` has one, `batching`) in front.
+    pub fn model_dims(&self, batching: bool) -> Option<Vec<i64>> {
+        match &self.reshape {
+            None => self.dims.clone(),
+            Some(shape) => Some(
+                batching
+                    .then_some(-1)
+                    .into_iter()
+                    .chain(shape.iter().copied())
+                    .collect(),
+            ),
+        }
+    }
+
     pub fn new(name: &str, datatype: DataType, dims: &[i64]) -> TensorSpec {
         TensorSpec {
             name: name.to_string(),

@@ -367,6 +367,14 @@ fn tensors(fields: &Fields, key: &str) -> Result<Vec<TensorConfig>, String> {
                 layout,
                 image: None,
                 label_filename: scalar(t, "label_filename").map(str::to_string),
+                reshape: messages(t, "reshape")
+                    .next()
+                    .map(|r| {
+                        scalars(r, "shape")
+                            .map(|d| number(d, &format!("{key}[{i}].reshape.shape")))
+                            .collect::<Result<Vec<i64>, _>>()
+                    })
+                    .transpose()?,
             })
         })
         .collect()
@@ -408,6 +416,31 @@ mod tests {
                 .unwrap_err()
                 .contains("max_batch_size")
         );
+    }
+
+    #[test]
+    fn reshape_is_read_and_must_hold_the_same_elements() {
+        let config = |reshape: &str| {
+            config_from_pbtxt(&format!(
+                "backend: \"onnxruntime\" max_batch_size: 4\n\
+                 input [ {{ name: \"x\" data_type: TYPE_FP32 dims: [ 4 ] {reshape} }} ]"
+            ))
+            .unwrap()
+        };
+        let specs = config("reshape: { shape: [ 2, 2 ] }")
+            .specs("input")
+            .unwrap();
+        assert_eq!(specs[0].dims, Some(vec![-1, 4]));
+        assert_eq!(specs[0].reshape, Some(vec![2, 2]));
+        assert_eq!(specs[0].model_dims(true), Some(vec![-1, 2, 2]));
+        assert_eq!(config("").specs("input").unwrap()[0].reshape, None);
+        for bad in [
+            "reshape: { shape: [ 3 ] }",
+            "reshape: { shape: [ -1, -1 ] }",
+        ] {
+            let err = config(bad).specs("input").unwrap_err();
+            assert!(err.contains("input[0].reshape"), "{err}");
+        }
     }
 
     #[test]

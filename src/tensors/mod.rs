@@ -10,4 +10,6 @@ pub use datatype::DataType;
 pub use error::TensorError;
 pub use json_data::{decode_json_data, write_json_data};
 pub use nested_json::{tensor_of_nested, to_nested};
-pub use tensor::{element_count, fixed_byte_size, push_bytes_element, BytesElements, Tensor};
+pub use tensor::{
+    element_count, fit_dims, fixed_byte_size, push_bytes_element, BytesElements, Tensor,
+};

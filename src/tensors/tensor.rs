@@ -37,6 +37,26 @@ impl Tensor {
 }
 
 /// The number of elements of `shape`, refusing overflow and counts past `max_elements`.
+/// The shape `dims` takes for `count` elements: one variable dimension (-1) takes what the
+/// fixed ones leave; `None` when they cannot hold exactly `count`.
+pub fn fit_dims(dims: &[i64], count: u64) -> Option<Vec<u64>> {
+    let fixed: u64 = dims
+        .iter()
+        .filter(|&&d| d >= 0)
+        .map(|&d| d as u64)
+        .product();
+    let inferred = match dims.iter().filter(|&&d| d < 0).count() {
+        0 if fixed == count => 0,
+        1 if fixed != 0 && count.is_multiple_of(fixed) => count / fixed,
+        _ => return None,
+    };
+    Some(
+        dims.iter()
+            .map(|&d| if d < 0 { inferred } else { d as u64 })
+            .collect(),
+    )
+}
+
 pub fn element_count(shape: &[u64], max_elements: u64) -> Result<u64, TensorError> {
     let count = shape
         .iter()

@@ -17,7 +17,7 @@ from onnx import helper
 from tritonclient.utils import InferenceServerException
 
 from conftest import Daemon
-from model_builders import fp32_input
+from model_builders import fp32_input, save_onnx
 
 # L0_batcher's setup: preferred sizes 2 and 6, max_batch_size 8, a long delay (3 s here, 10 s
 # there); a request that is released at once comes back long before the delay.
@@ -51,6 +51,15 @@ def repo(tmp_path_factory):
     (repo / "delay_100us" / "config.toml").write_text(
         'backend = "builtin"\nbuiltin = "identity"\nmax_batch_size = 8\n'
         '[dynamic_batching]\nmax_queue_delay_microseconds = 100\n')
+    double = helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"])], "double",
+                               [fp32_input("x", "N", 2, 2)], [fp32_input("y", "N", 2, 2)])
+    save_onnx(repo, "reshaped", double, config=None)
+    (repo / "reshaped" / "config.pbtxt").write_text("""
+        backend: "onnxruntime"
+        max_batch_size: 4
+        input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] reshape: { shape: [ 2, 2 ] } } ]
+        output [ { name: "y" data_type: TYPE_FP32 dims: [ 4 ] reshape: { shape: [ 2, 2 ] } } ]
+    """)
     (repo / "plain").mkdir()
     (repo / "plain" / "config.toml").write_text('backend = "builtin"\nbuiltin = "identity"\n')
     return repo
@@ -155,6 +164,18 @@ def test_model_config_is_tritons_json(client):
     assert classes["output"][0]["label_filename"] == "labels.txt"
     assert classes["instance_group"] == [{"count": 1, "kind": "KIND_CPU"}]
     assert classes["version_policy"] == {"latest": {"num_versions": 1}}
+
+
+def test_reshape_gives_the_model_its_shape_and_clients_theirs(client):
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    inp = httpclient.InferInput("x", [2, 4], "FP32")
+    inp.set_data_from_numpy(x)
+    y = client.infer("reshaped", [inp]).as_numpy("y")
+    np.testing.assert_array_equal(y, x * 2)
+    config = client.get_model_config("reshaped")
+    assert config["input"][0]["dims"] == [4]
+    assert config["input"][0]["reshape"] == {"shape": [2, 2]}
+    assert client.get_model_metadata("reshaped")["inputs"][0]["shape"] == [-1, 4]
 
 
 def test_every_model_counts_its_queue(client):

@@ -82,6 +82,9 @@ pub fn model_config(model: &ServedModel, loaded: Option<&LoadedVersion>) -> Valu
                 if let Some(file) = &spec.label_filename {
                     doc["label_filename"] = json!(file);
                 }
+                if let Some(shape) = &spec.reshape {
+                    doc["reshape"] = json!({ "shape": shape });
+                }
                 doc
             })
             .collect()

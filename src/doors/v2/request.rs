@@ -9,7 +9,7 @@ use super::json_walk::JsonWalk;
 use super::parameters::Parameters;
 use crate::engine::{Error, Input};
 use crate::models::TensorSpec;
-use crate::tensors::{decode_json_data, DataType, Tensor};
+use crate::tensors::{decode_json_data, fit_dims, DataType, Tensor};
 
 #[derive(Debug)]
 pub struct InferRequest<'a> {
@@ -323,26 +323,12 @@ fn raw_shape(spec: &TensorSpec, batching: bool, count: u64) -> Result<Vec<u64>, 
     if let (true, Some(batch)) = (batching, dims.first_mut()) {
         *batch = 1;
     }
-    let fixed: u64 = dims
-        .iter()
-        .filter(|&&d| d >= 0)
-        .map(|&d| d as u64)
-        .product();
-    let variable = dims.iter().filter(|&&d| d < 0).count();
-    let inferred = match variable {
-        0 if fixed == count => 0,
-        1 if fixed != 0 && count.is_multiple_of(fixed) => count / fixed,
-        _ => {
-            return Err(Error::invalid(format!(
-                "raw binary body of {count} elements does not fit input '{}' of shape {dims:?}",
-                spec.name
-            )))
-        }
-    };
-    Ok(dims
-        .iter()
-        .map(|&d| if d < 0 { inferred } else { d as u64 })
-        .collect())
+    fit_dims(&dims, count).ok_or_else(|| {
+        Error::invalid(format!(
+            "raw binary body of {count} elements does not fit input '{}' of shape {dims:?}",
+            spec.name
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -107,7 +107,9 @@ fn served(
                 real.datatype.map_or("any", |d| d.as_str())
             ));
         }
-        let (want, have) = (spec.dims.as_deref(), real.dims.as_deref());
+        // The graph has the model's shape: the reshape where one is declared.
+        let model_dims = spec.model_dims(config.max_batch_size > 0);
+        let (want, have) = (model_dims.as_deref(), real.dims.as_deref());
         let fits = match (want, have) {
             (Some(want), Some(have)) => {
                 want.len() == have.len()
