@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use tensord::doors::v2::{decode_infer_request, encode_infer_response};
 use tensord::engine;
-use tensord::http::{parse_head, Limits};
+use tensord::http::{compress, parse_head, Coding, Limits};
 use tensord::tensors::{decode_json_data, tensor_of_nested, DataType};
 
 fn main() {
@@ -251,4 +251,21 @@ fn parse_json_request(bencher: Bencher, n: usize) {
 #[divan::bench(args = SIZES)]
 fn encode_json_response(bencher: Bencher, n: usize) {
     bench_identity_response(bencher, &json_request(n), None, false);
+}
+
+/// Response compression: the binary identity response (JSON header and FP32 tensor, values as
+/// tensord-bench sends them) through gzip at the level tensord uses. Bytes are the plain size.
+#[divan::bench(args = SIZES)]
+fn compress_binary_response(bencher: Bencher, n: usize) {
+    let values: Vec<u8> = (0..n)
+        .flat_map(|i| (((i * 37 % 256) as f32 - 128.0) / 8.0).to_le_bytes())
+        .collect();
+    let parts = [
+        Bytes::from_static(br#"{"model_name":"identity","model_version":"1","outputs":[]}"#),
+        Bytes::from(values),
+    ];
+    let size = parts.iter().map(Bytes::len).sum::<usize>();
+    bencher
+        .counter(divan::counter::BytesCount::new(size))
+        .bench(|| black_box(compress(black_box(&parts), Coding::Gzip)));
 }

@@ -108,6 +108,8 @@ fn run(args: &Args, logging: Arc<Logging>) -> Result<(), String> {
         tracing::info!("shutting down: finishing requests in progress");
     }
     server.stop();
+    // Traces kept for a file (log_frequency 0) are written once the last request is done.
+    engine.tracer().flush_all();
     tracing::info!("stopped");
     Ok(())
 }

@@ -30,6 +30,8 @@ pub enum V2Route<'a> {
     RepositoryIndex,
     Load(Cow<'a, str>),
     Unload(Cow<'a, str>),
+    /// Trace settings, global or of one model: read (GET) or changed (POST).
+    TraceSetting(Option<ModelRef<'a>>),
 }
 
 /// TensorFlow Serving's REST API.
@@ -50,7 +52,9 @@ impl Route<'_> {
     /// The methods the route takes (HEAD counts as GET).
     pub fn methods(&self) -> &'static [Method] {
         let post = match self {
-            Route::Logging => return &[Method::Get, Method::Post],
+            Route::Logging | Route::V2(V2Route::TraceSetting(_)) => {
+                return &[Method::Get, Method::Post]
+            }
             Route::V2(
                 V2Route::Infer(_)
                 | V2Route::RepositoryIndex
@@ -107,6 +111,8 @@ fn v2_route(path: &str) -> Result<Option<V2Route<'_>>, Error> {
         ["models", m, "config"] => V2Route::ModelConfig(model(m, None)?),
         ["models", m, "versions", v, "config"] => V2Route::ModelConfig(model(m, Some(v))?),
         ["repository", "index"] => V2Route::RepositoryIndex,
+        ["trace", "setting"] => V2Route::TraceSetting(None),
+        ["models", m, "trace", "setting"] => V2Route::TraceSetting(Some(model(m, None)?)),
         ["repository", "models", m, "load"] => V2Route::Load(percent_decode(m)?),
         ["repository", "models", m, "unload"] => V2Route::Unload(percent_decode(m)?),
         ["models", m, "versions", v] => V2Route::ModelMetadata(model(m, Some(v))?),
@@ -227,6 +233,14 @@ mod tests {
         assert_eq!(
             get("/v2/models/m/versions/2/config"),
             Ok(Route::V2(V2Route::ModelConfig(model("m", Some("2")))))
+        );
+        assert_eq!(
+            post("/v2/models/m/trace/setting"),
+            Ok(Route::V2(V2Route::TraceSetting(Some(model("m", None)))))
+        );
+        assert_eq!(
+            get("/v2/trace/setting"),
+            Ok(Route::V2(V2Route::TraceSetting(None)))
         );
         assert_eq!(get("/v1/models/m/x"), Err(404));
         assert_eq!(get("/v2/models/%zz"), Err(400));

@@ -11,6 +11,7 @@ mod pipeline;
 mod repository;
 mod request;
 mod served;
+mod trace;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,11 +21,13 @@ pub use pipeline::{counted, Counted};
 pub use repository::{IndexEntry, Overrides, Repository};
 pub use request::{InferRequest, InferResponse, Input, Output, WantedOutput};
 pub use served::{LoadedVersion, ModelVersion, ServedModel};
+pub use trace::{Timeline, Trace, Tracer};
 
 pub struct Engine {
     repository: Arc<Repository>,
     max_tensor_elements: u64,
     draining: AtomicBool,
+    tracer: Tracer,
 }
 
 impl Engine {
@@ -33,7 +36,13 @@ impl Engine {
             repository: Arc::new(repository),
             max_tensor_elements,
             draining: AtomicBool::new(false),
+            tracer: Tracer::default(),
         }
+    }
+
+    /// Trace settings and the traces of sampled requests.
+    pub fn tracer(&self) -> &Tracer {
+        &self.tracer
     }
 
     pub fn repository(&self) -> &Repository {

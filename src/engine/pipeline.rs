@@ -36,7 +36,7 @@ impl Engine {
                 None => Ok(tensor),
             })
             .collect::<Result<_, _>>()?;
-        let outputs = loaded.executor.execute(inputs, request.timeout).await?;
+        let (outputs, timeline) = loaded.executor.execute(inputs, request.timeout).await?;
         if outputs.len() != loaded.outputs.len() {
             return Err(Error::internal(format!(
                 "model '{}' returned {} outputs, declared {}",
@@ -55,7 +55,11 @@ impl Engine {
             })
             .collect::<Result<_, _>>()?;
         let outputs = select_outputs(model, loaded, &request.outputs, outputs)?;
-        Ok(InferResponse { outputs, rows })
+        Ok(InferResponse {
+            outputs,
+            rows,
+            timeline,
+        })
     }
 
     /// Turns BYTES [N] inputs sent to image inputs (4 dims) into the model's tensors. Heavy

@@ -32,6 +32,8 @@ pub struct InferResponse<'m> {
     pub outputs: Vec<Output<'m>>,
     /// The request's rows (its batch size; 1 for a model that does not batch).
     pub rows: u64,
+    /// When each stage ran (for traces).
+    pub timeline: super::Timeline,
 }
 
 #[derive(Debug)]

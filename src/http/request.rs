@@ -40,6 +40,9 @@ pub struct RequestHead {
 pub struct Request {
     pub head: RequestHead,
     pub body: Bytes,
+    /// When its first bytes were at hand, and when the last of its body was read (traces).
+    pub arrived: std::time::Instant,
+    pub read: std::time::Instant,
 }
 
 impl RequestHead {

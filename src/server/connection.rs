@@ -246,7 +246,8 @@ async fn read_request<S: AsyncReadRent + AsyncWriteRent>(
     buf: &mut BytesMut,
     ctx: &ConnectionContext,
 ) -> Result<Request, ReadError> {
-    let deadline = Instant::now() + ctx.timeouts.header;
+    let arrived = Instant::now();
+    let deadline = arrived + ctx.timeouts.header;
     let (parsed, head_len) = loop {
         if let Some(parsed) = parse_head(buf, &ctx.limits)? {
             break parsed;
@@ -278,7 +279,12 @@ async fn read_request<S: AsyncReadRent + AsyncWriteRent>(
             }
         }
     };
-    Ok(Request { head, body })
+    Ok(Request {
+        head,
+        body,
+        arrived,
+        read: Instant::now(),
+    })
 }
 
 async fn read_body_bytes<S: AsyncReadRent>(

@@ -209,3 +209,54 @@ def test_logging_settings_change_the_log_while_serving():
         log = d.stop()
     # Failed requests are logged at debug level: only the one after the change shows.
     assert log.count("invalid inference request JSON") == 1, log
+
+
+def test_trace_settings_and_trace_files(tmp_path):
+    d = Daemon("--threads", "1")
+    try:
+        c = httpclient.InferenceServerClient(d.url)
+        assert c.get_trace_settings()["trace_level"] == ["OFF"]
+        first, second = tmp_path / "first.json", tmp_path / "second.json"
+        settings = c.update_trace_settings(settings={
+            "trace_file": str(first), "trace_level": ["TIMESTAMPS"], "trace_rate": "1", "log_frequency": "0"})
+        assert (settings["trace_rate"], settings["trace_count"]) == ("1", "-1")
+        array = np.ones((1, 4), dtype=np.float32)
+        for _ in range(3):
+            c.infer("identity", identity_inputs(httpclient, array))
+        assert not first.exists()  # log_frequency 0: written when the file changes
+        c.update_trace_settings(settings={"trace_file": str(second), "log_frequency": "2"})
+        traces = json.loads(first.read_text())
+        heads = [t for t in traces if "model_name" in t]
+        assert [(t["model_name"], t["model_version"]) for t in heads] == [("identity", 1)] * 3
+        stages = [t for t in traces if "timestamps" in t]
+        order = ["HTTP_RECV_START", "HTTP_RECV_END", "REQUEST_START", "QUEUE_START", "COMPUTE_START",
+                 "COMPUTE_INPUT_END", "COMPUTE_OUTPUT_START", "COMPUTE_END", "REQUEST_END", "HTTP_SEND_START"]
+        for trace in stages:
+            names = [s["name"] for s in trace["timestamps"]]
+            assert names == order, names
+            ns = [s["ns"] for s in trace["timestamps"]]
+            assert ns == sorted(ns) and ns[0] > 0
+        # log_frequency 2: every two traces go to <file>.<k>.
+        for _ in range(4):
+            c.infer("identity", identity_inputs(httpclient, array))
+        for k in (0, 1):
+            written = json.loads((tmp_path / f"second.json.{k}").read_text())
+            assert len([t for t in written if "model_name" in t]) == 2
+        # Per model: its own rate and count on top of the global settings; null restores.
+        model = c.update_trace_settings(model_name="identity", settings={"trace_count": "1"})
+        assert (model["trace_count"], model["trace_rate"]) == ("1", "1")
+        assert c.get_trace_settings()["trace_count"] == "-1"
+        assert c.update_trace_settings(model_name="identity", settings={"trace_count": None})["trace_count"] == "-1"
+        for bad in ({"trace_level": ["TENSORS"]}, {"trace_rate": "0"}, {"trace_rat": "1"}):
+            with pytest.raises(InferenceServerException) as e:
+                c.update_trace_settings(settings=bad)
+            assert e.value.status() == "400"
+        assert "trace" in c.get_server_metadata()["extensions"]
+        # Traces still held for a file are written when the server stops.
+        third = tmp_path / "third.json"
+        c.update_trace_settings(settings={"trace_file": str(third), "log_frequency": "0"})
+        c.infer("identity", identity_inputs(httpclient, array))
+        c.close()
+    finally:
+        d.stop()
+    assert [t["model_name"] for t in json.loads(third.read_text()) if "model_name" in t] == ["identity"]

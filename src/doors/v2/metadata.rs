@@ -10,6 +10,7 @@ use crate::models::{TensorSpec, VersionPolicy};
 pub const EXTENSIONS: &[&str] = &[
     "classification",
     "logging",
+    "trace",
     "binary_tensor_data",
     "parameters",
     "model_repository",

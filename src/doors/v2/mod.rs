@@ -17,7 +17,7 @@ pub use response::encode_infer_response;
 use super::json_response;
 use super::routes::{ModelRef, V2Route as Route};
 use crate::engine::{self, counted, Counted, Engine, Error, LoadedVersion, Overrides, ServedModel};
-use crate::http::{Request, Response};
+use crate::http::{Method, Request, Response};
 use crate::models::config_from_json;
 use metadata::{model_config, model_metadata, model_statistics, repository_index, server_metadata};
 
@@ -59,11 +59,22 @@ pub async fn serve(
         Route::Infer(m) => {
             let model = repository.get(&m.name)?;
             let (version, loaded) = model.version(m.version.as_deref())?;
-            counted(loaded, request.body.len(), async {
+            let mut trace = engine.tracer().start(&model.name, version);
+            if let Some(trace) = &mut trace {
+                trace.stamp("HTTP_RECV_START", request.arrived);
+                trace.stamp("HTTP_RECV_END", request.read);
+                trace.stamp("REQUEST_START", std::time::Instant::now());
+            }
+            let reply = counted(loaded, request.body.len(), async {
                 let decoded = decode(engine, &model, loaded, request)?;
-                infer(engine, &model, version, loaded, decoded).await
+                infer(engine, &model, version, loaded, decoded, trace.as_mut()).await
             })
-            .await
+            .await;
+            if let Some(mut trace) = trace {
+                trace.stamp("HTTP_SEND_START", std::time::Instant::now());
+                engine.tracer().finish(trace);
+            }
+            reply
         }
         Route::ModelStats(m) => Ok(json_response(statistics(engine, m.as_ref())?.to_string())),
         Route::RepositoryIndex => {
@@ -76,6 +87,15 @@ pub async fn serve(
         Route::Load(name) => {
             engine.load(&name, load_overrides(&request.body)?).await?;
             Ok(empty_ok())
+        }
+        Route::TraceSetting(m) => {
+            let model = m.as_ref().map(|m| repository.get(&m.name)).transpose()?;
+            let name = model.as_ref().map(|m| m.name.as_str());
+            let settings = match request.head.method {
+                Method::Post => engine.tracer().update(name, &request.body)?,
+                _ => engine.tracer().settings(name),
+            };
+            Ok(json_response(settings.to_string()))
         }
         Route::Unload(name) => {
             repository.unload(&name)?;
@@ -118,6 +138,7 @@ async fn infer(
     version: u64,
     loaded: &LoadedVersion,
     mut request: InferRequest<'_>,
+    trace: Option<&mut engine::Trace>,
 ) -> Result<Counted<Response>, Error> {
     let binary: Vec<bool> = match request.outputs.as_slice() {
         [] => vec![request.output_is_binary(None)?; loaded.outputs.len()],
@@ -147,6 +168,10 @@ async fn infer(
         timeout,
     };
     let done = engine.infer(model, loaded, run).await?;
+    if let Some(trace) = trace {
+        trace.timeline(&done.timeline);
+        trace.stamp("REQUEST_END", std::time::Instant::now());
+    }
     let outputs = done.outputs.into_iter().zip(binary).collect();
     let reply = encode_infer_response(&model.name, version, &request, outputs)?;
     Ok(Counted {

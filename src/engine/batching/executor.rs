@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::scheduler::{run_model, run_worker, BatchPolicy, Job, Queue};
 use super::stats::{ModelStats, Phases};
-use crate::engine::{Error, ErrorKind};
+use crate::engine::{Error, ErrorKind, Timeline};
 use crate::models::Model;
 use crate::tensors::Tensor;
 
@@ -77,21 +77,29 @@ impl Executor {
         &self,
         inputs: Vec<Tensor>,
         timeout: Option<Duration>,
-    ) -> Result<Vec<Tensor>, Error> {
+    ) -> Result<(Vec<Tensor>, Timeline), Error> {
         match &self.placement {
             Placement::Inline(model) => {
                 let started = Instant::now();
                 let rows = super::rows(&inputs);
                 let outputs = run_model(&**model, &inputs);
+                let ended = Instant::now();
                 let phases = Phases {
-                    infer: started.elapsed(),
+                    infer: ended - started,
                     ..Phases::default()
                 };
                 // It never waits, but it was queued for zero time: perf_analyzer and Triton's
                 // statistics readers expect every model to count its queue.
                 self.stats.record_queued(Duration::ZERO);
                 self.stats.record_execution(rows, 1, phases);
-                outputs
+                let timeline = Timeline {
+                    queue_start: started,
+                    compute_start: started,
+                    compute_input_end: started,
+                    compute_output_start: ended,
+                    compute_end: ended,
+                };
+                outputs.map(|outputs| (outputs, timeline))
             }
             Placement::Queued { queue, batching } => {
                 let (reply, answer) = flume::bounded(1);
@@ -189,10 +197,10 @@ mod tests {
                 )
             };
             let (a, (b, c, d)) = monoio::join!(first, rest);
-            assert_eq!(a.unwrap(), vec![rows(1, 1)]);
-            assert_eq!(b.unwrap(), vec![rows(2, 2)]);
-            assert_eq!(c.unwrap(), vec![rows(1, 3)]);
-            assert_eq!(d.unwrap(), vec![rows(3, 4)]);
+            assert_eq!(a.unwrap().0, vec![rows(1, 1)]);
+            assert_eq!(b.unwrap().0, vec![rows(2, 2)]);
+            assert_eq!(c.unwrap().0, vec![rows(1, 3)]);
+            assert_eq!(d.unwrap().0, vec![rows(3, 4)]);
             let err = exec.execute(vec![rows(0, 0)], None).await.unwrap_err();
             assert_eq!(err.message, "the model panicked");
         });

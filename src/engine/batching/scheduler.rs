@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::gather::{gather, scatter};
 use super::stats::{ModelStats, Phases};
-use crate::engine::{Error, ErrorKind};
+use crate::engine::{Error, ErrorKind, Timeline};
 use crate::models::Model;
 use crate::tensors::{DataType, Tensor};
 
@@ -29,7 +29,10 @@ pub struct BatchPolicy {
     pub max_delay: Duration,
 }
 
-pub type Reply = flume::Sender<Result<Vec<Tensor>, Error>>;
+/// A request's outputs and when each stage of it ran.
+pub type Answer = Result<(Vec<Tensor>, Timeline), Error>;
+
+pub type Reply = flume::Sender<Answer>;
 
 /// One request waiting for execution.
 pub struct Job {
@@ -47,7 +50,7 @@ impl Job {
     /// Answers the request. Its inputs (views of the request's read buffer) are released first,
     /// so that the connection, woken by the answer, finds that buffer unshared and reads the next
     /// request into it instead of a fresh allocation.
-    fn answer(self, result: Result<Vec<Tensor>, Error>) {
+    fn answer(self, result: Answer) {
         let Job { inputs, reply, .. } = self;
         drop(inputs);
         let _ = reply.send(result);
@@ -281,9 +284,17 @@ pub fn run_worker(model: Arc<dyn Model>, queue: Arc<Queue>, stats: Arc<ModelStat
             stats.record_queued(started - job.enqueued);
         }
         match execute_batch(&*model, &batch, &stats) {
-            Ok(outputs) => {
+            Ok((outputs, phases)) => {
+                let ended = Instant::now();
                 for (job, outputs) in batch.into_iter().zip(outputs) {
-                    job.answer(Ok(outputs));
+                    let timeline = Timeline {
+                        queue_start: job.enqueued,
+                        compute_start: started,
+                        compute_input_end: started + phases.input,
+                        compute_output_start: started + phases.input + phases.infer,
+                        compute_end: ended,
+                    };
+                    job.answer(Ok((outputs, timeline)));
                 }
             }
             Err(e) => {
@@ -301,7 +312,7 @@ fn execute_batch(
     model: &dyn Model,
     batch: &[Job],
     stats: &ModelStats,
-) -> Result<Vec<Vec<Tensor>>, Error> {
+) -> Result<(Vec<Vec<Tensor>>, Phases), Error> {
     let t0 = Instant::now();
     let requests: Vec<&[Tensor]> = batch.iter().map(|job| &job.inputs[..]).collect();
     let (per_request, phases) = match guarded(|| model.execute_many(&requests))? {
@@ -322,7 +333,7 @@ fn execute_batch(
     }
     let rows = batch.iter().map(|job| job.rows).sum();
     stats.record_execution(rows, batch.len() as u64, phases);
-    Ok(per_request)
+    Ok((per_request, phases))
 }
 
 fn gather_execute_scatter(

@@ -1,0 +1,389 @@
+//! Triton's trace extension: settings (global, and per model on top), and traces of sampled
+//! requests with the timestamps of each stage, written as Triton's trace JSON to the file named.
+//!
+//! Settings travel as Triton's JSON: `trace_level` a list (`OFF`, `TIMESTAMPS`), the numbers as
+//! strings. `trace_rate` N traces one request in N; `trace_count` stops after that many traces
+//! (-1: never); `log_frequency` 0 writes the collected traces when the file changes or the server
+//! stops, N writes every N traces to `<trace_file>.<k>`, k counting from 0.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
+
+use serde_json::{json, Map, Value};
+
+use super::Error;
+
+/// When each stage of one request ran.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeline {
+    pub queue_start: Instant,
+    pub compute_start: Instant,
+    pub compute_input_end: Instant,
+    pub compute_output_start: Instant,
+    pub compute_end: Instant,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Settings {
+    level: Vec<String>,
+    rate: u64,
+    count: i64,
+    log_frequency: u64,
+    file: String,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            level: vec!["OFF".into()],
+            rate: 1000,
+            count: -1,
+            log_frequency: 0,
+            file: String::new(),
+        }
+    }
+}
+
+impl Settings {
+    fn to_json(&self) -> Value {
+        json!({
+            "trace_level": self.level,
+            "trace_rate": self.rate.to_string(),
+            "trace_count": self.count.to_string(),
+            "log_frequency": self.log_frequency.to_string(),
+            "trace_file": self.file,
+            "trace_mode": "triton",
+        })
+    }
+}
+
+/// One model's settings: each one its own, or (`None`) the global one.
+#[derive(Clone, Debug, Default)]
+struct Overrides {
+    level: Option<Vec<String>>,
+    rate: Option<u64>,
+    count: Option<i64>,
+    log_frequency: Option<u64>,
+    file: Option<String>,
+}
+
+/// A trace in progress.
+pub struct Trace {
+    id: u64,
+    model: String,
+    version: u64,
+    file: String,
+    log_frequency: u64,
+    stamps: Vec<(&'static str, Instant)>,
+}
+
+impl Trace {
+    pub fn stamp(&mut self, stage: &'static str, at: Instant) {
+        self.stamps.push((stage, at));
+    }
+
+    pub fn timeline(&mut self, t: &Timeline) {
+        self.stamps.extend([
+            ("QUEUE_START", t.queue_start),
+            ("COMPUTE_START", t.compute_start),
+            ("COMPUTE_INPUT_END", t.compute_input_end),
+            ("COMPUTE_OUTPUT_START", t.compute_output_start),
+            ("COMPUTE_END", t.compute_end),
+        ]);
+    }
+
+    fn to_json(&self) -> Vec<Value> {
+        let timestamps: Vec<Value> = self
+            .stamps
+            .iter()
+            .map(|(name, at)| json!({ "name": name, "ns": monotonic_ns(*at) }))
+            .collect();
+        vec![
+            json!({ "id": self.id, "model_name": self.model, "model_version": self.version }),
+            json!({ "id": self.id, "timestamps": timestamps }),
+        ]
+    }
+}
+
+/// Nanoseconds on the monotonic clock (Triton's timestamps are steady-clock ns).
+fn monotonic_ns(at: Instant) -> u64 {
+    static ANCHOR: OnceLock<(Instant, u64)> = OnceLock::new();
+    let (instant, ns) = *ANCHOR.get_or_init(|| {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes one timespec into the local it is given.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        (
+            Instant::now(),
+            ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64,
+        )
+    });
+    match at.checked_duration_since(instant) {
+        Some(after) => ns + after.as_nanos() as u64,
+        None => ns.saturating_sub(instant.duration_since(at).as_nanos() as u64),
+    }
+}
+
+#[derive(Default)]
+struct State {
+    global: Settings,
+    models: BTreeMap<String, Overrides>,
+    /// Requests seen per model since its settings last changed (for the rate).
+    seen: BTreeMap<String, u64>,
+    /// Traces taken per model (for the count).
+    taken: BTreeMap<String, i64>,
+    /// Finished traces not yet written, per file.
+    pending: BTreeMap<String, Vec<Value>>,
+    /// The next `<file>.<k>` per file, with `log_frequency` N.
+    next_index: BTreeMap<String, u64>,
+}
+
+#[derive(Default)]
+pub struct Tracer {
+    state: Mutex<State>,
+    next_id: AtomicU64,
+}
+
+impl Tracer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn effective(state: &State, model: Option<&str>) -> Settings {
+        let g = &state.global;
+        let Some(o) = model.and_then(|m| state.models.get(m)) else {
+            return g.clone();
+        };
+        Settings {
+            level: o.level.clone().unwrap_or_else(|| g.level.clone()),
+            rate: o.rate.unwrap_or(g.rate),
+            count: o.count.unwrap_or(g.count),
+            log_frequency: o.log_frequency.unwrap_or(g.log_frequency),
+            file: o.file.clone().unwrap_or_else(|| g.file.clone()),
+        }
+    }
+
+    /// The settings in Triton's JSON, global or as one model sees them.
+    pub fn settings(&self, model: Option<&str>) -> Value {
+        Tracer::effective(&self.lock(), model).to_json()
+    }
+
+    /// Applies a POSTed update (global, or for one model where `null` restores the global
+    /// value) and returns the settings that result.
+    pub fn update(&self, model: Option<&str>, body: &[u8]) -> Result<Value, Error> {
+        let update: Map<String, Value> = match body.iter().all(u8::is_ascii_whitespace) {
+            true => Map::new(),
+            false => serde_json::from_slice(body)
+                .map_err(|e| Error::invalid(format!("invalid trace settings: {e}")))?,
+        };
+        let mut state = self.lock();
+        let mut next = match model {
+            Some(m) => state.models.get(m).cloned().unwrap_or_default(),
+            None => Overrides::default(),
+        };
+        for (key, value) in &update {
+            let clear = value.is_null();
+            if clear && model.is_none() {
+                return Err(Error::invalid(format!(
+                    "trace setting '{key}': null clears a model's own value; the global one stays"
+                )));
+            }
+            match key.as_str() {
+                "trace_level" => next.level = (!clear).then(|| levels(value)).transpose()?,
+                "trace_rate" => next.rate = (!clear).then(|| number(key, value)).transpose()?,
+                "trace_count" => next.count = (!clear).then(|| number(key, value)).transpose()?,
+                "log_frequency" => {
+                    next.log_frequency = (!clear).then(|| number(key, value)).transpose()?
+                }
+                "trace_file" => {
+                    next.file = (!clear)
+                        .then(|| text(key, value))
+                        .transpose()?
+                        .map(str::to_string)
+                }
+                "trace_mode" if value.as_str() == Some("triton") => {}
+                _ => {
+                    return Err(Error::invalid(format!(
+                        "unknown trace setting '{key}' (trace_level, trace_rate, trace_count, \
+                         log_frequency, trace_file; trace_mode triton)"
+                    )))
+                }
+            }
+        }
+        if next.rate == Some(0) {
+            return Err(Error::invalid("trace_rate must be at least 1"));
+        }
+        let before = Tracer::effective(&state, model);
+        match model {
+            Some(m) => {
+                state.models.insert(m.to_string(), next);
+            }
+            None => {
+                let g = state.global.clone();
+                state.global = Settings {
+                    level: next.level.unwrap_or(g.level),
+                    rate: next.rate.unwrap_or(g.rate),
+                    count: next.count.unwrap_or(g.count),
+                    log_frequency: next.log_frequency.unwrap_or(g.log_frequency),
+                    file: next.file.unwrap_or(g.file),
+                };
+            }
+        }
+        let after = Tracer::effective(&state, model);
+        if before.file != after.file {
+            flush(&mut state, &before.file);
+        }
+        // New settings start a new count, as in Triton.
+        match model {
+            Some(m) => {
+                state.seen.remove(m);
+                state.taken.remove(m);
+            }
+            None => {
+                state.seen.clear();
+                state.taken.clear();
+            }
+        }
+        Ok(after.to_json())
+    }
+
+    /// A trace for this request of `model`, if its settings sample it.
+    pub fn start(&self, model: &str, version: u64) -> Option<Trace> {
+        let mut state = self.lock();
+        let settings = Tracer::effective(&state, Some(model));
+        if !settings.level.iter().any(|l| l == "TIMESTAMPS") || settings.file.is_empty() {
+            return None;
+        }
+        let seen = state.seen.entry(model.to_string()).or_default();
+        *seen += 1;
+        if !(*seen - 1).is_multiple_of(settings.rate) {
+            return None;
+        }
+        let taken = state.taken.entry(model.to_string()).or_default();
+        if settings.count >= 0 && *taken >= settings.count {
+            return None;
+        }
+        *taken += 1;
+        Some(Trace {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
+            model: model.to_string(),
+            version,
+            file: settings.file,
+            log_frequency: settings.log_frequency,
+            stamps: Vec::with_capacity(12),
+        })
+    }
+
+    /// Keeps a finished trace, writing its file when `log_frequency` says so.
+    pub fn finish(&self, trace: Trace) {
+        let mut state = self.lock();
+        let pending = state.pending.entry(trace.file.clone()).or_default();
+        pending.extend(trace.to_json());
+        if trace.log_frequency > 0 && pending.len() as u64 >= 2 * trace.log_frequency {
+            let traces = std::mem::take(pending);
+            let index = state.next_index.entry(trace.file.clone()).or_default();
+            write(&format!("{}.{index}", trace.file), &traces);
+            *index += 1;
+        }
+    }
+
+    /// Writes every trace not yet written (at shutdown).
+    pub fn flush_all(&self) {
+        let mut state = self.lock();
+        let files: Vec<String> = state.pending.keys().cloned().collect();
+        for file in files {
+            flush(&mut state, &file);
+        }
+    }
+}
+
+fn flush(state: &mut State, file: &str) {
+    if let Some(traces) = state.pending.remove(file).filter(|t| !t.is_empty()) {
+        write(file, &traces);
+    }
+}
+
+fn write(file: &str, traces: &[Value]) {
+    let text = Value::Array(traces.to_vec()).to_string();
+    if let Err(e) = std::fs::write(file, text) {
+        tracing::error!(file, "cannot write traces: {e}");
+    }
+}
+
+fn levels(value: &Value) -> Result<Vec<String>, Error> {
+    let bad = || Error::invalid("trace_level must be a list of OFF or TIMESTAMPS");
+    let items = value.as_array().ok_or_else(bad)?;
+    let levels: Vec<String> = items
+        .iter()
+        .map(|l| l.as_str().map(str::to_string).ok_or_else(bad))
+        .collect::<Result<_, _>>()?;
+    if let Some(other) = levels.iter().find(|l| *l != "OFF" && *l != "TIMESTAMPS") {
+        return Err(Error::invalid(format!(
+            "trace_level '{other}' is not supported (OFF, TIMESTAMPS)"
+        )));
+    }
+    Ok(levels)
+}
+
+fn text<'v>(key: &str, value: &'v Value) -> Result<&'v str, Error> {
+    value
+        .as_str()
+        .ok_or_else(|| Error::invalid(format!("trace setting '{key}' must be a string")))
+}
+
+/// Triton sends numbers as strings; plain JSON numbers are taken too.
+fn number<T: std::str::FromStr>(key: &str, value: &Value) -> Result<T, Error> {
+    let text = match value {
+        Value::Number(n) => n.to_string(),
+        other => text(key, other)?.to_string(),
+    };
+    text.trim().parse().map_err(|_| {
+        Error::invalid(format!(
+            "trace setting '{key}': '{text}' is not a valid number"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_global_and_per_model() {
+        let tracer = Tracer::default();
+        assert_eq!(tracer.settings(None)["trace_level"], json!(["OFF"]));
+        let global =
+            br#"{"trace_level": ["TIMESTAMPS"], "trace_rate": "2", "trace_file": "/tmp/t.json"}"#;
+        tracer.update(None, global).unwrap();
+        let model = tracer
+            .update(Some("m"), br#"{"trace_rate": "1", "trace_count": "1"}"#)
+            .unwrap();
+        assert_eq!(
+            (model["trace_rate"].as_str(), model["trace_count"].as_str()),
+            (Some("1"), Some("1"))
+        );
+        assert_eq!(tracer.settings(Some("other"))["trace_rate"], json!("2"));
+        // Model m: rate 1, count 1: one trace. Another model: one in two.
+        assert!(tracer.start("m", 1).is_some());
+        assert!(tracer.start("m", 1).is_none());
+        let sampled: Vec<bool> = (0..4).map(|_| tracer.start("other", 1).is_some()).collect();
+        assert_eq!(sampled, [true, false, true, false]);
+        // null restores the global value for the model.
+        let back = tracer
+            .update(Some("m"), br#"{"trace_rate": null}"#)
+            .unwrap();
+        assert_eq!(back["trace_rate"], json!("2"));
+        for bad in [
+            &br#"{"trace_level": ["TENSORS"]}"#[..],
+            br#"{"trace_rate": "0"}"#,
+            br#"{"rate": "1"}"#,
+            br#"{"trace_rate": null}"#,
+        ] {
+            assert!(tracer.update(None, bad).is_err());
+        }
+    }
+}
