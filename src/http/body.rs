@@ -5,7 +5,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::coding::{inflate, Coding};
+use super::coding::{Coding, Inflater};
 use super::{BodyFraming, ChunkedDecoder, HttpError, Limits, RequestHead};
 
 /// Bytes asked of the socket per read when the body's size is not known.
@@ -15,9 +15,8 @@ pub struct BodyReader {
     framing: Framing,
     /// The client waits for `100 Continue` before sending its body.
     continue_pending: bool,
-    /// The body's content coding, undone once the body is complete.
-    coding: Option<Coding>,
-    limit: u64,
+    /// Undoes the body's content coding as its bytes arrive.
+    inflater: Option<Inflater>,
 }
 
 enum Framing {
@@ -38,11 +37,12 @@ impl BodyReader {
     /// The reader for the body that follows `head`; a declared length over the limit is a 413,
     /// and an unknown content coding a 415, before anything is read.
     pub fn new(head: &RequestHead, limits: &Limits) -> Result<BodyReader, HttpError> {
-        let coding = head
+        let inflater = head
             .header("content-encoding")
             .map(Coding::of_request)
             .transpose()?
-            .flatten();
+            .flatten()
+            .map(|coding| Inflater::new(coding, limits.max_body_bytes));
         let framing = match head.framing {
             BodyFraming::Length(length) if length > limits.max_body_bytes => {
                 return Err(HttpError::body_too_large(length, limits.max_body_bytes))
@@ -53,18 +53,47 @@ impl BodyReader {
         Ok(BodyReader {
             framing,
             continue_pending: head.expect_continue,
-            coding,
-            limit: limits.max_body_bytes,
+            inflater,
         })
     }
 
     /// Takes what it can of the body from the front of `buf`.
     pub fn step(&mut self, buf: &mut BytesMut) -> Result<BodyStep, HttpError> {
-        match (self.read(buf)?, self.coding) {
-            (BodyStep::Done(body), Some(coding)) => {
-                Ok(BodyStep::Done(inflate(&body, coding, self.limit)?))
+        let BodyReader {
+            framing, inflater, ..
+        } = self;
+        let Some(inflating) = inflater else {
+            return self.read(buf);
+        };
+        // A compressed body is inflated as it arrives; its compressed bytes are not kept.
+        let (done, want) = match framing {
+            Framing::Length(remaining) => {
+                let take = buf.len().min(*remaining);
+                inflating.push(&buf[..take])?;
+                buf.advance(take);
+                *remaining -= take;
+                (*remaining == 0, (*remaining).min(READ_CHUNK))
             }
-            (step, _) => Ok(step),
+            Framing::Chunked(decoder) => {
+                let used = decoder.feed(buf)?;
+                buf.advance(used);
+                inflating.push(&decoder.take_body())?;
+                (decoder.is_done(), READ_CHUNK)
+            }
+        };
+        match (done, inflater.take()) {
+            (true, Some(inflating)) => Ok(BodyStep::Done(inflating.finish()?)),
+            (_, still) => {
+                *inflater = still;
+                Ok(self.more(want))
+            }
+        }
+    }
+
+    fn more(&mut self, want: usize) -> BodyStep {
+        BodyStep::Read {
+            want,
+            send_continue: std::mem::take(&mut self.continue_pending),
         }
     }
 
@@ -89,10 +118,7 @@ impl BodyReader {
                 READ_CHUNK
             }
         };
-        Ok(BodyStep::Read {
-            want,
-            send_continue: std::mem::take(&mut self.continue_pending),
-        })
+        Ok(self.more(want))
     }
 }
 
@@ -155,6 +181,43 @@ mod tests {
         assert_eq!(
             reader(head, 100).unwrap().step(&mut buf).unwrap(),
             BodyStep::Done(Bytes::from_static(b"hi"))
+        );
+    }
+
+    #[test]
+    fn compressed_bodies_are_inflated_as_they_arrive_within_the_limit() {
+        let plain = vec![7u8; 5000];
+        let mut packed = Vec::new();
+        let mut encoder =
+            flate2::write::GzEncoder::new(&mut packed, flate2::Compression::default());
+        std::io::Write::write_all(&mut encoder, &plain).unwrap();
+        encoder.finish().unwrap();
+        let head = format!(
+            "POST / HTTP/1.1\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+            packed.len()
+        );
+        let mut r = reader(&head, 10_000).unwrap();
+        let (first, rest) = packed.split_at(packed.len() / 2);
+        let mut buf = BytesMut::from(first);
+        assert!(matches!(r.step(&mut buf).unwrap(), BodyStep::Read { .. }));
+        assert!(buf.is_empty(), "the compressed bytes are taken, not kept");
+        buf.extend_from_slice(rest);
+        buf.extend_from_slice(b"NEXT");
+        assert_eq!(r.step(&mut buf).unwrap(), BodyStep::Done(plain.into()));
+        assert_eq!(&buf[..], b"NEXT");
+        // Chunked, and a limit under the inflated size: 413.
+        let head =
+            "POST / HTTP/1.1\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut r = reader(head, 4000).unwrap();
+        let mut buf = BytesMut::from(format!("{:x}\r\n", packed.len()).as_bytes());
+        buf.extend_from_slice(&packed);
+        buf.extend_from_slice(b"\r\n0\r\n\r\n");
+        assert_eq!(r.step(&mut buf).unwrap_err().status, 413);
+        assert_eq!(
+            reader("POST / HTTP/1.1\r\nContent-Encoding: br\r\n\r\n", 100)
+                .err()
+                .map(|e| e.status),
+            Some(415)
         );
     }
 

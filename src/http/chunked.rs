@@ -23,6 +23,8 @@ enum State {
 pub struct ChunkedDecoder {
     state: State,
     body: Vec<u8>,
+    /// Chunk bytes announced so far (the body may have been taken in parts).
+    received: u64,
     limit: u64,
 }
 
@@ -31,6 +33,7 @@ impl ChunkedDecoder {
         ChunkedDecoder {
             state: State::Size,
             body: Vec::new(),
+            received: 0,
             limit,
         }
     }
@@ -105,10 +108,11 @@ impl ChunkedDecoder {
         if size == 0 {
             return Ok(State::Trailer);
         }
-        let total = (self.body.len() as u64).saturating_add(size);
+        let total = self.received.saturating_add(size);
         if total > self.limit {
             return Err(HttpError::body_too_large(total, self.limit));
         }
+        self.received = total;
         self.body.reserve(size as usize);
         Ok(State::Data(size))
     }

@@ -1,11 +1,10 @@
 //! Content codings: request bodies inflated (gzip, deflate) within the body size limit, and
 //! responses compressed for clients that ask (`Accept-Encoding`, by q-value).
 
-use std::io::{Read, Write};
+use std::io::Write;
 
 use bytes::Bytes;
-use flate2::read::{MultiGzDecoder, ZlibDecoder};
-use flate2::write::{GzEncoder, ZlibEncoder};
+use flate2::write::{GzEncoder, MultiGzDecoder, ZlibDecoder, ZlibEncoder};
 use flate2::Compression;
 
 use super::HttpError;
@@ -84,30 +83,102 @@ impl Coding {
     }
 }
 
-/// Inflates a request body. More than `limit` inflated bytes is a 413, found before more than
-/// `limit + 1` bytes are held: a small bomb never becomes a large allocation.
-pub fn inflate(body: &[u8], coding: Coding, limit: u64) -> Result<Bytes, HttpError> {
-    let reader: Box<dyn Read + '_> = match coding {
-        Coding::Gzip => Box::new(MultiGzDecoder::new(body)),
-        Coding::Deflate => Box::new(ZlibDecoder::new(body)),
-    };
-    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit as usize));
-    reader
-        .take(limit.saturating_add(1))
-        .read_to_end(&mut out)
-        .map_err(|e| {
-            HttpError::bad_request(format!(
-                "the request body is not valid {}: {e}",
-                coding.name()
-            ))
-        })?;
-    if out.len() as u64 > limit {
-        return Err(HttpError::new(
-            413,
-            format!("the inflated request body is larger than the limit of {limit} bytes"),
-        ));
+/// A request body inflated as its bytes arrive. More than `limit` inflated bytes is a 413 the
+/// moment the limit is passed: a small bomb never becomes a large allocation.
+pub struct Inflater {
+    coding: Coding,
+    decoder: Decoder,
+}
+
+enum Decoder {
+    Gzip(MultiGzDecoder<Bounded>),
+    Deflate(ZlibDecoder<Bounded>),
+}
+
+/// The inflated body, refusing to grow past its limit.
+struct Bounded {
+    out: Vec<u8>,
+    limit: u64,
+    overflowed: bool,
+}
+
+impl Write for Bounded {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if (self.out.len() + bytes.len()) as u64 > self.limit {
+            self.overflowed = true;
+            return Err(std::io::Error::other("over the limit"));
+        }
+        self.out.extend_from_slice(bytes);
+        Ok(bytes.len())
     }
-    Ok(Bytes::from(out))
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Inflater {
+    pub fn new(coding: Coding, limit: u64) -> Inflater {
+        let out = Bounded {
+            out: Vec::new(),
+            limit,
+            overflowed: false,
+        };
+        let decoder = match coding {
+            Coding::Gzip => Decoder::Gzip(MultiGzDecoder::new(out)),
+            Coding::Deflate => Decoder::Deflate(ZlibDecoder::new(out)),
+        };
+        Inflater { coding, decoder }
+    }
+
+    /// Inflates the next bytes of the body.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<(), HttpError> {
+        let written = match &mut self.decoder {
+            Decoder::Gzip(d) => d.write_all(bytes),
+            Decoder::Deflate(d) => d.write_all(bytes),
+        };
+        written.map_err(|e| self.error(e))
+    }
+
+    /// The whole inflated body, once the compressed one has ended.
+    pub fn finish(mut self) -> Result<Bytes, HttpError> {
+        let finished = match &mut self.decoder {
+            Decoder::Gzip(d) => d.try_finish(),
+            Decoder::Deflate(d) => d.try_finish(),
+        };
+        finished.map_err(|e| self.error(e))?;
+        let coding = self.coding;
+        let out = match self.decoder {
+            Decoder::Gzip(d) => d.finish(),
+            Decoder::Deflate(d) => d.finish(),
+        };
+        out.map(|b| Bytes::from(b.out))
+            .map_err(|e| invalid(coding, e))
+    }
+
+    fn error(&self, e: std::io::Error) -> HttpError {
+        let bounded = match &self.decoder {
+            Decoder::Gzip(d) => d.get_ref(),
+            Decoder::Deflate(d) => d.get_ref(),
+        };
+        if bounded.overflowed {
+            return HttpError::new(
+                413,
+                format!(
+                    "the inflated request body is larger than the limit of {} bytes",
+                    bounded.limit
+                ),
+            );
+        }
+        invalid(self.coding, e)
+    }
+}
+
+fn invalid(coding: Coding, e: std::io::Error) -> HttpError {
+    HttpError::bad_request(format!(
+        "the request body is not valid {}: {e}",
+        coding.name()
+    ))
 }
 
 /// Compresses the parts of a response body into one buffer.
@@ -133,6 +204,12 @@ pub fn compress(parts: &[Bytes], coding: Coding) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn inflate(body: &[u8], coding: Coding, limit: u64) -> Result<Bytes, HttpError> {
+        let mut inflater = Inflater::new(coding, limit);
+        inflater.push(body)?;
+        inflater.finish()
+    }
 
     #[test]
     fn accept_encoding_by_q_value() {
@@ -165,6 +242,13 @@ mod tests {
             assert_eq!(inflate(&packed, coding, 10_000).unwrap(), plain);
             assert_eq!(inflate(&packed, coding, 4_000).unwrap_err().status, 413);
             assert_eq!(inflate(b"not packed", coding, 100).unwrap_err().status, 400);
+            // A truncated stream is refused, not taken for a shorter body.
+            let cut = &packed[..packed.len() - 6];
+            assert_eq!(inflate(cut, coding, 10_000).unwrap_err().status, 400);
+            // Byte by byte, as a slow client sends it.
+            let mut inflater = Inflater::new(coding, 10_000);
+            packed.chunks(1).for_each(|b| inflater.push(b).unwrap());
+            assert_eq!(inflater.finish().unwrap(), plain);
         }
         assert_eq!(Coding::of_request(b"br").unwrap_err().status, 415);
         assert_eq!(Coding::of_request(b" GZIP ").unwrap(), Some(Coding::Gzip));
