@@ -3,9 +3,11 @@ datatype, chunked and plain framing) and small JPEG/PNG images as Pillow writes 
 Run by scripts/fuzz (in the test venv) before the first fuzzing run; the kept corpus is
 committed minimised."""
 
+import gzip
 import io
 import struct
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +61,11 @@ def main():
         (CORPUS / "http_request" / name).write_bytes(http(body, json_size, chunked=False))
         (CORPUS / "http_request" / f"{name}-chunked").write_bytes(http(body, json_size, chunked=True))
     (CORPUS / "http_request" / "ready").write_bytes(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n")
+    # Compressed bodies, which the body reader inflates as they arrive.
+    body = b'{"inputs":[{"name":"INPUT0","shape":[1,2],"datatype":"FP32","data":[1,2]}]}'
+    for coding, packed in (("gzip", gzip.compress(body)), ("deflate", zlib.compress(body))):
+        head = f"POST /v2/models/identity/infer HTTP/1.1\r\nContent-Encoding: {coding}\r\nContent-Length: {len(packed)}\r\n\r\n"
+        (CORPUS / "http_request" / f"compressed_{coding}").write_bytes(head.encode() + packed)
     pixels = np.arange(8 * 6 * 3, dtype=np.uint8).reshape(6, 8, 3)
     images = {
         "rgb.png": Image.fromarray(pixels),
