@@ -34,6 +34,11 @@ pub struct Args {
     #[arg(long)]
     pub metrics_addr: Option<SocketAddr>,
 
+    /// Serve gRPC (the Open Inference Protocol) on this address, e.g. 0.0.0.0:8001 as Triton
+    /// does [default: off while the gRPC door is incomplete].
+    #[arg(long)]
+    pub grpc_addr: Option<SocketAddr>,
+
     /// Model repository: one folder per model, each with a config.toml.
     #[arg(long, default_value = "./models")]
     pub model_repository: PathBuf,
@@ -148,6 +153,7 @@ impl Args {
         Ok(ServerConfig {
             addr: self.http_addr,
             metrics_addr: self.metrics_addr,
+            grpc_addr: self.grpc_addr,
             inherited: Vec::new(),
             threads,
             io_driver: self.io_driver,

@@ -2,6 +2,7 @@
 //! complete HTTP request, finds its route in the one route table, and hands it to the door that
 //! serves it (V2 REST, TF Serving REST, or `/metrics`). No I/O happens here.
 
+pub mod grpc;
 mod prometheus;
 mod routes;
 mod status;
@@ -17,6 +18,18 @@ use crate::http::{compress, Coding, HttpError, Method, Request, Response};
 use crate::logging::Logging;
 use crate::metrics::ServerMetrics;
 use routes::{route, Route, V2Route};
+
+/// Extensions this server implements, as listed in server metadata.
+pub const EXTENSIONS: &[&str] = &[
+    "classification",
+    "logging",
+    "trace",
+    "binary_tensor_data",
+    "parameters",
+    "model_repository",
+    "model_configuration",
+    "statistics",
+];
 
 pub struct Service {
     engine: Arc<Engine>,

@@ -2,6 +2,7 @@
 
 mod connection;
 mod driver;
+mod grpc;
 mod shutdown;
 pub mod systemd;
 mod vectored;
@@ -29,6 +30,8 @@ pub struct ServerConfig {
     pub addr: SocketAddr,
     /// Where to serve `/metrics` alone as well, besides the main port.
     pub metrics_addr: Option<SocketAddr>,
+    /// Where to serve gRPC (the Open Inference Protocol), on the same runtimes.
+    pub grpc_addr: Option<SocketAddr>,
     /// Sockets systemd passed (socket activation): the first serves the API instead of
     /// binding `addr`, a second serves `/metrics` instead of binding `metrics_addr`.
     pub inherited: Vec<std::net::TcpListener>,
@@ -75,9 +78,14 @@ impl Server {
             ),
             (None, None) => None,
         };
+        if let Some(addr) = config.grpc_addr {
+            std::net::TcpListener::bind(addr)
+                .map_err(|e| format!("cannot listen on {addr} for gRPC: {e}"))?;
+        }
         let described = main.describe()?;
-        // One shutdown slot per runtime, and one for the metrics listener's accept loop.
-        let shutdown = Arc::new(ShutdownSignal::new(config.threads + 1));
+        // One shutdown slot per runtime for each of its two accept loops (HTTP, gRPC), and one
+        // for the metrics listener's.
+        let shutdown = Arc::new(ShutdownSignal::new(2 * config.threads + 1));
         let beats: systemd::Heartbeats =
             Arc::new((0..config.threads).map(|_| Default::default()).collect());
         let (bound_tx, bound_rx) = mpsc::channel();
@@ -94,6 +102,7 @@ impl Server {
                 core: index,
             };
             let listen = main.for_runtime()?;
+            let grpc_listen = config.grpc_addr.map(Listen::Bind);
             let metrics_socket = metrics_listener.take();
             let drain = config.shutdown_timeout;
             let bound_tx = bound_tx.clone();
@@ -104,6 +113,7 @@ impl Server {
                     let serve = serve_runtime(
                         index,
                         listen,
+                        grpc_listen,
                         metrics_socket,
                         drain,
                         ctx,
@@ -209,9 +219,11 @@ fn adopt(socket: std::net::TcpListener) -> Result<TcpListener, String> {
         .map_err(|e| format!("cannot serve on an inherited socket: {e}"))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve_runtime(
     index: usize,
     listen: Listen,
+    grpc_listen: Option<Listen>,
     metrics_socket: Option<std::net::TcpListener>,
     drain: Duration,
     ctx: ConnectionContext,
@@ -220,9 +232,10 @@ async fn serve_runtime(
 ) {
     let opened = listen.open().and_then(|listener| {
         let metrics = metrics_socket.map(adopt).transpose()?;
-        Ok((listener, metrics))
+        let grpc = grpc_listen.map(Listen::open).transpose()?;
+        Ok((listener, metrics, grpc))
     });
-    let (listener, metrics_listener) = match opened {
+    let (listener, metrics_listener, grpc_listener) = match opened {
         Ok(listeners) => listeners,
         Err(e) => {
             let _ = bound.send(Err(e));
@@ -243,9 +256,23 @@ async fn serve_runtime(
     let ctx = Rc::new(ctx);
     if let Some(listener) = metrics_listener {
         let metrics_ctx = Rc::new(ctx.metrics_only());
-        monoio::spawn(accept_until_shutdown(listener, metrics_ctx, slots - 1));
+        monoio::spawn(accept_until_shutdown(
+            listener,
+            metrics_ctx,
+            slots - 1,
+            connection::serve,
+        ));
     }
-    accept_until_shutdown(listener, ctx.clone(), index).await;
+    if let Some(listener) = grpc_listener {
+        let slot = (slots - 1) / 2 + index;
+        monoio::spawn(accept_until_shutdown(
+            listener,
+            ctx.clone(),
+            slot,
+            grpc::serve,
+        ));
+    }
+    accept_until_shutdown(listener, ctx.clone(), index, connection::serve).await;
     let deadline = Instant::now() + drain;
     while ctx.busy.get() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(5)).await;
@@ -254,7 +281,12 @@ async fn serve_runtime(
 
 /// Accepts connections and serves each on its own task until shutdown fires (`slot` is this
 /// loop's waker slot in the shutdown signal); then closes the listener.
-async fn accept_until_shutdown(listener: TcpListener, ctx: Rc<ConnectionContext>, slot: usize) {
+async fn accept_until_shutdown<F: std::future::Future<Output = ()> + 'static>(
+    listener: TcpListener,
+    ctx: Rc<ConnectionContext>,
+    slot: usize,
+    serve: fn(monoio::net::TcpStream, Rc<ConnectionContext>) -> F,
+) {
     let shutdown = ctx.shutdown.clone();
     let mut fired = std::pin::pin!(shutdown.fired(slot));
     let mut last_warning: Option<Instant> = None;
@@ -266,7 +298,7 @@ async fn accept_until_shutdown(listener: TcpListener, ctx: Rc<ConnectionContext>
                     let _ = stream.set_nodelay(true);
                     let counters = &ctx.metrics.cores[ctx.core];
                     counters.accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    monoio::spawn(connection::serve(stream, ctx.clone()));
+                    monoio::spawn(serve(stream, ctx.clone()));
                 }
                 Err(e) => {
                     // Out of descriptors and the like: back off instead of spinning, and say

@@ -2,21 +2,10 @@
 
 use serde_json::{json, Value};
 
+use crate::doors::EXTENSIONS;
 use crate::engine::batching::{Counter, ModelStats};
 use crate::engine::{IndexEntry, LoadedVersion, ServedModel};
 use crate::models::{TensorSpec, VersionPolicy};
-
-/// Extensions this server implements, as listed in server metadata.
-pub const EXTENSIONS: &[&str] = &[
-    "classification",
-    "logging",
-    "trace",
-    "binary_tensor_data",
-    "parameters",
-    "model_repository",
-    "model_configuration",
-    "statistics",
-];
 
 pub fn server_metadata() -> Value {
     json!({

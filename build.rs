@@ -1,0 +1,15 @@
+//! Generates the gRPC messages from the published proto files in `proto/` with prost, compiled
+//! by protox (pure Rust: no protoc to install). Byte fields become `bytes::Bytes`, so tensor
+//! contents are views of the received message, not copies.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = ["proto/grpc_service.proto", "proto/health.proto"];
+    for file in files.iter().chain(&["proto/model_config.proto"]) {
+        println!("cargo:rerun-if-changed={file}");
+    }
+    let descriptors = protox::compile(files, ["proto"])?;
+    prost_build::Config::new()
+        .bytes(["."])
+        .compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! ModelMetadata and ModelInfer: protobuf messages to and from the engine's types.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use prost::Message;
+
+use super::pb;
+use super::status::Status;
+use crate::engine::{self, counted, Counted, Engine, Error};
+use crate::models::TensorSpec;
+use crate::tensors::{DataType, Tensor};
+
+pub fn model_metadata(
+    engine: &Engine,
+    request: &pb::ModelMetadataRequest,
+) -> Result<pb::ModelMetadataResponse, Status> {
+    let model = engine.repository().get(&request.name)?;
+    let (_, loaded) = model.version(super::version(&request.version))?;
+    let tensors = |specs: &[TensorSpec]| {
+        specs
+            .iter()
+            .map(|spec| pb::model_metadata_response::TensorMetadata {
+                name: spec.name.clone(),
+                datatype: spec.datatype.map_or("ANY", |d| d.as_str()).to_string(),
+                shape: spec.dims.clone().unwrap_or_else(|| vec![-1]),
+            })
+            .collect()
+    };
+    Ok(pb::ModelMetadataResponse {
+        name: model.name.clone(),
+        versions: model
+            .versions
+            .iter()
+            .map(|v| v.version.to_string())
+            .collect(),
+        platform: model.config.triton_platform().0.to_string(),
+        inputs: tensors(&loaded.inputs),
+        outputs: tensors(&loaded.outputs),
+    })
+}
+
+pub async fn model_infer(
+    engine: &Engine,
+    request: pb::ModelInferRequest,
+) -> Result<pb::ModelInferResponse, Status> {
+    let model = engine.repository().get(&request.model_name)?;
+    let (version, loaded) = model.version(super::version(&request.model_version))?;
+    counted(loaded, request.encoded_len(), async {
+        let run = decode(engine, &request)?;
+        let done = engine.infer(&model, loaded, run).await?;
+        let outputs = done
+            .outputs
+            .iter()
+            .map(|o| pb::model_infer_response::InferOutputTensor {
+                name: o.name.to_string(),
+                datatype: o.tensor.datatype.as_str().to_string(),
+                shape: o.tensor.shape.iter().map(|&d| d as i64).collect(),
+                ..Default::default()
+            })
+            .collect();
+        let reply = pb::ModelInferResponse {
+            model_name: model.name.clone(),
+            model_version: version.to_string(),
+            id: request.id.clone(),
+            parameters: Default::default(),
+            outputs,
+            raw_output_contents: done.outputs.into_iter().map(|o| o.tensor.data).collect(),
+        };
+        Ok(Counted {
+            bytes: reply.encoded_len(),
+            rows: done.rows,
+            reply,
+        })
+    })
+    .await
+    .map_err(Status::from)
+}
+
+/// The engine request of a ModelInfer message: tensors from `raw_input_contents` (views of the
+/// received message), the outputs wanted, the `timeout` parameter.
+fn decode<'r>(
+    engine: &Engine,
+    request: &'r pb::ModelInferRequest,
+) -> Result<engine::InferRequest<'r>, Error> {
+    let raw = &request.raw_input_contents;
+    if !raw.is_empty() && raw.len() != request.inputs.len() {
+        return Err(Error::invalid(format!(
+            "{} inputs but {} raw_input_contents",
+            request.inputs.len(),
+            raw.len()
+        )));
+    }
+    let inputs = request
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, input)| {
+            let invalid = |what: String| Error::invalid(format!("input '{}': {what}", input.name));
+            let datatype = DataType::parse(&input.datatype)
+                .ok_or_else(|| invalid(format!("unknown datatype '{}'", input.datatype)))?;
+            let shape = input
+                .shape
+                .iter()
+                .map(|&d| u64::try_from(d).map_err(|_| invalid(format!("negative dimension {d}"))))
+                .collect::<Result<Vec<u64>, _>>()?;
+            let data = raw.get(i).cloned().ok_or_else(|| {
+                invalid("typed contents are not supported yet: send raw_input_contents".into())
+            })?;
+            let tensor = Tensor::new(datatype, shape, data, engine.max_tensor_elements())
+                .map_err(|e| invalid(e.to_string()))?;
+            Ok(engine::Input {
+                name: Cow::Borrowed(input.name.as_str()),
+                tensor,
+            })
+        })
+        .collect::<Result<_, Error>>()?;
+    let outputs = request
+        .outputs
+        .iter()
+        .map(|o| {
+            Ok(engine::WantedOutput {
+                name: Cow::Borrowed(o.name.as_str()),
+                classification: int_parameter(&o.parameters, "classification")?,
+            })
+        })
+        .collect::<Result<_, Error>>()?;
+    let timeout = int_parameter(&request.parameters, "timeout")?
+        .filter(|&us| us > 0)
+        .map(Duration::from_micros);
+    Ok(engine::InferRequest {
+        inputs,
+        outputs,
+        timeout,
+    })
+}
+
+/// A non-negative integer parameter; present with another type is an error.
+fn int_parameter(
+    parameters: &std::collections::HashMap<String, pb::InferParameter>,
+    key: &str,
+) -> Result<Option<u64>, Error> {
+    use pb::infer_parameter::ParameterChoice;
+    match parameters
+        .get(key)
+        .and_then(|p| p.parameter_choice.as_ref())
+    {
+        None => Ok(None),
+        Some(ParameterChoice::Int64Param(v)) if *v >= 0 => Ok(Some(*v as u64)),
+        Some(ParameterChoice::Uint64Param(v)) => Ok(Some(*v)),
+        Some(other) => Err(Error::invalid(format!(
+            "parameter '{key}' must be a non-negative integer, got {other:?}"
+        ))),
+    }
+}

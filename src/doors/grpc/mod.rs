@@ -1,0 +1,90 @@
+//! The Open Inference Protocol over gRPC (`inference.GRPCInferenceService`, Triton's superset of
+//! KServe's) and `grpc.health.v1.Health`: gRPC messages to and from the engine. The HTTP/2
+//! connection is the server's (`server::grpc`); this door sees one call at a time: its path and
+//! its one request message, and answers one response message or a status.
+//!
+//! So far: the health RPCs, server and model metadata, and ModelInfer with raw contents.
+
+mod infer;
+mod status;
+
+use bytes::Bytes;
+use prost::Message;
+
+use crate::doors::EXTENSIONS;
+use crate::engine::{Engine, Error};
+pub use status::Status;
+
+/// The messages, generated from `proto/` by build.rs.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod proto {
+    pub mod inference {
+        include!(concat!(env!("OUT_DIR"), "/inference.rs"));
+    }
+    pub mod health {
+        include!(concat!(env!("OUT_DIR"), "/grpc.health.v1.rs"));
+    }
+}
+
+use proto::inference as pb;
+
+/// Answers one call: `path` is `/package.Service/Method`, `message` the request's encoded
+/// message. Returns the encoded response message.
+pub async fn call(engine: &Engine, path: &str, message: Bytes) -> Result<Bytes, Status> {
+    let Some(method) = path.strip_prefix("/inference.GRPCInferenceService/") else {
+        return match path {
+            "/grpc.health.v1.Health/Check" => {
+                let serving = proto::health::health_check_response::ServingStatus::Serving;
+                let status = match engine.is_ready() {
+                    true => serving as i32,
+                    false => proto::health::health_check_response::ServingStatus::NotServing as i32,
+                };
+                Ok(encode(&proto::health::HealthCheckResponse { status }))
+            }
+            _ => Err(Status::unimplemented(format!("unknown method {path}"))),
+        };
+    };
+    match method {
+        "ServerLive" => Ok(encode(&pb::ServerLiveResponse { live: true })),
+        "ServerReady" => Ok(encode(&pb::ServerReadyResponse {
+            ready: engine.is_ready(),
+        })),
+        "ModelReady" => {
+            let request: pb::ModelReadyRequest = decode(message)?;
+            let ready = engine
+                .repository()
+                .get(&request.name)
+                .is_ok_and(|m| m.version(version(&request.version)).is_ok() && m.is_ready());
+            Ok(encode(&pb::ModelReadyResponse { ready }))
+        }
+        "ServerMetadata" => Ok(encode(&pb::ServerMetadataResponse {
+            name: "tensord".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            extensions: EXTENSIONS.iter().map(|e| e.to_string()).collect(),
+        })),
+        "ModelMetadata" => {
+            let request: pb::ModelMetadataRequest = decode(message)?;
+            Ok(encode(&infer::model_metadata(engine, &request)?))
+        }
+        "ModelInfer" => {
+            let request: pb::ModelInferRequest = decode(message)?;
+            Ok(encode(&infer::model_infer(engine, request).await?))
+        }
+        other => Err(Status::unimplemented(format!(
+            "inference.GRPCInferenceService/{other} is not implemented yet"
+        ))),
+    }
+}
+
+/// An empty version field means the default version.
+fn version(v: &str) -> Option<&str> {
+    (!v.is_empty()).then_some(v)
+}
+
+fn decode<M: Message + Default>(message: Bytes) -> Result<M, Status> {
+    M::decode(message).map_err(|e| Status::from(Error::invalid(format!("invalid message: {e}"))))
+}
+
+fn encode<M: Message>(message: &M) -> Bytes {
+    Bytes::from(message.encode_to_vec())
+}

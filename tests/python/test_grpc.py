@@ -1,0 +1,134 @@
+"""The gRPC front door (so far: health, metadata and ModelInfer with raw contents) through
+tritonclient.grpc, grpcio's health stub, and KServe's gRPC client."""
+
+import subprocess
+import sys
+
+import grpc
+import ml_dtypes
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from conftest import Daemon, free_port
+
+
+@pytest.fixture(scope="module")
+def grpc_url():
+    port = free_port()
+    d = Daemon("--threads", "2", "--grpc-addr", f"127.0.0.1:{port}")
+    yield f"127.0.0.1:{port}"
+    d.stop()
+
+
+@pytest.fixture(scope="module")
+def client(grpc_url):
+    c = grpcclient.InferenceServerClient(grpc_url)
+    yield c
+    c.close()
+
+
+def test_health_and_metadata(client):
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("add_sub")
+    assert not client.is_model_ready("nope")
+    meta = client.get_server_metadata()
+    assert meta.name == "tensord" and "binary_tensor_data" in meta.extensions
+    model = client.get_model_metadata("add_sub")
+    assert (model.name, list(model.versions), model.platform) == ("add_sub", ["1"], "builtin")
+    assert [(t.name, t.datatype, list(t.shape)) for t in model.inputs] == [
+        ("INPUT0", "INT32", [-1, 16]), ("INPUT1", "INT32", [-1, 16])]
+
+
+def test_grpc_health_check(grpc_url):
+    # grpc.health.v1.Health/Check, called with grpcio directly: an empty request, and the reply's
+    # field 1 (status) is 1, SERVING.
+    with grpc.insecure_channel(grpc_url) as channel:
+        check = channel.unary_unary("/grpc.health.v1.Health/Check")
+        assert check(b"", timeout=10) == b"\x08\x01"
+
+
+@pytest.mark.parametrize("dtype,datatype", [
+    (np.float32, "FP32"), (np.float16, "FP16"), (ml_dtypes.bfloat16, "BF16"), (np.bool_, "BOOL"),
+    (np.int64, "INT64"), (np.uint8, "UINT8"), (np.object_, "BYTES"),
+])
+def test_identity_raw_contents_every_kind(client, dtype, datatype):
+    if dtype is np.object_:
+        x = np.array([[b"a", b"\x00\xffz", b""]], dtype=np.object_)
+    else:
+        x = (np.arange(6).reshape(2, 3) % 2).astype(dtype)
+    inp = grpcclient.InferInput("INPUT0", list(x.shape), datatype)
+    inp.set_data_from_numpy(x)
+    result = client.infer("identity", [inp], request_id="r7")
+    assert result.get_response().id == "r7"
+    got = result.as_numpy("OUTPUT0")
+    assert got.shape == x.shape
+    if datatype == "BF16":
+        assert got.tobytes() == x.tobytes()
+    else:
+        assert got.tolist() == x.tolist()
+
+
+def test_add_sub_and_output_subset(client):
+    a = np.arange(32, dtype=np.int32).reshape(2, 16)
+    b = np.full((2, 16), 3, dtype=np.int32)
+    ins = [grpcclient.InferInput("INPUT0", [2, 16], "INT32"), grpcclient.InferInput("INPUT1", [2, 16], "INT32")]
+    ins[0].set_data_from_numpy(a)
+    ins[1].set_data_from_numpy(b)
+    result = client.infer("add_sub", ins, outputs=[grpcclient.InferRequestedOutput("OUTPUT1")])
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), a - b)
+    assert result.as_numpy("OUTPUT0") is None
+
+
+def test_errors_carry_grpc_statuses(client):
+    x = np.zeros((1, 15), dtype=np.int32)
+    ins = [grpcclient.InferInput(n, [1, 15], "INT32") for n in ("INPUT0", "INPUT1")]
+    for i in ins:
+        i.set_data_from_numpy(x)
+    with pytest.raises(InferenceServerException) as e:
+        client.infer("add_sub", ins)
+    assert e.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "[-1, 16]" in e.value.message()
+    with pytest.raises(InferenceServerException) as e:
+        client.infer("nope", ins)
+    assert e.value.status() == "StatusCode.NOT_FOUND"
+    assert "Request for unknown model: 'nope' is not found" in e.value.message()
+    with pytest.raises(InferenceServerException) as e:
+        client.get_model_config("add_sub")
+    assert e.value.status() == "StatusCode.UNIMPLEMENTED"
+    assert client.is_server_live()
+
+
+KSERVE_CLIENT = """
+import asyncio, sys
+import numpy as np
+from kserve import InferenceGRPCClient, InferInput, InferRequest
+
+async def go():
+    c = InferenceGRPCClient(sys.argv[1])
+    try:
+        assert await c.is_server_live()
+        assert await c.is_server_ready()
+        a = np.arange(16, dtype=np.int32).reshape(1, 16)
+        inputs = []
+        for name in ("INPUT0", "INPUT1"):
+            i = InferInput(name, [1, 16], "INT32")
+            i.set_data_from_numpy(a, binary_data=True)
+            inputs.append(i)
+        response = await c.infer(InferRequest(model_name="add_sub", infer_inputs=inputs))
+        outputs = {o.name: o.as_numpy() for o in response.outputs}
+        assert (outputs["OUTPUT0"] == a * 2).all() and (outputs["OUTPUT1"] == 0).all(), outputs
+    finally:
+        await c.close()
+
+asyncio.run(go())
+print("ok")
+"""
+
+
+def test_kserve_grpc_client(grpc_url):
+    # KServe's client registers the same protobuf names as tritonclient.grpc: its own process.
+    run = subprocess.run([sys.executable, "-c", KSERVE_CLIENT, grpc_url], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stdout + run.stderr
