@@ -132,3 +132,48 @@ def test_kserve_grpc_client(grpc_url):
     run = subprocess.run([sys.executable, "-c", KSERVE_CLIENT, grpc_url], capture_output=True, text=True,
                          timeout=120)
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stdout + run.stderr
+
+
+def typed_request(model, inputs):
+    from tritonclient.grpc import service_pb2
+
+    request = service_pb2.ModelInferRequest(model_name=model)
+    for name, datatype, shape, field, values in inputs:
+        tensor = request.inputs.add(name=name, datatype=datatype, shape=shape)
+        getattr(tensor.contents, field).extend(values)
+    return request
+
+
+def test_typed_contents(grpc_url):
+    from tritonclient.grpc import service_pb2_grpc
+
+    with grpc.insecure_channel(grpc_url) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        values = list(range(16))
+        response = stub.ModelInfer(typed_request("add_sub", [
+            ("INPUT0", "INT32", [1, 16], "int_contents", values),
+            ("INPUT1", "INT32", [1, 16], "int_contents", [1] * 16)]))
+        out = {o.name: i for i, o in enumerate(response.outputs)}
+        summed = np.frombuffer(response.raw_output_contents[out["OUTPUT0"]], dtype=np.int32)
+        assert summed.tolist() == [v + 1 for v in values]
+        for datatype, field, vals, shape in (("BOOL", "bool_contents", [True, False], [2]),
+                                             ("BYTES", "bytes_contents", [b"x", b"\x00yz"], [2]),
+                                             ("FP64", "fp64_contents", [0.1, -2.5], [2]),
+                                             ("UINT16", "uint_contents", [65535, 0], [2])):
+            response = stub.ModelInfer(typed_request("identity", [("INPUT0", datatype, shape, field, vals)]))
+            assert response.outputs[0].datatype == datatype
+            raw = response.raw_output_contents[0]
+            if datatype == "BYTES":
+                assert raw == b"\x01\x00\x00\x00x\x03\x00\x00\x00\x00yz"
+            else:
+                dtype = {"BOOL": np.bool_, "FP64": np.float64, "UINT16": np.uint16}[datatype]
+                assert np.frombuffer(raw, dtype=dtype).tolist() == vals
+        for bad, words in (
+            (("INPUT0", "INT8", [1], "int_contents", [300]), "300 is not a valid INT8"),
+            (("INPUT0", "FP32", [3], "fp32_contents", [1.0]), "INPUT0"),
+            (("INPUT0", "FP16", [1], "fp32_contents", [1.0]), "raw_input_contents"),
+        ):
+            with pytest.raises(grpc.RpcError) as e:
+                stub.ModelInfer(typed_request("identity", [bad]))
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert words in e.value.details(), e.value.details()

@@ -3,13 +3,14 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
+use bytes::Bytes;
 use prost::Message;
 
 use super::pb;
 use super::status::Status;
 use crate::engine::{self, counted, Counted, Engine, Error};
 use crate::models::TensorSpec;
-use crate::tensors::{DataType, Tensor};
+use crate::tensors::{push_bytes_element, DataType, Tensor};
 
 pub fn model_metadata(
     engine: &Engine,
@@ -104,9 +105,14 @@ fn decode<'r>(
                 .iter()
                 .map(|&d| u64::try_from(d).map_err(|_| invalid(format!("negative dimension {d}"))))
                 .collect::<Result<Vec<u64>, _>>()?;
-            let data = raw.get(i).cloned().ok_or_else(|| {
-                invalid("typed contents are not supported yet: send raw_input_contents".into())
-            })?;
+            let data = match (raw.get(i), &input.contents) {
+                (Some(raw), None) => raw.clone(),
+                (None, Some(contents)) => typed(datatype, contents).map_err(invalid)?,
+                (Some(_), Some(_)) => {
+                    return Err(invalid("has both contents and raw_input_contents".into()))
+                }
+                (None, None) => return Err(invalid("has no contents".into())),
+            };
             let tensor = Tensor::new(datatype, shape, data, engine.max_tensor_elements())
                 .map_err(|e| invalid(e.to_string()))?;
             Ok(engine::Input {
@@ -133,6 +139,50 @@ fn decode<'r>(
         outputs,
         timeout,
     })
+}
+
+/// Typed `contents` as the wire bytes of `datatype`. Each datatype reads its own field, and a
+/// value that does not fit it (300 for UINT8) is refused, never narrowed.
+fn typed(datatype: DataType, c: &pb::InferTensorContents) -> Result<Bytes, String> {
+    /// Values of a wider field, each checked to fit `N` and written little-endian.
+    fn narrow<W: Copy + std::fmt::Display, N: TryFrom<W>, const S: usize>(
+        values: &[W],
+        le: fn(N) -> [u8; S],
+        name: &str,
+    ) -> Result<Vec<u8>, String> {
+        let mut out = Vec::with_capacity(values.len() * S);
+        for &v in values {
+            let n = N::try_from(v).map_err(|_| format!("{v} is not a valid {name}"))?;
+            out.extend(le(n));
+        }
+        Ok(out)
+    }
+    let bytes: Vec<u8> = match datatype {
+        DataType::Bool => c.bool_contents.iter().map(|&b| u8::from(b)).collect(),
+        DataType::Int8 => narrow(&c.int_contents, i8::to_le_bytes, "INT8")?,
+        DataType::Int16 => narrow(&c.int_contents, i16::to_le_bytes, "INT16")?,
+        DataType::Int32 => c.int_contents.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        DataType::Int64 => c.int64_contents.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        DataType::Uint8 => narrow(&c.uint_contents, u8::to_le_bytes, "UINT8")?,
+        DataType::Uint16 => narrow(&c.uint_contents, u16::to_le_bytes, "UINT16")?,
+        DataType::Uint32 => c.uint_contents.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        DataType::Uint64 => c.uint64_contents.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        DataType::Fp32 => c.fp32_contents.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        DataType::Fp64 => c.fp64_contents.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        DataType::Bytes => {
+            let mut out = Vec::new();
+            for element in &c.bytes_contents {
+                push_bytes_element(&mut out, element).map_err(|e| e.to_string())?;
+            }
+            out
+        }
+        DataType::Fp16 | DataType::Bf16 => {
+            return Err(format!(
+                "{datatype} has no typed contents field: send raw_input_contents"
+            ))
+        }
+    };
+    Ok(Bytes::from(bytes))
 }
 
 /// A non-negative integer parameter; present with another type is an error.
