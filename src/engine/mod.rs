@@ -23,6 +23,9 @@ pub use request::{InferRequest, InferResponse, Input, Output, WantedOutput};
 pub use served::{LoadedVersion, ModelVersion, ServedModel};
 pub use trace::{Timeline, Trace, Tracer};
 
+/// A model, and which of its loaded versions a statistics request covers.
+pub type StatisticsOf = (Arc<ServedModel>, Vec<u64>);
+
 pub struct Engine {
     repository: Arc<Repository>,
     max_tensor_elements: u64,
@@ -71,6 +74,34 @@ impl Engine {
 
     pub fn is_ready(&self) -> bool {
         !self.is_draining() && self.repository.all_ready()
+    }
+
+    /// The models whose statistics a request asks for: one model (`name`), or every one; each
+    /// with its loaded versions, or only `version` when named.
+    pub fn statistics(
+        &self,
+        name: Option<&str>,
+        version: Option<&str>,
+    ) -> Result<Vec<StatisticsOf>, Error> {
+        let models = match name {
+            Some(name) => vec![self.repository.get(name)?],
+            None => self.repository.models(),
+        };
+        let wanted = match (version, models.first()) {
+            (Some(v), Some(model)) => Some(model.version(Some(v))?.0),
+            _ => None,
+        };
+        Ok(models
+            .into_iter()
+            .map(|model| {
+                let versions = model
+                    .loaded()
+                    .map(|(v, _)| v)
+                    .filter(|v| wanted.is_none_or(|w| w == *v))
+                    .collect();
+                (model, versions)
+            })
+            .collect())
     }
 
     /// (Re)loads a model from disk, or from what the request carries, on a thread of its own

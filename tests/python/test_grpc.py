@@ -95,7 +95,7 @@ def test_errors_carry_grpc_statuses(client):
     assert e.value.status() == "StatusCode.NOT_FOUND"
     assert "Request for unknown model: 'nope' is not found" in e.value.message()
     with pytest.raises(InferenceServerException) as e:
-        client.get_model_config("add_sub")
+        client.get_model_repository_index()
     assert e.value.status() == "StatusCode.UNIMPLEMENTED"
     assert client.is_server_live()
 
@@ -177,3 +177,25 @@ def test_typed_contents(grpc_url):
                 stub.ModelInfer(typed_request("identity", [bad]))
             assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert words in e.value.details(), e.value.details()
+
+
+def test_model_config_and_statistics(client):
+    config = client.get_model_config("add_sub", as_json=True)["config"]
+    assert (config["name"], config["backend"], config["max_batch_size"]) == ("add_sub", "builtin", 64)
+    assert config["input"][0] == {"name": "INPUT0", "data_type": "TYPE_INT32", "dims": ["16"]}
+    assert config["dynamic_batching"]["max_queue_delay_microseconds"] == "100"
+    assert config["instance_group"][0]["kind"] == "KIND_CPU"
+    before = client.get_inference_statistics("add_sub", as_json=True)["model_stats"][0]
+    a = np.zeros((1, 16), dtype=np.int32)
+    ins = [grpcclient.InferInput(n, [1, 16], "INT32") for n in ("INPUT0", "INPUT1")]
+    for i in ins:
+        i.set_data_from_numpy(a)
+    for _ in range(3):
+        client.infer("add_sub", ins)
+    after = client.get_inference_statistics("add_sub", as_json=True)["model_stats"][0]
+    count = lambda s: int(s["inference_stats"]["success"].get("count", 0))  # noqa: E731
+    assert count(after) - count(before) == 3
+    assert (after["name"], after["version"]) == ("add_sub", "1")
+    with pytest.raises(InferenceServerException) as e:
+        client.get_inference_statistics("add_sub", model_version="9")
+    assert e.value.status() == "StatusCode.NOT_FOUND"

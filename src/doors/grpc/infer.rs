@@ -9,37 +9,7 @@ use prost::Message;
 use super::pb;
 use super::status::Status;
 use crate::engine::{self, counted, Counted, Engine, Error};
-use crate::models::TensorSpec;
 use crate::tensors::{push_bytes_element, DataType, Tensor};
-
-pub fn model_metadata(
-    engine: &Engine,
-    request: &pb::ModelMetadataRequest,
-) -> Result<pb::ModelMetadataResponse, Status> {
-    let model = engine.repository().get(&request.name)?;
-    let (_, loaded) = model.version(super::version(&request.version))?;
-    let tensors = |specs: &[TensorSpec]| {
-        specs
-            .iter()
-            .map(|spec| pb::model_metadata_response::TensorMetadata {
-                name: spec.name.clone(),
-                datatype: spec.datatype.map_or("ANY", |d| d.as_str()).to_string(),
-                shape: spec.dims.clone().unwrap_or_else(|| vec![-1]),
-            })
-            .collect()
-    };
-    Ok(pb::ModelMetadataResponse {
-        name: model.name.clone(),
-        versions: model
-            .versions
-            .iter()
-            .map(|v| v.version.to_string())
-            .collect(),
-        platform: model.config.triton_platform().0.to_string(),
-        inputs: tensors(&loaded.inputs),
-        outputs: tensors(&loaded.outputs),
-    })
-}
 
 pub async fn model_infer(
     engine: &Engine,
@@ -161,14 +131,38 @@ fn typed(datatype: DataType, c: &pb::InferTensorContents) -> Result<Bytes, Strin
         DataType::Bool => c.bool_contents.iter().map(|&b| u8::from(b)).collect(),
         DataType::Int8 => narrow(&c.int_contents, i8::to_le_bytes, "INT8")?,
         DataType::Int16 => narrow(&c.int_contents, i16::to_le_bytes, "INT16")?,
-        DataType::Int32 => c.int_contents.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        DataType::Int64 => c.int64_contents.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        DataType::Int32 => c
+            .int_contents
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        DataType::Int64 => c
+            .int64_contents
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
         DataType::Uint8 => narrow(&c.uint_contents, u8::to_le_bytes, "UINT8")?,
         DataType::Uint16 => narrow(&c.uint_contents, u16::to_le_bytes, "UINT16")?,
-        DataType::Uint32 => c.uint_contents.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        DataType::Uint64 => c.uint64_contents.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        DataType::Fp32 => c.fp32_contents.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        DataType::Fp64 => c.fp64_contents.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        DataType::Uint32 => c
+            .uint_contents
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        DataType::Uint64 => c
+            .uint64_contents
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        DataType::Fp32 => c
+            .fp32_contents
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        DataType::Fp64 => c
+            .fp64_contents
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
         DataType::Bytes => {
             let mut out = Vec::new();
             for element in &c.bytes_contents {

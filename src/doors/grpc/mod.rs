@@ -3,8 +3,10 @@
 //! connection is the server's (`server::grpc`); this door sees one call at a time: its path and
 //! its one request message, and answers one response message or a status.
 //!
-//! So far: the health RPCs, server and model metadata, and ModelInfer with raw contents.
+//! So far: the health RPCs, server and model metadata, model config and statistics, and
+//! ModelInfer (raw and typed contents).
 
+mod describe;
 mod infer;
 mod status;
 
@@ -64,7 +66,15 @@ pub async fn call(engine: &Engine, path: &str, message: Bytes) -> Result<Bytes, 
         })),
         "ModelMetadata" => {
             let request: pb::ModelMetadataRequest = decode(message)?;
-            Ok(encode(&infer::model_metadata(engine, &request)?))
+            Ok(encode(&describe::model_metadata(engine, &request)?))
+        }
+        "ModelConfig" => {
+            let request: pb::ModelConfigRequest = decode(message)?;
+            Ok(encode(&describe::model_config(engine, &request)?))
+        }
+        "ModelStatistics" => {
+            let request: pb::ModelStatisticsRequest = decode(message)?;
+            Ok(encode(&describe::model_statistics(engine, &request)?))
         }
         "ModelInfer" => {
             let request: pb::ModelInferRequest = decode(message)?;

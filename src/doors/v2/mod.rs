@@ -183,23 +183,18 @@ async fn infer(
 
 /// Statistics of one model's versions (one version when named), or of every model.
 fn statistics(engine: &Engine, m: Option<&ModelRef>) -> Result<serde_json::Value, Error> {
-    let repository = engine.repository();
-    let models = match m {
-        Some(m) => vec![repository.get(&m.name)?],
-        None => repository.models(),
-    };
-    let wanted = match m.and_then(|m| m.version.as_deref()) {
-        Some(v) => Some(models[0].version(Some(v))?.0),
-        None => None,
-    };
+    let models = engine.statistics(
+        m.map(|m| m.name.as_ref()),
+        m.and_then(|m| m.version.as_deref()),
+    )?;
     let entries: Vec<(&str, u64, &engine::batching::ModelStats)> = models
         .iter()
-        .flat_map(|model| {
-            model.loaded().map(move |(version, loaded)| {
-                (model.name.as_str(), version, loaded.executor.stats())
-            })
+        .flat_map(|(model, versions)| {
+            model
+                .loaded()
+                .filter(|(v, _)| versions.contains(v))
+                .map(|(v, loaded)| (model.name.as_str(), v, loaded.executor.stats()))
         })
-        .filter(|(_, v, _)| wanted.is_none_or(|w| w == *v))
         .collect();
     Ok(model_statistics(&entries))
 }
