@@ -1,7 +1,9 @@
 """perf_analyzer, Triton's load generator (from the tritonclient 2.40.0 wheel, installed by
 scripts/test), against every shipped model but image_probe with only -m and -u (and -i http: its
 default protocol is gRPC), sync and async. Its client-side request count must agree with the
-server-side count it reads from tensord's statistics within 1%."""
+server-side count it reads from tensord's statistics within 1%. Latency stability is not what is
+tested (a 2-core machine under load varies by more than perf_analyzer's default 10%), so the
+stability threshold is relaxed."""
 
 import os
 import re
@@ -9,7 +11,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, Daemon
+from conftest import ROOT, Daemon, free_port
 
 PERF_ANALYZER = ROOT / "target" / "perf_analyzer" / "perf_analyzer"
 MODELS = sorted(p.name for p in (ROOT / "models").iterdir() if p.is_dir() and p.name != "image_probe")
@@ -17,9 +19,17 @@ MODELS = sorted(p.name for p in (ROOT / "models").iterdir() if p.is_dir() and p.
 
 @pytest.fixture(scope="module")
 def shipped():
-    d = Daemon("--threads", "2", repo=ROOT / "models")
+    d = Daemon("--threads", "2", "--grpc-addr", f"127.0.0.1:{free_port()}", repo=ROOT / "models")
+    d.grpc_url = d.proc.args[d.proc.args.index("--grpc-addr") + 1]
     yield d
     d.stop()
+
+
+def counts(stdout):
+    """perf_analyzer's client-side request count, and the server-side one it read from /stats."""
+    client = int(re.search(r"Client:\s+Request count: (\d+)", stdout).group(1))
+    server = int(re.search(r"Successful request count: (\d+)", stdout).group(1))
+    return client, server
 
 
 @pytest.mark.parametrize("mode", [[], ["--async", "--concurrency-range", "4"]], ids=["sync", "async"])
@@ -28,12 +38,11 @@ def test_perf_analyzer_runs_every_shipped_model(shipped, model, mode):
     assert PERF_ANALYZER.exists(), "scripts/test installs perf_analyzer"
     env = dict(os.environ, LD_LIBRARY_PATH=str(PERF_ANALYZER.parent))
     run = subprocess.run(
-        [str(PERF_ANALYZER), "-m", model, "-u", shipped.url, "-i", "http", "-p", "1000", *mode],
+        [str(PERF_ANALYZER), "-m", model, "-u", shipped.url, "-i", "http", "-p", "1000", "--stability-percentage", "100", *mode],
         env=env, capture_output=True, text=True, timeout=180,
     )
     assert run.returncode == 0, run.stdout + run.stderr
-    client = int(re.search(r"Client:\s+Request count: (\d+)", run.stdout).group(1))
-    server = int(re.search(r"Successful request count: (\d+)", run.stdout).group(1))
+    client, server = counts(run.stdout)
     assert client > 100
     assert abs(server - client) <= client / 100, run.stdout
 
@@ -47,7 +56,7 @@ def test_perf_analyzer_on_a_model_without_a_queue(tmp_path):
     try:
         env = dict(os.environ, LD_LIBRARY_PATH=str(PERF_ANALYZER.parent))
         run = subprocess.run(
-            [str(PERF_ANALYZER), "-m", "add_sub_inline", "-u", d.url, "-i", "http", "-p", "1000",
+            [str(PERF_ANALYZER), "-m", "add_sub_inline", "-u", d.url, "-i", "http", "-p", "1000", "--stability-percentage", "100",
              "--shape", "INPUT0:1,16", "--shape", "INPUT1:1,16"],
             env=env, capture_output=True, text=True, timeout=180,
         )
@@ -55,3 +64,16 @@ def test_perf_analyzer_on_a_model_without_a_queue(tmp_path):
         assert "Successful request count" in run.stdout
     finally:
         d.stop()
+
+
+@pytest.mark.parametrize("mode", [[], ["--async"]], ids=["sync", "async"])
+def test_perf_analyzer_over_grpc(shipped, mode):
+    env = dict(os.environ, LD_LIBRARY_PATH=str(PERF_ANALYZER.parent))
+    run = subprocess.run(
+        [str(PERF_ANALYZER), "-m", "add_sub", "-u", shipped.grpc_url, "-i", "grpc", "-p", "1000", "--stability-percentage", "100", *mode],
+        env=env, capture_output=True, text=True, timeout=180,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    client, server = counts(run.stdout)
+    assert client > 100
+    assert abs(server - client) <= client / 100, run.stdout
