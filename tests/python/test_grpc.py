@@ -95,7 +95,7 @@ def test_errors_carry_grpc_statuses(client):
     assert e.value.status() == "StatusCode.NOT_FOUND"
     assert "Request for unknown model: 'nope' is not found" in e.value.message()
     with pytest.raises(InferenceServerException) as e:
-        client.get_model_repository_index()
+        client.get_log_settings()
     assert e.value.status() == "StatusCode.UNIMPLEMENTED"
     assert client.is_server_live()
 
@@ -199,3 +199,26 @@ def test_model_config_and_statistics(client):
     with pytest.raises(InferenceServerException) as e:
         client.get_inference_statistics("add_sub", model_version="9")
     assert e.value.status() == "StatusCode.NOT_FOUND"
+
+
+def test_repository_rpcs_in_tritons_and_kserves_numbering(client, grpc_url):
+    index = {m.name: m for m in client.get_model_repository_index().models}
+    assert index["add_sub"].state == "READY" and index["add_sub"].version == "1"
+    client.unload_model("identity")
+    assert not client.is_model_ready("identity")
+    client.load_model("identity")
+    assert client.is_model_ready("identity")
+    override = '{"backend": "identity", "max_batch_size": 4, "dynamic_batching": {}}'
+    client.load_model("identity", config=override)
+    assert client.get_model_config("identity").config.max_batch_size == 4
+    with pytest.raises(InferenceServerException) as e:
+        client.load_model("identity", config="{not json")
+    assert e.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert client.get_model_config("identity").config.max_batch_size == 4
+    # KServe's RepositoryModelLoadRequest: model_name in field 1; its response: name, isLoaded.
+    with grpc.insecure_channel(grpc_url) as channel:
+        load = channel.unary_unary("/inference.GRPCInferenceService/RepositoryModelLoad")
+        name = b"identity"
+        assert load(b"\x0a" + bytes([len(name)]) + name, timeout=30) == b"\x0a\x08identity\x10\x01"
+    # Back to the any-datatype identity the other tests use.
+    client.load_model("identity")

@@ -3,11 +3,12 @@
 //! connection is the server's (`server::grpc`); this door sees one call at a time: its path and
 //! its one request message, and answers one response message or a status.
 //!
-//! So far: the health RPCs, server and model metadata, model config and statistics, and
-//! ModelInfer (raw and typed contents).
+//! So far: the health RPCs, server and model metadata, model config and statistics, the
+//! repository RPCs, and ModelInfer (raw and typed contents).
 
 mod describe;
 mod infer;
+mod repository;
 mod status;
 
 use bytes::Bytes;
@@ -75,6 +76,18 @@ pub async fn call(engine: &Engine, path: &str, message: Bytes) -> Result<Bytes, 
         "ModelStatistics" => {
             let request: pb::ModelStatisticsRequest = decode(message)?;
             Ok(encode(&describe::model_statistics(engine, &request)?))
+        }
+        "RepositoryIndex" => {
+            let request: pb::RepositoryIndexRequest = decode(message)?;
+            Ok(encode(&repository::index(engine, &request)?))
+        }
+        "RepositoryModelLoad" => {
+            let request: pb::RepositoryModelLoadRequest = decode(message)?;
+            Ok(encode(&repository::load(engine, request).await?))
+        }
+        "RepositoryModelUnload" => {
+            let request: pb::RepositoryModelUnloadRequest = decode(message)?;
+            Ok(encode(&repository::unload(engine, &request)?))
         }
         "ModelInfer" => {
             let request: pb::ModelInferRequest = decode(message)?;
