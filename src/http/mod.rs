@@ -12,7 +12,7 @@ mod response;
 
 pub use body::{BodyReader, BodyStep, READ_CHUNK};
 pub use chunked::ChunkedDecoder;
-pub use coding::{compress, Coding};
+pub use coding::{compress, Coding, Inflater};
 pub use error::HttpError;
 pub use limits::Limits;
 pub use request::{parse_head, BodyFraming, Method, ParsedHead, Request, RequestHead};

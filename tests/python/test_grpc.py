@@ -222,3 +222,12 @@ def test_repository_rpcs_in_tritons_and_kserves_numbering(client, grpc_url):
         assert load(b"\x0a" + bytes([len(name)]) + name, timeout=30) == b"\x0a\x08identity\x10\x01"
     # Back to the any-datatype identity the other tests use.
     client.load_model("identity")
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_compressed_calls(client, algorithm):
+    x = np.arange(4096, dtype=np.float32).reshape(1, 4096)
+    inp = grpcclient.InferInput("INPUT0", [1, 4096], "FP32")
+    inp.set_data_from_numpy(x)
+    result = client.infer("identity", [inp], compression_algorithm=algorithm)
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), x)

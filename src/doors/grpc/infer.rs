@@ -11,14 +11,18 @@ use super::status::Status;
 use crate::engine::{self, counted, Counted, Engine, Error};
 use crate::tensors::{push_bytes_element, DataType, Tensor};
 
+/// Runs one ModelInfer; `deadline` (the call's `grpc-timeout`) bounds the queue wait as the
+/// `timeout` parameter does, the shorter of the two winning.
 pub async fn model_infer(
     engine: &Engine,
     request: pb::ModelInferRequest,
+    deadline: Option<Duration>,
 ) -> Result<pb::ModelInferResponse, Status> {
     let model = engine.repository().get(&request.model_name)?;
     let (version, loaded) = model.version(super::version(&request.model_version))?;
     counted(loaded, request.encoded_len(), async {
-        let run = decode(engine, &request)?;
+        let mut run = decode(engine, &request)?;
+        run.timeout = run.timeout.into_iter().chain(deadline).min();
         let done = engine.infer(&model, loaded, run).await?;
         let outputs = done
             .outputs

@@ -11,6 +11,8 @@ mod infer;
 mod repository;
 mod status;
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use prost::Message;
 
@@ -32,8 +34,13 @@ pub mod proto {
 use proto::inference as pb;
 
 /// Answers one call: `path` is `/package.Service/Method`, `message` the request's encoded
-/// message. Returns the encoded response message.
-pub async fn call(engine: &Engine, path: &str, message: Bytes) -> Result<Bytes, Status> {
+/// message, `timeout` the call's `grpc-timeout`. Returns the encoded response message.
+pub async fn call(
+    engine: &Engine,
+    path: &str,
+    message: Bytes,
+    timeout: Option<Duration>,
+) -> Result<Bytes, Status> {
     let Some(method) = path.strip_prefix("/inference.GRPCInferenceService/") else {
         return match path {
             "/grpc.health.v1.Health/Check" => {
@@ -91,7 +98,7 @@ pub async fn call(engine: &Engine, path: &str, message: Bytes) -> Result<Bytes, 
         }
         "ModelInfer" => {
             let request: pb::ModelInferRequest = decode(message)?;
-            Ok(encode(&infer::model_infer(engine, request).await?))
+            Ok(encode(&infer::model_infer(engine, request, timeout).await?))
         }
         other => Err(Status::unimplemented(format!(
             "inference.GRPCInferenceService/{other} is not implemented yet"

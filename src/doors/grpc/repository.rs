@@ -46,7 +46,10 @@ fn model_name(repository_name: &str, model_name: &str) -> Result<String, Status>
     }
 }
 
-pub async fn load(engine: &Engine, request: pb::RepositoryModelLoadRequest) -> Result<Done, Status> {
+pub async fn load(
+    engine: &Engine,
+    request: pb::RepositoryModelLoadRequest,
+) -> Result<Done, Status> {
     use pb::model_repository_parameter::ParameterChoice;
     let name = model_name(&request.repository_name, &request.model_name)?;
     let mut overrides = Overrides::default();
@@ -59,7 +62,9 @@ pub async fn load(engine: &Engine, request: pb::RepositoryModelLoadRequest) -> R
                 overrides.config = Some(config);
             }
             (file, Some(ParameterChoice::BytesParam(contents))) if file.starts_with("file:") => {
-                overrides.files.push((file["file:".len()..].to_string(), contents.to_vec()));
+                overrides
+                    .files
+                    .push((file["file:".len()..].to_string(), contents.to_vec()));
             }
             (key, _) => {
                 return Err(Error::invalid(format!(
