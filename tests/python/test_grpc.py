@@ -1,5 +1,9 @@
-"""The gRPC front door (so far: health, metadata and ModelInfer with raw contents) through
-tritonclient.grpc, grpcio's health stub, and KServe's gRPC client."""
+"""The gRPC front door through tritonclient.grpc, grpcio's generated stubs and KServe's gRPC
+client: health, metadata, config, statistics, repository, ModelInfer with raw and typed contents,
+compression, and errors with their statuses.
+
+scripts/test runs this module in a pytest process of its own: tritonclient.grpc and KServe
+register the same protobuf names, which one process cannot hold both of."""
 
 import subprocess
 import sys
