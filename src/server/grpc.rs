@@ -44,16 +44,139 @@ pub async fn serve(stream: TcpStream, ctx: Rc<ConnectionContext>) {
             let timeout = headers
                 .get("grpc-timeout")
                 .map(|v| parse_timeout(v.as_bytes()));
-            let limit = ctx.limits.max_body_bytes;
-            let answer = async {
+            let settings = async {
                 let coding = coding.as_deref().map(message_coding).transpose()?.flatten();
-                let timeout = timeout.transpose()?;
-                let message = read_message(request.into_body(), coding, limit).await?;
-                let reply = grpc::call(ctx.service.engine(), &path, message, timeout).await?;
+                Ok((coding, timeout.transpose()?))
+            };
+            let (coding, timeout) = match settings.await {
+                Ok(settings) => settings,
+                Err(status) => return respond_with(respond, Err(status)),
+            };
+            let messages = Messages {
+                body: request.into_body(),
+                buf: BytesMut::new(),
+                coding,
+                limit: ctx.limits.max_body_bytes,
+            };
+            let engine = ctx.service.engine();
+            if path == grpc::STREAM_INFER {
+                return stream_calls(engine, messages, respond, timeout).await;
+            }
+            let answer = async {
+                let message = messages.only().await?;
+                let reply = grpc::call(engine, &path, message, timeout).await?;
                 Ok((reply, coding))
             };
             respond_with(respond, answer.await);
         });
+    }
+}
+
+/// ModelStreamInfer: one response message per request message, in order, then the trailers.
+async fn stream_calls(
+    engine: &crate::engine::Engine,
+    mut messages: Messages,
+    mut respond: SendResponse<Bytes>,
+    timeout: Option<Duration>,
+) {
+    let coding = messages.coding;
+    let Ok(mut send) = respond.send_response(response_head(coding), false) else {
+        return;
+    };
+    while let Some(message) = messages.next().await {
+        let reply = grpc::stream_infer(engine, message, timeout).await;
+        if send.send_data(frame(reply, coding), false).is_err() {
+            return;
+        }
+    }
+    let _ = send.send_trailers(trailers(&Status {
+        code: Status::OK,
+        message: String::new(),
+    }));
+}
+
+/// The length-prefixed messages of a call's body.
+struct Messages {
+    body: RecvStream,
+    buf: BytesMut,
+    coding: Option<Coding>,
+    limit: u64,
+}
+
+impl Messages {
+    /// The next message, inflated when its flag says so; `None` at the end of the body.
+    async fn next(&mut self) -> Option<Result<Bytes, Status>> {
+        loop {
+            if self.buf.len() >= 5 {
+                let length =
+                    u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
+                if u64::from(length) > self.limit {
+                    return Some(Err(Status {
+                        code: 8,
+                        message: format!(
+                            "a request message of {length} bytes is larger than the limit of {} bytes",
+                            self.limit
+                        ),
+                    }));
+                }
+                if self.buf.len() >= 5 + length as usize {
+                    let compressed = self.buf[0] == 1;
+                    self.buf.advance(5);
+                    let message = self.buf.split_to(length as usize).freeze();
+                    return Some(self.unpack(compressed, message));
+                }
+            }
+            match self.body.data().await {
+                Some(Ok(chunk)) => {
+                    let _ = self.body.flow_control().release_capacity(chunk.len());
+                    self.buf.extend_from_slice(&chunk);
+                }
+                Some(Err(e)) => {
+                    return Some(Err(Status {
+                        code: 13,
+                        message: format!("reading the request: {e}"),
+                    }))
+                }
+                None if self.buf.is_empty() => return None,
+                None => return Some(Err(invalid("the request ends inside a message"))),
+            }
+        }
+    }
+
+    /// The one message of a unary call.
+    async fn only(mut self) -> Result<Bytes, Status> {
+        let message = self
+            .next()
+            .await
+            .unwrap_or_else(|| Err(invalid("the request has no message")))?;
+        match self.next().await {
+            None => Ok(message),
+            Some(_) => Err(invalid("a unary call carries one message")),
+        }
+    }
+
+    fn unpack(&self, compressed: bool, message: Bytes) -> Result<Bytes, Status> {
+        match (compressed, self.coding) {
+            (false, _) => Ok(message),
+            (true, None) => Err(invalid("a compressed message without grpc-encoding")),
+            (true, Some(coding)) => {
+                let mut inflater = Inflater::new(coding, self.limit);
+                inflater
+                    .push(&message)
+                    .and_then(|()| inflater.finish())
+                    .map_err(|e| Status {
+                        code: if e.status == 413 { 8 } else { 3 },
+                        message: e.message,
+                    })
+            }
+        }
+    }
+}
+
+fn invalid(message: &str) -> Status {
+    Status {
+        code: 3,
+        message: message.to_string(),
     }
 }
 
@@ -92,85 +215,16 @@ fn parse_timeout(value: &[u8]) -> Result<Duration, Status> {
     })
 }
 
-/// The call's one message: the body's 5-byte prefix (compressed flag, big-endian length), then
-/// the message itself, inflated when the flag says so.
-async fn read_message(
-    mut body: RecvStream,
-    coding: Option<Coding>,
-    limit: u64,
-) -> Result<Bytes, Status> {
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = body.data().await {
-        let chunk = chunk.map_err(|e| Status {
-            code: 13,
-            message: format!("reading the request: {e}"),
-        })?;
-        let _ = body.flow_control().release_capacity(chunk.len());
-        if (buf.len() + chunk.len()) as u64 > limit.saturating_add(5) {
-            return Err(Status {
-                code: 8,
-                message: format!("the request message is larger than the limit of {limit} bytes"),
-            });
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    let invalid = |message: &str| Status {
-        code: 3,
-        message: message.to_string(),
-    };
-    if buf.len() < 5 {
-        return Err(invalid("the request has no complete message"));
-    }
-    let compressed = buf[0] == 1;
-    let length = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-    buf.advance(5);
-    if buf.len() != length {
-        return Err(invalid("the message length does not match the body"));
-    }
-    match (compressed, coding) {
-        (false, _) => Ok(buf.freeze()),
-        (true, None) => Err(invalid("a compressed message without grpc-encoding")),
-        (true, Some(coding)) => {
-            let mut inflater = Inflater::new(coding, limit);
-            inflater
-                .push(&buf)
-                .and_then(|()| inflater.finish())
-                .map_err(|e| Status {
-                    code: if e.status == 413 { 8 } else { 3 },
-                    message: e.message,
-                })
-        }
-    }
-}
-
-/// Sends headers, the response message (when there is one, compressed as the request was) and
-/// the status trailers.
+/// Answers a unary call: headers, the response message (when there is one, compressed as the
+/// request was) and the status trailers.
 fn respond_with(mut respond: SendResponse<Bytes>, answer: Result<(Bytes, Option<Coding>), Status>) {
     let coding = answer.as_ref().ok().and_then(|(_, coding)| *coding);
-    let mut response = http::Response::builder()
-        .status(200)
-        .header("content-type", "application/grpc");
-    if let Some(coding) = coding {
-        response = response.header("grpc-encoding", coding.name());
-    }
-    let response = response.body(());
-    let Ok(response) = response else {
-        return;
-    };
-    let Ok(mut send) = respond.send_response(response, false) else {
+    let Ok(mut send) = respond.send_response(response_head(coding), false) else {
         return;
     };
     let status = match answer {
         Ok((message, coding)) => {
-            let message = match coding {
-                Some(coding) => compress(&[message], coding),
-                None => message,
-            };
-            let mut framed = BytesMut::with_capacity(5 + message.len());
-            framed.extend_from_slice(&[u8::from(coding.is_some())]);
-            framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
-            framed.extend_from_slice(&message);
-            let _ = send.send_data(framed.freeze(), false);
+            let _ = send.send_data(frame(message, coding), false);
             Status {
                 code: Status::OK,
                 message: String::new(),
@@ -178,12 +232,45 @@ fn respond_with(mut respond: SendResponse<Bytes>, answer: Result<(Bytes, Option<
         }
         Err(status) => status,
     };
+    let _ = send.send_trailers(trailers(&status));
+}
+
+fn response_head(coding: Option<Coding>) -> http::Response<()> {
+    let mut response = http::Response::new(());
+    let headers = response.headers_mut();
+    headers.insert(
+        "content-type",
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    if let Some(coding) = coding {
+        headers.insert(
+            "grpc-encoding",
+            http::HeaderValue::from_static(coding.name()),
+        );
+    }
+    response
+}
+
+/// A message with its 5-byte prefix, compressed in `coding` when there is one.
+fn frame(message: Bytes, coding: Option<Coding>) -> Bytes {
+    let message = match coding {
+        Some(coding) => compress(&[message], coding),
+        None => message,
+    };
+    let mut framed = BytesMut::with_capacity(5 + message.len());
+    framed.extend_from_slice(&[u8::from(coding.is_some())]);
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&message);
+    framed.freeze()
+}
+
+fn trailers(status: &Status) -> http::HeaderMap {
     let mut trailers = http::HeaderMap::new();
     trailers.insert("grpc-status", status.code.into());
     if let Ok(message) = http::HeaderValue::from_str(&percent_encode(&status.message)) {
         trailers.insert("grpc-message", message);
     }
-    let _ = send.send_trailers(trailers);
+    trailers
 }
 
 /// gRPC's `grpc-message` is percent-encoded (RFC 3986 unreserved characters and spaces kept).

@@ -235,3 +235,30 @@ def test_compressed_calls(client, algorithm):
     inp.set_data_from_numpy(x)
     result = client.infer("identity", [inp], compression_algorithm=algorithm)
     np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), x)
+
+
+def test_stream_infer_answers_each_request_in_order(grpc_url):
+    import queue
+
+    c = grpcclient.InferenceServerClient(grpc_url)
+    answers = queue.Queue()
+    c.start_stream(callback=lambda result, error: answers.put((result, error)))
+    try:
+        for n in range(5):
+            x = np.full((1, 3), n, dtype=np.float32)
+            inp = grpcclient.InferInput("INPUT0", [1, 3], "FP32")
+            inp.set_data_from_numpy(x)
+            c.async_stream_infer("identity", [inp], request_id=str(n))
+        bad = grpcclient.InferInput("INPUT0", [1, 3], "FP32")
+        bad.set_data_from_numpy(np.zeros((1, 3), dtype=np.float32))
+        c.async_stream_infer("nope", [bad], request_id="bad")
+        got = [answers.get(timeout=30) for _ in range(6)]
+    finally:
+        c.stop_stream()
+        c.close()
+    for n, (result, error) in enumerate(got[:5]):
+        assert error is None
+        assert result.get_response().id == str(n)
+        assert result.as_numpy("OUTPUT0").tolist() == [[n, n, n]]
+    result, error = got[5]
+    assert result is None and "Request for unknown model: 'nope' is not found" in str(error)

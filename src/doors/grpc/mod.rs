@@ -4,7 +4,7 @@
 //! its one request message, and answers one response message or a status.
 //!
 //! So far: the health RPCs, server and model metadata, model config and statistics, the
-//! repository RPCs, and ModelInfer (raw and typed contents).
+//! repository RPCs, and ModelInfer (raw and typed contents), unary and streaming.
 
 mod describe;
 mod infer;
@@ -104,6 +104,36 @@ pub async fn call(
             "inference.GRPCInferenceService/{other} is not implemented yet"
         ))),
     }
+}
+
+/// The bidirectional streaming infer call, which the connection serves message by message.
+pub const STREAM_INFER: &str = "/inference.GRPCInferenceService/ModelStreamInfer";
+
+/// One message of ModelStreamInfer: a ModelInferRequest in, a ModelStreamInferResponse out.
+/// Errors travel in the response's `error_message`, as Triton sends them, and the stream goes
+/// on.
+pub async fn stream_infer(
+    engine: &Engine,
+    message: Result<Bytes, Status>,
+    timeout: Option<Duration>,
+) -> Bytes {
+    let answer = match message {
+        Ok(message) => match decode::<pb::ModelInferRequest>(message) {
+            Ok(request) => infer::model_infer(engine, request, timeout).await,
+            Err(status) => Err(status),
+        },
+        Err(status) => Err(status),
+    };
+    encode(&match answer {
+        Ok(response) => pb::ModelStreamInferResponse {
+            error_message: String::new(),
+            infer_response: Some(response),
+        },
+        Err(status) => pb::ModelStreamInferResponse {
+            error_message: status.message,
+            infer_response: None,
+        },
+    })
 }
 
 /// An empty version field means the default version.
