@@ -67,6 +67,10 @@ impl Service {
         &self.engine
     }
 
+    pub fn logging(&self) -> &Logging {
+        &self.logging
+    }
+
     pub async fn handle(&self, request: &Request, endpoints: Endpoints) -> Response {
         self.dispatch(request, endpoints).await.unwrap_or_else(|e| {
             tracing::debug!(

@@ -58,13 +58,13 @@ pub async fn serve(stream: TcpStream, ctx: Rc<ConnectionContext>) {
                 coding,
                 limit: ctx.limits.max_body_bytes,
             };
-            let engine = ctx.service.engine();
             if path == grpc::STREAM_INFER {
+                let engine = ctx.service.engine();
                 return stream_calls(engine, messages, respond, timeout).await;
             }
             let answer = async {
                 let message = messages.only().await?;
-                let reply = grpc::call(engine, &path, message, timeout).await?;
+                let reply = grpc::call(&ctx.service, &path, message, timeout).await?;
                 Ok((reply, coding))
             };
             respond_with(respond, answer.await);

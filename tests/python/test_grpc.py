@@ -99,7 +99,7 @@ def test_errors_carry_grpc_statuses(client):
     assert e.value.status() == "StatusCode.NOT_FOUND"
     assert "Request for unknown model: 'nope' is not found" in e.value.message()
     with pytest.raises(InferenceServerException) as e:
-        client.get_log_settings()
+        client.get_cuda_shared_memory_status()
     assert e.value.status() == "StatusCode.UNIMPLEMENTED"
     assert client.is_server_live()
 
@@ -262,3 +262,22 @@ def test_stream_infer_answers_each_request_in_order(grpc_url):
         assert result.as_numpy("OUTPUT0").tolist() == [[n, n, n]]
     result, error = got[5]
     assert result is None and "Request for unknown model: 'nope' is not found" in str(error)
+
+
+def test_log_and_trace_settings(client, tmp_path):
+    log = client.get_log_settings(as_json=True)["settings"]
+    assert log["log_info"] == {"bool_param": True}
+    assert log["log_format"] == {"string_param": "default"}
+    changed = client.update_log_settings({"log_verbose_level": 1}, as_json=True)["settings"]
+    assert changed["log_verbose_level"] == {"uint32_param": 1}
+    with pytest.raises(InferenceServerException) as e:
+        client.update_log_settings({"log_file": "/tmp/x.log"})
+    assert e.value.status() == "StatusCode.INVALID_ARGUMENT"
+    client.update_log_settings({"log_verbose_level": 0})
+    trace = client.get_trace_settings(as_json=True)["settings"]
+    assert trace["trace_level"]["value"] == ["OFF"]
+    model = client.update_trace_settings(model_name="add_sub", settings={"trace_rate": "7"}, as_json=True)
+    assert model["settings"]["trace_rate"]["value"] == ["7"]
+    assert client.get_trace_settings(as_json=True)["settings"]["trace_rate"]["value"] == ["1000"]
+    cleared = client.update_trace_settings(model_name="add_sub", settings={"trace_rate": None}, as_json=True)
+    assert cleared["settings"]["trace_rate"]["value"] == ["1000"]

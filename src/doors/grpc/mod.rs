@@ -9,6 +9,7 @@
 mod describe;
 mod infer;
 mod repository;
+mod settings;
 mod status;
 
 use std::time::Duration;
@@ -16,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use prost::Message;
 
-use crate::doors::EXTENSIONS;
+use crate::doors::{Service, EXTENSIONS};
 use crate::engine::{Engine, Error};
 pub use status::Status;
 
@@ -36,11 +37,12 @@ use proto::inference as pb;
 /// Answers one call: `path` is `/package.Service/Method`, `message` the request's encoded
 /// message, `timeout` the call's `grpc-timeout`. Returns the encoded response message.
 pub async fn call(
-    engine: &Engine,
+    service: &Service,
     path: &str,
     message: Bytes,
     timeout: Option<Duration>,
 ) -> Result<Bytes, Status> {
+    let engine = service.engine();
     let Some(method) = path.strip_prefix("/inference.GRPCInferenceService/") else {
         return match path {
             "/grpc.health.v1.Health/Check" => {
@@ -83,6 +85,17 @@ pub async fn call(
         "ModelStatistics" => {
             let request: pb::ModelStatisticsRequest = decode(message)?;
             Ok(encode(&describe::model_statistics(engine, &request)?))
+        }
+        "LogSettings" => {
+            let request: pb::LogSettingsRequest = decode(message)?;
+            Ok(encode(&settings::log_settings(
+                service.logging(),
+                &request,
+            )?))
+        }
+        "TraceSetting" => {
+            let request: pb::TraceSettingRequest = decode(message)?;
+            Ok(encode(&settings::trace_setting(engine, &request)?))
         }
         "RepositoryIndex" => {
             let request: pb::RepositoryIndexRequest = decode(message)?;
