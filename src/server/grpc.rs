@@ -1,6 +1,7 @@
 //! gRPC connections: HTTP/2 by the `h2` crate, run inside the runtime through monoio's
-//! tokio-style I/O (`poll-io`). Each call gets a task of its own: read its one length-prefixed
-//! message, let the gRPC door answer, write the response message and the status trailers.
+//! tokio-style I/O (`poll-io`). Each call gets a task of its own: it reads the call's
+//! length-prefixed messages (one for a unary call, a stream for ModelStreamInfer), lets the gRPC
+//! door answer each, and writes the response messages and the status trailers.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -44,13 +45,10 @@ pub async fn serve(stream: TcpStream, ctx: Rc<ConnectionContext>) {
             let timeout = headers
                 .get("grpc-timeout")
                 .map(|v| parse_timeout(v.as_bytes()));
-            let settings = async {
-                let coding = coding.as_deref().map(message_coding).transpose()?.flatten();
-                Ok((coding, timeout.transpose()?))
-            };
-            let (coding, timeout) = match settings.await {
-                Ok(settings) => settings,
-                Err(status) => return respond_with(respond, Err(status)),
+            let coding = coding.as_deref().map(message_coding).transpose();
+            let (coding, timeout) = match (coding, timeout.transpose()) {
+                (Ok(coding), Ok(timeout)) => (coding.flatten(), timeout),
+                (Err(status), _) | (_, Err(status)) => return respond_with(respond, Err(status)),
             };
             let messages = Messages {
                 body: request.into_body(),
