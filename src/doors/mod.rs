@@ -2,6 +2,7 @@
 //! complete HTTP request, finds its route in the one route table, and hands it to the door that
 //! serves it (V2 REST, TF Serving REST, or `/metrics`). No I/O happens here.
 
+mod describe;
 pub mod grpc;
 mod prometheus;
 mod routes;

@@ -114,6 +114,18 @@ impl ServedModel {
             .filter_map(|v| v.state.as_ref().ok().map(|loaded| (v.version, loaded)))
     }
 
+    /// The version whose tensors metadata and config describe: the one named, else the default
+    /// one (none when no version is ready: the document then says why).
+    pub fn described_version(
+        &self,
+        version: Option<&str>,
+    ) -> Result<Option<&LoadedVersion>, Error> {
+        match version {
+            Some(_) => Ok(Some(self.version(version)?.1)),
+            None => Ok(self.version(None).ok().map(|(_, loaded)| loaded)),
+        }
+    }
+
     /// The version a request names, or the newest ready one.
     pub fn version(&self, version: Option<&str>) -> Result<(u64, &LoadedVersion), Error> {
         let not_ready = |reason: String| {

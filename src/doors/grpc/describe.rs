@@ -4,6 +4,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::pb;
 use super::status::Status;
+use crate::doors::describe::{config_data_type, config_dims, metadata_datatype, metadata_shape};
 use crate::engine::batching::{Counter, ModelStats};
 use crate::engine::Engine;
 use crate::models::{DeviceChoice, TensorSpec, VersionPolicy};
@@ -19,8 +20,8 @@ pub fn model_metadata(
             .iter()
             .map(|spec| pb::model_metadata_response::TensorMetadata {
                 name: spec.name.clone(),
-                datatype: spec.datatype.map_or("ANY", |d| d.as_str()).to_string(),
-                shape: spec.dims.clone().unwrap_or_else(|| vec![-1]),
+                datatype: metadata_datatype(spec).to_string(),
+                shape: metadata_shape(spec),
             })
             .collect()
     };
@@ -43,27 +44,13 @@ pub fn model_config(
     request: &pb::ModelConfigRequest,
 ) -> Result<pb::ModelConfigResponse, Status> {
     let model = engine.repository().get(&request.name)?;
-    let loaded = match super::version(&request.version) {
-        Some(v) => Some(model.version(Some(v))?.1),
-        None => model.version(None).ok().map(|(_, loaded)| loaded),
-    };
+    let loaded = model.described_version(super::version(&request.version))?;
     let config = &model.config;
     let batching = config.max_batch_size > 0;
-    // Dims as clients see them: without the batch dimension when the model batches.
-    let dims = |spec: &TensorSpec| {
-        let dims = spec.dims.clone().unwrap_or_else(|| vec![-1]);
-        match batching {
-            true => dims.get(1..).unwrap_or_default().to_vec(),
-            false => dims,
-        }
-    };
+    let dims = |spec: &TensorSpec| config_dims(spec, batching);
     let data_type = |spec: &TensorSpec| {
-        let name = match spec.datatype.map(|d| d.as_str()) {
-            Some("BYTES") => "TYPE_STRING".to_string(),
-            Some(other) => format!("TYPE_{other}"),
-            None => "TYPE_INVALID".to_string(),
-        };
-        pb::DataType::from_str_name(&name).unwrap_or(pb::DataType::TypeInvalid) as i32
+        pb::DataType::from_str_name(&config_data_type(spec)).unwrap_or(pb::DataType::TypeInvalid)
+            as i32
     };
     let reshape = |spec: &TensorSpec| {
         spec.reshape

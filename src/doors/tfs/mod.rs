@@ -7,6 +7,7 @@ mod predict;
 
 use serde_json::{json, Map, Value};
 
+use super::describe::metadata_shape;
 use super::json_response;
 use super::routes::TfsRoute;
 use crate::engine::{counted, Counted, Engine, Error, LoadedVersion, ServedModel};
@@ -112,10 +113,7 @@ pub fn metadata(model: &ServedModel, version: u64, loaded: &LoadedVersion) -> Va
         specs
             .iter()
             .map(|spec| {
-                let dims: Vec<Value> = spec
-                    .dims
-                    .clone()
-                    .unwrap_or_else(|| vec![-1])
+                let dims: Vec<Value> = metadata_shape(spec)
                     .iter()
                     .map(|d| json!({ "size": d.to_string(), "name": "" }))
                     .collect();

@@ -2,6 +2,7 @@
 
 use serde_json::{json, Value};
 
+use crate::doors::describe::{config_data_type, config_dims, metadata_datatype, metadata_shape};
 use crate::doors::EXTENSIONS;
 use crate::engine::batching::{Counter, ModelStats};
 use crate::engine::{IndexEntry, LoadedVersion, ServedModel};
@@ -41,12 +42,11 @@ pub fn model_metadata(model: &ServedModel, loaded: Option<&LoadedVersion>) -> Va
     doc
 }
 
-/// A spec that accepts any datatype says "ANY"; one that accepts any rank has shape [-1].
 fn tensor_metadata(spec: &TensorSpec) -> Value {
     json!({
         "name": spec.name,
-        "datatype": spec.datatype.map_or("ANY", |dt| dt.as_str()),
-        "shape": spec.dims.clone().unwrap_or_else(|| vec![-1]),
+        "datatype": metadata_datatype(spec),
+        "shape": metadata_shape(spec),
     })
 }
 
@@ -59,15 +59,10 @@ pub fn model_config(model: &ServedModel, loaded: Option<&LoadedVersion>) -> Valu
         specs
             .iter()
             .map(|spec| {
-                let dims = spec.dims.clone().unwrap_or_else(|| vec![-1]);
-                let dims = if batching { dims.get(1..).unwrap_or(&[]).to_vec() } else { dims };
                 let mut doc = json!({
                     "name": spec.name,
-                    "data_type": spec.datatype.map_or("TYPE_INVALID".to_string(), |dt| match dt.as_str() {
-                        "BYTES" => "TYPE_STRING".to_string(),
-                        other => format!("TYPE_{other}"),
-                    }),
-                    "dims": dims,
+                    "data_type": config_data_type(spec),
+                    "dims": config_dims(spec, batching),
                 });
                 if let Some(file) = &spec.label_filename {
                     doc["label_filename"] = json!(file);

@@ -35,12 +35,12 @@ pub async fn serve(
         Route::Ready => Err(Error::not_ready("server is not ready")),
         Route::ModelMetadata(m) => {
             let model = repository.get(&m.name)?;
-            let loaded = version_for_description(&model, &m)?;
+            let loaded = model.described_version(m.version.as_deref())?;
             Ok(json_response(model_metadata(&model, loaded).to_string()))
         }
         Route::ModelConfig(m) => {
             let model = repository.get(&m.name)?;
-            let loaded = version_for_description(&model, &m)?;
+            let loaded = model.described_version(m.version.as_deref())?;
             Ok(json_response(model_config(&model, loaded).to_string()))
         }
         Route::ModelReady(m) => {
@@ -197,18 +197,6 @@ fn statistics(engine: &Engine, m: Option<&ModelRef>) -> Result<serde_json::Value
         })
         .collect();
     Ok(model_statistics(&entries))
-}
-
-/// The version whose tensors metadata describes: the one asked for, else the default one
-/// (none when no version is ready: the document then says why).
-fn version_for_description<'m>(
-    model: &'m ServedModel,
-    m: &ModelRef,
-) -> Result<Option<&'m LoadedVersion>, Error> {
-    match m.version.as_deref() {
-        Some(_) => Ok(Some(model.version(m.version.as_deref())?.1)),
-        None => Ok(model.version(None).ok().map(|(_, loaded)| loaded)),
-    }
 }
 
 /// `POST /v2/repository/index` may carry `{"ready": true}`.
