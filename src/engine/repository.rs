@@ -163,6 +163,16 @@ pub struct Overrides {
     pub files: Vec<(String, Vec<u8>)>,
 }
 
+impl Overrides {
+    /// A load request's `config` parameter: a model config in Triton's JSON.
+    pub fn set_config(&mut self, json: &str) -> Result<(), Error> {
+        let config = crate::models::config_from_json(json)
+            .map_err(|e| Error::invalid(format!("load parameter 'config': {e}")))?;
+        self.config = Some(config);
+        Ok(())
+    }
+}
+
 /// Writes a load request's files into a fresh folder of their own; a path that is not
 /// `<version>/<file>` inside it is refused.
 fn stage(name: &str, files: &[(String, Vec<u8>)]) -> Result<PathBuf, String> {

@@ -8,7 +8,6 @@ use prost::Message;
 use super::pb;
 use super::status::Status;
 use crate::engine::{Engine, Error, Overrides};
-use crate::models::config_from_json;
 
 pub fn index(
     engine: &Engine,
@@ -57,9 +56,7 @@ pub async fn load(
         let value = value.parameter_choice;
         match (key.as_str(), value) {
             ("config", Some(ParameterChoice::StringParam(text))) => {
-                let config = config_from_json(&text)
-                    .map_err(|e| Error::invalid(format!("load parameter 'config': {e}")))?;
-                overrides.config = Some(config);
+                overrides.set_config(&text)?;
             }
             (file, Some(ParameterChoice::BytesParam(contents))) if file.starts_with("file:") => {
                 overrides

@@ -18,7 +18,6 @@ use super::json_response;
 use super::routes::{ModelRef, V2Route as Route};
 use crate::engine::{self, counted, Counted, Engine, Error, LoadedVersion, Overrides, ServedModel};
 use crate::http::{Method, Request, Response};
-use crate::models::config_from_json;
 use metadata::{model_config, model_metadata, model_statistics, repository_index, server_metadata};
 
 /// Answers one V2 route.
@@ -233,9 +232,7 @@ fn load_overrides(body: &Bytes) -> Result<Overrides, Error> {
             .as_str()
             .ok_or_else(|| Error::invalid(format!("load parameter '{key}' must be a string")))?;
         if key == "config" {
-            let config = config_from_json(text)
-                .map_err(|e| Error::invalid(format!("load parameter 'config': {e}")))?;
-            overrides.config = Some(config);
+            overrides.set_config(text)?;
         } else if let Some(path) = key.strip_prefix("file:") {
             let contents = base64::engine::general_purpose::STANDARD
                 .decode(text)
