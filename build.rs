@@ -3,8 +3,15 @@
 //! contents are views of the received message, not copies.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/grpc_service.proto", "proto/health.proto"];
-    for file in files.iter().chain(&["proto/model_config.proto"]) {
+    let files = [
+        "proto/grpc_service.proto",
+        "proto/health.proto",
+        "proto/tfs/serving.proto",
+    ];
+    for file in files
+        .iter()
+        .chain(&["proto/model_config.proto", "proto/tfs/tensorflow.proto"])
+    {
         println!("cargo:rerun-if-changed={file}");
     }
     let descriptors = protox::compile(files, ["proto"])?;

@@ -1,21 +1,29 @@
 """The gRPC front door through tritonclient.grpc, grpcio's generated stubs and KServe's gRPC
-client: health, metadata, config, statistics, repository, ModelInfer with raw and typed contents,
-compression, and errors with their statuses.
+client (health, metadata, config, statistics, repository, ModelInfer with raw and typed contents,
+compression, errors with their statuses), and TF Serving's API through ovmsclient and its
+generated messages (status, metadata, predict with tensors and images, errors).
 
 scripts/test runs this module in a pytest process of its own: tritonclient.grpc and KServe
 register the same protobuf names, which one process cannot hold both of."""
 
+import io
 import subprocess
 import sys
 
 import grpc
 import ml_dtypes
 import numpy as np
+import ovmsclient
 import pytest
 import tritonclient.grpc as grpcclient
+from ovmsclient.tfs_compat.protos.tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from ovmsclient.tfs_compat.protos.tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
+from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from conftest import Daemon, free_port
+
+RNG = np.random.default_rng(17)
 
 
 @pytest.fixture(scope="module")
@@ -281,3 +289,143 @@ def test_log_and_trace_settings(client, tmp_path):
     assert client.get_trace_settings(as_json=True)["settings"]["trace_rate"]["value"] == ["1000"]
     cleared = client.update_trace_settings(model_name="add_sub", settings={"trace_rate": None}, as_json=True)
     assert cleared["settings"]["trace_rate"]["value"] == ["1000"]
+
+
+# TF Serving's gRPC API, through ovmsclient (its default protocol) and its generated messages.
+
+
+@pytest.fixture(scope="module")
+def tfs(grpc_url):
+    return ovmsclient.make_grpc_client(grpc_url)
+
+
+def tf_tensor(dtype, shape, **values):
+    dims = [tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in shape]
+    return tensor_pb2.TensorProto(dtype=dtype, tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=dims), **values)
+
+
+def tf_predict(grpc_url, model, inputs, output_filter=(), version=None, signature=""):
+    request = predict_pb2.PredictRequest(output_filter=list(output_filter))
+    request.model_spec.name = model
+    request.model_spec.signature_name = signature
+    if version is not None:
+        request.model_spec.version.value = version
+    for name, tensor in inputs.items():
+        request.inputs[name].CopyFrom(tensor)
+    with grpc.insecure_channel(grpc_url) as channel:
+        call = channel.unary_unary("/tensorflow.serving.PredictionService/Predict",
+                                   request_serializer=predict_pb2.PredictRequest.SerializeToString,
+                                   response_deserializer=predict_pb2.PredictResponse.FromString)
+        return call(request, timeout=10)
+
+
+def test_ovmsclient_grpc_status_and_metadata(tfs):
+    assert tfs.get_model_status("add_sub") == {1: {"state": "AVAILABLE", "error_code": 0, "error_message": ""}}
+    assert tfs.get_model_status("add_sub", model_version=1)[1]["state"] == "AVAILABLE"
+    meta = tfs.get_model_metadata("add_sub")
+    assert meta == {
+        "model_version": 1,
+        "inputs": {"INPUT0": {"dtype": "DT_INT32", "shape": [-1, 16]},
+                   "INPUT1": {"dtype": "DT_INT32", "shape": [-1, 16]}},
+        "outputs": {"OUTPUT0": {"dtype": "DT_INT32", "shape": [-1, 16]},
+                    "OUTPUT1": {"dtype": "DT_INT32", "shape": [-1, 16]}},
+    }
+    assert tfs.get_model_metadata("image_probe")["inputs"]["IMAGE"] == {"dtype": "DT_UINT8", "shape": [-1, -1, -1, 3]}
+    with pytest.raises(ovmsclient.ModelNotFoundError):
+        tfs.get_model_status("nope")
+    with pytest.raises(ovmsclient.ModelNotFoundError):
+        tfs.get_model_metadata("add_sub", model_version=7)
+
+
+def test_ovmsclient_grpc_predict(tfs):
+    a = RNG.integers(-100, 100, (3, 16), dtype=np.int32)
+    b = RNG.integers(-100, 100, (3, 16), dtype=np.int32)
+    out = tfs.predict({"INPUT0": a, "INPUT1": b}, "add_sub")
+    np.testing.assert_array_equal(out["OUTPUT0"], a + b)
+    np.testing.assert_array_equal(out["OUTPUT1"], a - b)
+    x = RNG.standard_normal((2, 16)).astype(np.float32)
+    np.testing.assert_array_equal(tfs.predict({"INPUT0": x}, "identity", model_version=1), x)
+
+
+def test_ovmsclient_grpc_predict_images(grpc_url, tfs, url):
+    y, x = np.mgrid[0:24, 0:32]
+    rgb = np.stack([x * 8, y * 10, (x + y) * 4], -1).clip(0, 255).astype(np.uint8)
+    for fmt in ("JPEG", "PNG"):
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, format=fmt)
+        data = buf.getvalue()
+        got = np.asarray(tfs.predict({"IMAGE": data}, "image_probe"))
+        ref = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))[:, :, ::-1]
+        assert got.shape == (1, 24, 32, 3) and got.dtype == np.uint8
+        if fmt == "PNG":
+            np.testing.assert_array_equal(got[0], ref)
+        else:
+            assert np.abs(got[0].astype(int) - ref.astype(int)).mean() < 2
+        # The same bytes over TF Serving's REST API decode to the same pixels.
+        rest = ovmsclient.make_http_client(url).predict({"IMAGE": data}, "image_probe")
+        assert np.asarray(rest).astype(np.uint8).tobytes() == got.tobytes()
+
+
+def test_tfs_grpc_typed_values_and_output_filter(grpc_url):
+    ones = tf_tensor(types_pb2.DT_INT32, [2, 16], int_val=[1])  # one value fills every element
+    counting = tf_tensor(types_pb2.DT_INT32, [2, 16], int_val=list(range(32)))
+    reply = tf_predict(grpc_url, "add_sub", {"INPUT0": counting, "INPUT1": ones}, output_filter=["OUTPUT1"])
+    assert list(reply.outputs) == ["OUTPUT1"]
+    out = reply.outputs["OUTPUT1"]
+    assert out.dtype == types_pb2.DT_INT32 and [d.size for d in out.tensor_shape.dim] == [2, 16]
+    assert np.frombuffer(out.tensor_content, np.int32).tolist() == [v - 1 for v in range(32)]
+    assert (reply.model_spec.name, reply.model_spec.version.value) == ("add_sub", 1)
+    # Half floats travel as their bit patterns in half_val; strings in string_val.
+    half = np.array([1.5, -2.25, 65504], np.float16)
+    reply = tf_predict(grpc_url, "identity", {"INPUT0": tf_tensor(
+        types_pb2.DT_HALF, [1, 3], half_val=half.view(np.uint16).tolist())})
+    assert np.frombuffer(reply.outputs["OUTPUT0"].tensor_content, np.float16).tolist() == half.tolist()
+    reply = tf_predict(grpc_url, "identity", {"INPUT0": tf_tensor(
+        types_pb2.DT_STRING, [1, 2], string_val=[b"\x00\xffbinary", b"text"])})
+    out = reply.outputs["OUTPUT0"]
+    assert out.dtype == types_pb2.DT_STRING and list(out.string_val) == [b"\x00\xffbinary", b"text"]
+
+
+@pytest.mark.parametrize("inputs,signature,code,message", [
+    ({"INPUT0": tf_tensor(types_pb2.DT_UINT8, [1, 2], int_val=[1, 300])}, "", "INVALID_ARGUMENT",
+     "300 is not a valid UINT8"),
+    ({"INPUT0": tf_tensor(types_pb2.DT_FLOAT, [1, 2], float_val=[1, 2, 3])}, "", "INVALID_ARGUMENT",
+     "has 3 values for 2 elements"),
+    ({"INPUT0": tf_tensor(types_pb2.DT_FLOAT, [1, 2])}, "", "INVALID_ARGUMENT", "has no values"),
+    ({"INPUT0": tf_tensor(types_pb2.DT_FLOAT, [1, 2], tensor_content=b"\0" * 12)}, "", "INVALID_ARGUMENT",
+     "INPUT0"),
+    ({"INPUT0": tf_tensor(types_pb2.DT_COMPLEX64, [1], scomplex_val=[1, 2])}, "", "INVALID_ARGUMENT",
+     "DT_COMPLEX64"),
+    ({"INPUT0": tf_tensor(types_pb2.DT_FLOAT, [1, -1], float_val=[1])}, "", "INVALID_ARGUMENT", "negative"),
+    ({"INPUT0": tf_tensor(types_pb2.DT_FLOAT, [1], float_val=[1])}, "other", "INVALID_ARGUMENT",
+     "signature_name 'other'"),
+])
+def test_tfs_grpc_errors(grpc_url, inputs, signature, code, message):
+    with pytest.raises(grpc.RpcError) as e:
+        tf_predict(grpc_url, "identity", inputs, signature=signature)
+    assert e.value.code().name == code and message in e.value.details()
+    with pytest.raises(grpc.RpcError) as e:
+        tf_predict(grpc_url, "nope", inputs)
+    assert e.value.code().name == "NOT_FOUND"
+
+
+def test_tfs_grpc_metadata_message_and_unimplemented(grpc_url):
+    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    request.model_spec.name = "identity"
+    with grpc.insecure_channel(grpc_url) as channel:
+        call = channel.unary_unary("/tensorflow.serving.PredictionService/GetModelMetadata",
+                                   request_serializer=get_model_metadata_pb2.GetModelMetadataRequest.SerializeToString,
+                                   response_deserializer=get_model_metadata_pb2.GetModelMetadataResponse.FromString)
+        reply = call(request, timeout=10)
+        any_ = reply.metadata["signature_def"]
+        assert any_.type_url == "type.googleapis.com/tensorflow.serving.SignatureDefMap"
+        signatures = get_model_metadata_pb2.SignatureDefMap.FromString(any_.value).signature_def
+        assert signatures["serving_default"].method_name == "tensorflow/serving/predict"
+        request.metadata_field[:] = ["other"]
+        with pytest.raises(grpc.RpcError) as e:
+            call(request, timeout=10)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "'other'" in e.value.details()
+        classify = channel.unary_unary("/tensorflow.serving.PredictionService/Classify")
+        with pytest.raises(grpc.RpcError) as e:
+            classify(b"", timeout=10)
+        assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED

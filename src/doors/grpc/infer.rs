@@ -118,19 +118,6 @@ fn decode<'r>(
 /// Typed `contents` as the wire bytes of `datatype`. Each datatype reads its own field, and a
 /// value that does not fit it (300 for UINT8) is refused, never narrowed.
 fn typed(datatype: DataType, c: &pb::InferTensorContents) -> Result<Bytes, String> {
-    /// Values of a wider field, each checked to fit `N` and written little-endian.
-    fn narrow<W: Copy + std::fmt::Display, N: TryFrom<W>, const S: usize>(
-        values: &[W],
-        le: fn(N) -> [u8; S],
-        name: &str,
-    ) -> Result<Vec<u8>, String> {
-        let mut out = Vec::with_capacity(values.len() * S);
-        for &v in values {
-            let n = N::try_from(v).map_err(|_| format!("{v} is not a valid {name}"))?;
-            out.extend(le(n));
-        }
-        Ok(out)
-    }
     let bytes: Vec<u8> = match datatype {
         DataType::Bool => c.bool_contents.iter().map(|&b| u8::from(b)).collect(),
         DataType::Int8 => narrow(&c.int_contents, i8::to_le_bytes, "INT8")?,
@@ -181,6 +168,21 @@ fn typed(datatype: DataType, c: &pb::InferTensorContents) -> Result<Bytes, Strin
         }
     };
     Ok(Bytes::from(bytes))
+}
+
+/// Values of a wider field, each checked to fit `N` and written little-endian (typed contents
+/// never narrow a value silently).
+pub(super) fn narrow<W: Copy + std::fmt::Display, N: TryFrom<W>, const S: usize>(
+    values: &[W],
+    le: fn(N) -> [u8; S],
+    name: &str,
+) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(values.len() * S);
+    for &v in values {
+        let n = N::try_from(v).map_err(|_| format!("{v} is not a valid {name}"))?;
+        out.extend(le(n));
+    }
+    Ok(out)
 }
 
 /// A non-negative integer parameter; present with another type is an error.

@@ -1,16 +1,15 @@
-//! The Open Inference Protocol over gRPC (`inference.GRPCInferenceService`, Triton's superset of
-//! KServe's) and `grpc.health.v1.Health`: gRPC messages to and from the engine. The HTTP/2
+//! gRPC messages to and from the engine: the Open Inference Protocol
+//! (`inference.GRPCInferenceService`, Triton's superset of KServe's), TF Serving's
+//! `PredictionService` and `ModelService` (`tfs.rs`), and `grpc.health.v1.Health`. The HTTP/2
 //! connection is the server's (`server::grpc`); this door sees one call at a time: its path and
 //! its one request message, and answers one response message or a status.
-//!
-//! So far: the health RPCs, server and model metadata, model config and statistics, the
-//! repository RPCs, and ModelInfer (raw and typed contents), unary and streaming.
 
 mod describe;
 mod infer;
 mod repository;
 mod settings;
 mod status;
+mod tfs;
 
 use std::time::Duration;
 
@@ -30,6 +29,12 @@ pub mod proto {
     pub mod health {
         include!(concat!(env!("OUT_DIR"), "/grpc.health.v1.rs"));
     }
+    pub mod tensorflow {
+        include!(concat!(env!("OUT_DIR"), "/tensorflow.rs"));
+        pub mod serving {
+            include!(concat!(env!("OUT_DIR"), "/tensorflow.serving.rs"));
+        }
+    }
 }
 
 use proto::inference as pb;
@@ -43,6 +48,9 @@ pub async fn call(
     timeout: Option<Duration>,
 ) -> Result<Bytes, Status> {
     let engine = service.engine();
+    if let Some(method) = path.strip_prefix("/tensorflow.serving.") {
+        return tfs::call(engine, method, message, timeout).await;
+    }
     let Some(method) = path.strip_prefix("/inference.GRPCInferenceService/") else {
         return match path {
             "/grpc.health.v1.Health/Check" => {

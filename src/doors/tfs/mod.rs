@@ -7,13 +7,12 @@ mod predict;
 
 use serde_json::{json, Map, Value};
 
-use super::describe::metadata_shape;
+use super::describe::{metadata_shape, tf_dtype};
 use super::json_response;
 use super::routes::TfsRoute;
 use crate::engine::{counted, Counted, Engine, Error, LoadedVersion, ServedModel};
 use crate::http::{Request, Response};
 use crate::models::TensorSpec;
-use crate::tensors::DataType;
 
 /// Answers one TF Serving route.
 pub async fn serve(
@@ -53,46 +52,27 @@ pub async fn serve(
     }
 }
 
-/// TensorFlow's name for a datatype.
-fn tf_dtype(datatype: Option<DataType>) -> &'static str {
-    match datatype {
-        Some(DataType::Bool) => "DT_BOOL",
-        Some(DataType::Uint8) => "DT_UINT8",
-        Some(DataType::Uint16) => "DT_UINT16",
-        Some(DataType::Uint32) => "DT_UINT32",
-        Some(DataType::Uint64) => "DT_UINT64",
-        Some(DataType::Int8) => "DT_INT8",
-        Some(DataType::Int16) => "DT_INT16",
-        Some(DataType::Int32) => "DT_INT32",
-        Some(DataType::Int64) => "DT_INT64",
-        Some(DataType::Fp16) => "DT_HALF",
-        Some(DataType::Bf16) => "DT_BFLOAT16",
-        Some(DataType::Fp32) => "DT_FLOAT",
-        Some(DataType::Fp64) => "DT_DOUBLE",
-        Some(DataType::Bytes) => "DT_STRING",
-        None => "DT_INVALID",
-    }
+/// One version's state as TF Serving reports it: available, or ended with the load error.
+pub struct VersionStatus<'m> {
+    pub version: u64,
+    pub error: Option<&'m str>,
 }
 
-/// `model_version_status` for the named version, or every version.
-pub fn status(model: &ServedModel, version: Option<&str>) -> Result<Value, Error> {
+/// The statuses of the named version, or of every version; a model with none is not found.
+pub fn version_statuses<'m>(
+    model: &'m ServedModel,
+    version: Option<&str>,
+) -> Result<Vec<VersionStatus<'m>>, Error> {
     if version.is_some() {
         model.version(version)?;
     }
-    let statuses: Vec<Value> = model
+    let statuses: Vec<VersionStatus> = model
         .versions
         .iter()
         .filter(|v| version.is_none_or(|want| want == v.version.to_string()))
-        .map(|v| {
-            let (state, code, message) = match &v.state {
-                Ok(_) => ("AVAILABLE", "OK", String::new()),
-                Err(e) => ("END", "UNKNOWN", e.clone()),
-            };
-            json!({
-                "version": v.version.to_string(),
-                "state": state,
-                "status": { "error_code": code, "error_message": message },
-            })
+        .map(|v| VersionStatus {
+            version: v.version,
+            error: v.state.as_ref().err().map(String::as_str),
         })
         .collect();
     if statuses.is_empty() {
@@ -102,13 +82,32 @@ pub fn status(model: &ServedModel, version: Option<&str>) -> Result<Value, Error
             model.name
         )));
     }
+    Ok(statuses)
+}
+
+/// `model_version_status` for the named version, or every version.
+fn status(model: &ServedModel, version: Option<&str>) -> Result<Value, Error> {
+    let statuses: Vec<Value> = version_statuses(model, version)?
+        .iter()
+        .map(|v| {
+            let (state, code, message) = match v.error {
+                None => ("AVAILABLE", "OK", ""),
+                Some(e) => ("END", "UNKNOWN", e),
+            };
+            json!({
+                "version": v.version.to_string(),
+                "state": state,
+                "status": { "error_code": code, "error_message": message },
+            })
+        })
+        .collect();
     Ok(json!({ "model_version_status": statuses }))
 }
 
 /// Model metadata with a `serving_default` signature. Keys are written in both spellings TF
 /// Serving clients read: TF Serving's own (snake_case) and OVMS's (camelCase, which
 /// `ovmsclient` parses).
-pub fn metadata(model: &ServedModel, version: u64, loaded: &LoadedVersion) -> Value {
+fn metadata(model: &ServedModel, version: u64, loaded: &LoadedVersion) -> Value {
     let tensors = |specs: &[TensorSpec]| -> Map<String, Value> {
         specs
             .iter()
@@ -119,7 +118,7 @@ pub fn metadata(model: &ServedModel, version: u64, loaded: &LoadedVersion) -> Va
                     .collect();
                 let unknown = spec.dims.is_none();
                 let info = json!({
-                    "dtype": tf_dtype(spec.datatype),
+                    "dtype": tf_dtype(spec.datatype).name,
                     "tensor_shape": { "dim": dims.clone(), "unknown_rank": unknown },
                     "tensorShape": { "dim": dims, "unknownRank": unknown },
                     "name": spec.name,
