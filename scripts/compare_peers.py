@@ -58,7 +58,7 @@ def servers(work):
 
     def tensord(port):
         return start([str(ROOT / "target/release/tensord"), "--http-addr", f"127.0.0.1:{port}",
-                      "--model-repository", str(repo), "--log-level", "warn"], port, "/v2/health/ready")
+                      "--grpc-addr", f"127.0.0.1:{free_port()}", "--model-repository", str(repo), "--log-level", "warn"], port, "/v2/health/ready")
 
     def kserve(port):
         return start([str(ROOT / "target/venv-kserve/bin/python"), str(ROOT / "scripts/peers/kserve_models.py"),

@@ -76,7 +76,7 @@ def bad_requests(port, stop, tally):
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    daemon = start([str(BIN / "tensord"), "--http-addr", f"127.0.0.1:{port}", "--drain-delay", "0",
+    daemon = start([str(BIN / "tensord"), "--http-addr", f"127.0.0.1:{port}", "--grpc-addr", "off", "--drain-delay", "0",
                     "--model-repository", repository_with_any_identity(str(OUT / "models")), "--log-level", "error"],
                    port, "/v2/health/ready")
     time.sleep(0.5)

@@ -34,10 +34,10 @@ pub struct Args {
     #[arg(long)]
     pub metrics_addr: Option<SocketAddr>,
 
-    /// Serve gRPC (the Open Inference Protocol) on this address, e.g. 0.0.0.0:8001 as Triton
-    /// does [default: off while the gRPC door is incomplete].
-    #[arg(long)]
-    pub grpc_addr: Option<SocketAddr>,
+    /// Address and port to serve gRPC on (the Open Inference Protocol and TF Serving's API),
+    /// or `off`.
+    #[arg(long, default_value = "0.0.0.0:8001")]
+    pub grpc_addr: AddrOrOff,
 
     /// Model repository: one folder per model, each with a config.toml.
     #[arg(long, default_value = "./models")]
@@ -153,7 +153,7 @@ impl Args {
         Ok(ServerConfig {
             addr: self.http_addr,
             metrics_addr: self.metrics_addr,
-            grpc_addr: self.grpc_addr,
+            grpc_addr: self.grpc_addr.0,
             inherited: Vec::new(),
             threads,
             io_driver: self.io_driver,
@@ -217,6 +217,33 @@ fn file_flags(path: &std::path::Path) -> Result<Vec<String>, String> {
     Ok(flags)
 }
 
+/// An address to listen on, or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AddrOrOff(pub Option<SocketAddr>);
+
+impl std::str::FromStr for AddrOrOff {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<AddrOrOff, String> {
+        match text {
+            "off" => Ok(AddrOrOff(None)),
+            _ => text
+                .parse()
+                .map(|addr| AddrOrOff(Some(addr)))
+                .map_err(|e| format!("{e} (an address and port, or off)")),
+        }
+    }
+}
+
+impl serde::Serialize for AddrOrOff {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Some(addr) => serializer.collect_str(&addr),
+            None => serializer.serialize_str("off"),
+        }
+    }
+}
+
 /// The cores this process may use (1 where the system cannot tell).
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -255,6 +282,12 @@ mod tests {
         let args = Args::try_parse_from(["tensord", "--threads=1", "--threads", "3"]).unwrap();
         assert_eq!(args.threads, Some(3));
         assert!(args.to_toml().contains("max_header_bytes = 16384"));
+        // gRPC is on at Triton's port unless turned off.
+        assert_eq!(args.grpc_addr.0, Some("0.0.0.0:8001".parse().unwrap()));
+        let off = Args::try_parse_from(["tensord", "--grpc-addr", "off"]).unwrap();
+        assert_eq!(off.grpc_addr, AddrOrOff(None));
+        assert!(off.to_toml().contains("grpc_addr = \"off\""));
+        assert!(Args::try_parse_from(["tensord", "--grpc-addr", "8001"]).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -53,11 +53,14 @@ impl Daemon {
     fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
+        let grpc = format!("127.0.0.1:{}", free_port());
         let repo = test_repo();
         let child = Command::new(env!("CARGO_BIN_EXE_tensord"))
             .args([
                 "--http-addr",
                 &addr,
+                "--grpc-addr",
+                &grpc,
                 "--model-repository",
                 repo,
                 "--threads",
@@ -786,7 +789,7 @@ fn start_socket_activated(socket: &TcpListener, extra: &[&str]) -> Child {
         .arg(env!("CARGO_BIN_EXE_tensord"))
         // An address that cannot be bound: the inherited socket must be used instead.
         .args(["--http-addr", "192.0.2.1:9", "--model-repository", repo])
-        .args(["--threads", "2", "--drain-delay", "0"])
+        .args(["--threads", "2", "--drain-delay", "0", "--grpc-addr", "off"])
         .args(extra)
         .stderr(Stdio::null());
     // SAFETY: dup2 and fcntl are async-signal-safe; they run in the child between fork and

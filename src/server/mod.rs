@@ -32,8 +32,8 @@ pub struct ServerConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// Where to serve gRPC (the Open Inference Protocol), on the same runtimes.
     pub grpc_addr: Option<SocketAddr>,
-    /// Sockets systemd passed (socket activation): the first serves the API instead of
-    /// binding `addr`, a second serves `/metrics` instead of binding `metrics_addr`.
+    /// Sockets systemd passed (socket activation), used instead of binding the addresses:
+    /// sorted by port (`Inherited::sort`).
     pub inherited: Vec<std::net::TcpListener>,
     pub threads: usize,
     pub io_driver: IoDriver,
@@ -59,18 +59,12 @@ impl Server {
         metrics: Arc<ServerMetrics>,
     ) -> Result<Server, String> {
         let driver = config.io_driver.resolve()?;
-        let mut inherited = config.inherited.into_iter();
-        let main = match inherited.next() {
+        let sockets = Inherited::sort(config.inherited, config.grpc_addr, config.metrics_addr);
+        let main = match sockets.http {
             Some(socket) => Listen::Shared(socket),
-            None => {
-                // Every runtime's listener sets SO_REUSEPORT, which would also let it share the
-                // port silently with another process already there: refuse a port that is taken.
-                std::net::TcpListener::bind(config.addr)
-                    .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
-                Listen::Bind(config.addr)
-            }
+            None => Listen::Bind(refuse_taken(config.addr, "")?),
         };
-        let mut metrics_listener = match (inherited.next(), config.metrics_addr) {
+        let mut metrics_listener = match (sockets.metrics, config.metrics_addr) {
             (Some(socket), _) => Some(socket),
             (None, Some(addr)) => Some(
                 std::net::TcpListener::bind(addr)
@@ -78,10 +72,11 @@ impl Server {
             ),
             (None, None) => None,
         };
-        if let Some(addr) = config.grpc_addr {
-            std::net::TcpListener::bind(addr)
-                .map_err(|e| format!("cannot listen on {addr} for gRPC: {e}"))?;
-        }
+        let grpc = match (sockets.grpc, config.grpc_addr) {
+            (Some(socket), _) => Some(Listen::Shared(socket)),
+            (None, Some(addr)) => Some(Listen::Bind(refuse_taken(addr, " for gRPC")?)),
+            (None, None) => None,
+        };
         let described = main.describe()?;
         // One shutdown slot per runtime for each of its two accept loops (HTTP, gRPC), and one
         // for the metrics listener's.
@@ -102,7 +97,7 @@ impl Server {
                 core: index,
             };
             let listen = main.for_runtime()?;
-            let grpc_listen = config.grpc_addr.map(Listen::Bind);
+            let grpc_listen = grpc.as_ref().map(Listen::for_runtime).transpose()?;
             let metrics_socket = metrics_listener.take();
             let drain = config.shutdown_timeout;
             let bound_tx = bound_tx.clone();
@@ -164,6 +159,52 @@ impl Server {
         for thread in self.threads {
             let _ = thread.join();
         }
+    }
+}
+
+/// Every runtime's listener sets SO_REUSEPORT, which would also let it share the port silently
+/// with another process already there: a port that is taken is refused.
+fn refuse_taken(addr: SocketAddr, what: &str) -> Result<SocketAddr, String> {
+    std::net::TcpListener::bind(addr)
+        .map(|_| addr)
+        .map_err(|e| format!("cannot listen on {addr}{what}: {e}"))
+}
+
+/// The sockets systemd passed, by what they serve: the one on `--grpc-addr`'s port serves
+/// gRPC, the one on `--metrics-addr`'s port `/metrics`; of the others, the first serves HTTP
+/// and a second `/metrics`.
+#[derive(Default)]
+struct Inherited {
+    http: Option<std::net::TcpListener>,
+    grpc: Option<std::net::TcpListener>,
+    metrics: Option<std::net::TcpListener>,
+}
+
+impl Inherited {
+    fn sort(
+        sockets: Vec<std::net::TcpListener>,
+        grpc: Option<SocketAddr>,
+        metrics: Option<SocketAddr>,
+    ) -> Inherited {
+        let mut sorted = Inherited::default();
+        for socket in sockets {
+            let port = socket.local_addr().map(|a| a.port()).ok();
+            let slot = match port {
+                Some(p) if grpc.is_some_and(|a| a.port() == p) => &mut sorted.grpc,
+                Some(p) if metrics.is_some_and(|a| a.port() == p) => &mut sorted.metrics,
+                _ if sorted.http.is_none() => &mut sorted.http,
+                _ => &mut sorted.metrics,
+            };
+            if slot.is_some() {
+                tracing::warn!(
+                    ?port,
+                    "a further socket from systemd serves nothing: ignored"
+                );
+                continue;
+            }
+            *slot = Some(socket);
+        }
+        sorted
     }
 }
 

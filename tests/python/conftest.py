@@ -27,8 +27,10 @@ class Daemon:
     def __init__(self, *args, repo=TEST_REPO, port=None, preexec_fn=None, env=None, binary=BINARY):
         self.port = port or free_port()
         self.url = f"127.0.0.1:{self.port}"
-        # The last --drain-delay wins: `args` may set another.
-        cmd = [str(binary), "--http-addr", self.url, "--model-repository", str(repo), "--drain-delay", "0", *args]
+        self.grpc_url = f"127.0.0.1:{free_port()}"
+        # The last --drain-delay (or --grpc-addr) wins: `args` may set another.
+        cmd = [str(binary), "--http-addr", self.url, "--grpc-addr", self.grpc_url, "--model-repository", str(repo),
+               "--drain-delay", "0", *args]
         self.proc = start(cmd, self.port, stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn, env=env)
 
     def stop(self):

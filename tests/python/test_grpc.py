@@ -6,7 +6,10 @@ generated messages (status, metadata, predict with tensors and images, errors).
 scripts/test runs this module in a pytest process of its own: tritonclient.grpc and KServe
 register the same protobuf names, which one process cannot hold both of."""
 
+import fcntl
 import io
+import os
+import socket
 import subprocess
 import sys
 
@@ -21,16 +24,15 @@ from ovmsclient.tfs_compat.protos.tensorflow_serving.apis import get_model_metad
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
-from conftest import Daemon, free_port
+from conftest import BINARY, TEST_REPO, Daemon, free_port, start, stop
 
 RNG = np.random.default_rng(17)
 
 
 @pytest.fixture(scope="module")
 def grpc_url():
-    port = free_port()
-    d = Daemon("--threads", "2", "--grpc-addr", f"127.0.0.1:{port}")
-    yield f"127.0.0.1:{port}"
+    d = Daemon("--threads", "2")
+    yield d.grpc_url
     d.stop()
 
 
@@ -429,3 +431,33 @@ def test_tfs_grpc_metadata_message_and_unimplemented(grpc_url):
         with pytest.raises(grpc.RpcError) as e:
             classify(b"", timeout=10)
         assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_socket_activation_serves_grpc_on_its_port():
+    # As systemd passes two ListenStream= sockets: fd 3 and fd 4. The one on --grpc-addr's port
+    # serves gRPC, the other HTTP; the addresses themselves are never bound.
+    sockets = []
+    for _ in range(2):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(64)
+        sockets.append(s)
+    http_port, grpc_port = (s.getsockname()[1] for s in sockets)
+    high = [fcntl.fcntl(s.fileno(), fcntl.F_DUPFD, 20) for s in sockets]
+    shell = f'LISTEN_PID=$$ LISTEN_FDS=2 exec "$0" "$@" 3<&{high[1]} 4<&{high[0]}'  # gRPC first
+    proc = start(["bash", "-c", shell, str(BINARY), "--http-addr", "192.0.2.1:9", "--grpc-addr",
+                  f"192.0.2.1:{grpc_port}", "--model-repository", str(TEST_REPO), "--threads", "2",
+                  "--drain-delay", "0"], http_port, pass_fds=high, stderr=subprocess.PIPE, text=True)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            check = channel.unary_unary("/grpc.health.v1.Health/Check")
+            assert check(b"", timeout=10) == b"\x08\x01"
+        c = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        assert c.is_model_ready("add_sub")
+        c.close()
+    finally:
+        assert stop(proc) == 0, proc.stderr.read()
+        for fd in high:
+            os.close(fd)
+        for s in sockets:
+            s.close()
