@@ -11,7 +11,10 @@ use std::time::Duration;
 pub struct CoreCounters {
     pub accepted: AtomicU64,
     pub open: AtomicI64,
+    /// HTTP requests answered.
     pub requests: AtomicU64,
+    /// gRPC request messages answered (a unary call is one; a stream, one per message).
+    pub grpc_requests: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -26,11 +29,11 @@ impl ServerMetrics {
         }
     }
 
-    /// HTTP requests answered by all cores.
+    /// HTTP and gRPC requests answered by all cores.
     pub fn requests(&self) -> u64 {
         self.cores
             .iter()
-            .map(|c| c.requests.load(Ordering::Relaxed))
+            .map(|c| c.requests.load(Ordering::Relaxed) + c.grpc_requests.load(Ordering::Relaxed))
             .sum()
     }
 }

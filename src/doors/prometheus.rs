@@ -147,30 +147,39 @@ pub fn render(models: &[std::sync::Arc<ServedModel>], server: &ServerMetrics) ->
         }
     }
     type Core = fn(&crate::metrics::CoreCounters) -> i64;
-    let cores: [(&str, &str, &str, Core); 3] = [
+    let cores: [(&str, &str, &str, Core); 2] = [
         (
             "tensord_connections_accepted",
             "counter",
-            "Connections accepted by each io thread",
+            "Connections accepted by each io thread (HTTP and gRPC)",
             |c| c.accepted.load(Relaxed) as i64,
         ),
         (
             "tensord_connections_open",
             "gauge",
-            "Connections open on each io thread",
+            "Connections open on each io thread (HTTP and gRPC)",
             |c| c.open.load(Relaxed),
-        ),
-        (
-            "tensord_http_requests",
-            "counter",
-            "HTTP requests answered by each io thread",
-            |c| c.requests.load(Relaxed) as i64,
         ),
     ];
     for (name, kind, help, value) in cores {
         family(&mut out, name, kind, help);
         for (i, core) in server.cores.iter().enumerate() {
             let _ = writeln!(out, "{name}{{core=\"{i}\"}} {}", value(core));
+        }
+    }
+    family(
+        &mut out,
+        "tensord_requests",
+        "counter",
+        "Requests answered by each io thread, by protocol (a gRPC stream counts each message)",
+    );
+    for (i, core) in server.cores.iter().enumerate() {
+        for (protocol, count) in [("http", &core.requests), ("grpc", &core.grpc_requests)] {
+            let n = count.load(Relaxed);
+            let _ = writeln!(
+                out,
+                "tensord_requests{{core=\"{i}\",protocol=\"{protocol}\"}} {n}"
+            );
         }
     }
     out

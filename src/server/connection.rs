@@ -20,8 +20,8 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use std::os::fd::AsRawFd;
 
+use super::shutdown::{Closing, ShutdownSignal};
 use super::vectored::{write_all_vectored, IoParts};
-use super::ShutdownSignal;
 use crate::doors::{Endpoints, Service};
 use crate::http::{
     parse_head, write_head, BodyReader, BodyStep, HttpError, Limits, Method, Request, Response,
@@ -50,6 +50,8 @@ pub struct ConnectionContext {
     pub shutdown: Arc<ShutdownSignal>,
     /// Connections of this runtime in the middle of a request; shutdown waits for them.
     pub busy: Cell<usize>,
+    /// Fired when this runtime's listeners have closed.
+    pub closing: Closing,
     pub metrics: Arc<ServerMetrics>,
     /// This runtime's slot in `metrics.cores` (written by this thread only).
     pub core: usize,
@@ -65,6 +67,7 @@ impl ConnectionContext {
             timeouts: self.timeouts,
             shutdown: self.shutdown.clone(),
             busy: Cell::new(0),
+            closing: Closing::default(),
             metrics: self.metrics.clone(),
             core: self.core,
         }
@@ -72,7 +75,14 @@ impl ConnectionContext {
 }
 
 /// Counts a connection as open for as long as it lives.
-struct OpenGuard<'a>(&'a AtomicI64);
+pub struct OpenGuard<'a>(&'a AtomicI64);
+
+impl<'a> OpenGuard<'a> {
+    pub fn new(open: &'a AtomicI64) -> OpenGuard<'a> {
+        open.fetch_add(1, Ordering::Relaxed);
+        OpenGuard(open)
+    }
+}
 
 impl Drop for OpenGuard<'_> {
     fn drop(&mut self) {
@@ -94,10 +104,10 @@ impl From<HttpError> for ReadError {
 }
 
 /// Marks the runtime busy while a request is being read, run or answered.
-struct BusyGuard<'a>(&'a Cell<usize>);
+pub struct BusyGuard<'a>(&'a Cell<usize>);
 
 impl<'a> BusyGuard<'a> {
-    fn new(busy: &'a Cell<usize>) -> BusyGuard<'a> {
+    pub fn new(busy: &'a Cell<usize>) -> BusyGuard<'a> {
         busy.set(busy.get() + 1);
         BusyGuard(busy)
     }
@@ -167,8 +177,7 @@ async fn serve_requests(
     turn: Rc<Cell<Instant>>,
 ) {
     let counters = &ctx.metrics.cores[ctx.core];
-    counters.open.fetch_add(1, Ordering::Relaxed);
-    let _open = OpenGuard(&counters.open);
+    let _open = OpenGuard::new(&counters.open);
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     loop {
         if buf.is_empty() && !wait_for_request(&mut stream, &mut buf, &ctx).await {

@@ -1,9 +1,11 @@
 //! gRPC connections: HTTP/2 by the `h2` crate, run inside the runtime through monoio's
 //! tokio-style I/O (`poll-io`). Each call gets a task of its own: it reads the call's
 //! length-prefixed messages (one for a unary call, a stream for ModelStreamInfer), lets the gRPC
-//! door answer each, and writes the response messages and the status trailers.
+//! door answer each, and writes the response messages and the status trailers. When the
+//! runtime's listeners close, each connection sends GOAWAY and lets its calls finish.
 
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -12,7 +14,7 @@ use h2::RecvStream;
 use monoio::io::IntoPollIo;
 use monoio::net::TcpStream;
 
-use super::connection::ConnectionContext;
+use super::connection::{BusyGuard, ConnectionContext, OpenGuard};
 use crate::doors::grpc::{self, Status};
 use crate::http::{compress, Coding, Inflater};
 
@@ -22,6 +24,8 @@ const MAX_FRAME: u32 = 1 << 20;
 const MAX_STREAMS: u32 = 256;
 
 pub async fn serve(stream: TcpStream, ctx: Rc<ConnectionContext>) {
+    let counters = &ctx.metrics.cores[ctx.core];
+    let _open = OpenGuard::new(&counters.open);
     let Ok(io) = stream.into_poll_io() else {
         return;
     };
@@ -36,38 +40,66 @@ pub async fn serve(stream: TcpStream, ctx: Rc<ConnectionContext>) {
     let Ok(mut connection) = handshake else {
         return;
     };
-    while let Some(Ok((request, respond))) = connection.accept().await {
-        let ctx = ctx.clone();
-        monoio::spawn(async move {
-            let path = request.uri().path().to_string();
-            let headers = request.headers();
-            let coding = headers.get("grpc-encoding").map(|v| v.as_bytes().to_vec());
-            let timeout = headers
-                .get("grpc-timeout")
-                .map(|v| parse_timeout(v.as_bytes()));
-            let coding = coding.as_deref().map(message_coding).transpose();
-            let (coding, timeout) = match (coding, timeout.transpose()) {
-                (Ok(coding), Ok(timeout)) => (coding.flatten(), timeout),
-                (Err(status), _) | (_, Err(status)) => return respond_with(respond, Err(status)),
-            };
-            let messages = Messages {
-                body: request.into_body(),
-                buf: BytesMut::new(),
-                coding,
-                limit: ctx.limits.max_body_bytes,
-            };
-            if path == grpc::STREAM_INFER {
-                let engine = ctx.service.engine();
-                return stream_calls(engine, messages, respond, timeout).await;
-            }
-            let answer = async {
-                let message = messages.only().await?;
-                let reply = grpc::call(&ctx.service, &path, message, timeout).await?;
-                Ok((reply, coding))
-            };
-            respond_with(respond, answer.await);
-        });
+    let mut closing = std::pin::pin!(ctx.closing.closed());
+    // Once the listeners close: GOAWAY, then the calls in progress finish, and the runtime
+    // waits for this connection (busy) until they have.
+    let mut draining: Option<BusyGuard> = None;
+    loop {
+        let accepted = match draining {
+            Some(_) => connection.accept().await,
+            None => monoio::select! {
+                () = &mut closing => {
+                    connection.graceful_shutdown();
+                    draining = Some(BusyGuard::new(&ctx.busy));
+                    continue;
+                }
+                accepted = connection.accept() => accepted,
+            },
+        };
+        let Some(Ok((request, respond))) = accepted else {
+            return;
+        };
+        monoio::spawn(call(request, respond, ctx.clone()));
     }
+}
+
+/// One call, on a task of its own; the runtime counts it busy until it is answered.
+async fn call(
+    request: http::Request<RecvStream>,
+    respond: SendResponse<Bytes>,
+    ctx: Rc<ConnectionContext>,
+) {
+    let _busy = BusyGuard::new(&ctx.busy);
+    let path = request.uri().path().to_string();
+    let headers = request.headers();
+    let coding = headers.get("grpc-encoding").map(|v| v.as_bytes().to_vec());
+    let timeout = headers
+        .get("grpc-timeout")
+        .map(|v| parse_timeout(v.as_bytes()));
+    let coding = coding.as_deref().map(message_coding).transpose();
+    let (coding, timeout) = match (coding, timeout.transpose()) {
+        (Ok(coding), Ok(timeout)) => (coding.flatten(), timeout),
+        (Err(status), _) | (_, Err(status)) => return respond_with(respond, Err(status)),
+    };
+    let messages = Messages {
+        body: request.into_body(),
+        buf: BytesMut::new(),
+        coding,
+        limit: ctx.limits.max_body_bytes,
+    };
+    let answered = &ctx.metrics.cores[ctx.core].grpc_requests;
+    if path == grpc::STREAM_INFER {
+        let engine = ctx.service.engine();
+        return stream_calls(engine, messages, respond, timeout, answered).await;
+    }
+    let answer = async {
+        let message = messages.only().await?;
+        let reply = grpc::call(&ctx.service, &path, message, timeout).await?;
+        Ok((reply, coding))
+    };
+    let answer = answer.await;
+    answered.fetch_add(1, Relaxed);
+    respond_with(respond, answer);
 }
 
 /// ModelStreamInfer: one response message per request message, in order, then the trailers.
@@ -76,6 +108,7 @@ async fn stream_calls(
     mut messages: Messages,
     mut respond: SendResponse<Bytes>,
     timeout: Option<Duration>,
+    answered: &AtomicU64,
 ) {
     let coding = messages.coding;
     let Ok(mut send) = respond.send_response(response_head(coding), false) else {
@@ -83,6 +116,7 @@ async fn stream_calls(
     };
     while let Some(message) = messages.next().await {
         let reply = grpc::stream_infer(engine, message, timeout).await;
+        answered.fetch_add(1, Relaxed);
         if send.send_data(frame(reply, coding), false).is_err() {
             return;
         }

@@ -93,6 +93,7 @@ impl Server {
                 timeouts: config.timeouts,
                 shutdown: shutdown.clone(),
                 busy: Cell::new(0),
+                closing: Default::default(),
                 metrics: metrics.clone(),
                 core: index,
             };
@@ -295,11 +296,11 @@ async fn serve_runtime(
     }
     let slots = ctx.shutdown.slots();
     let ctx = Rc::new(ctx);
+    let metrics_ctx = Rc::new(ctx.metrics_only());
     if let Some(listener) = metrics_listener {
-        let metrics_ctx = Rc::new(ctx.metrics_only());
         monoio::spawn(accept_until_shutdown(
             listener,
-            metrics_ctx,
+            metrics_ctx.clone(),
             slots - 1,
             connection::serve,
         ));
@@ -314,9 +315,17 @@ async fn serve_runtime(
         ));
     }
     accept_until_shutdown(listener, ctx.clone(), index, connection::serve).await;
+    // Every listener of this runtime is closed now (they close on the same signal).
+    ctx.closing.close();
+    metrics_ctx.closing.close();
+    // The connections just woken run first: a gRPC connection marks itself busy until its
+    // graceful shutdown is done.
     let deadline = Instant::now() + drain;
-    while ctx.busy.get() > 0 && Instant::now() < deadline {
-        monoio::time::sleep(Duration::from_millis(5)).await;
+    loop {
+        monoio::time::sleep(Duration::from_millis(2)).await;
+        if ctx.busy.get() == 0 || Instant::now() >= deadline {
+            break;
+        }
     }
 }
 

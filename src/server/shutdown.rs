@@ -1,5 +1,7 @@
 //! Shutdown, signalled from the signal thread to every runtime.
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,5 +69,58 @@ impl Future for Fired<'_> {
         } else {
             Poll::Pending
         }
+    }
+}
+
+/// Runtime-local: tells one runtime's connections that its listeners have closed, so idle
+/// connections close at once and gRPC connections start their graceful shutdown.
+#[derive(Default)]
+pub struct Closing {
+    closed: Cell<bool>,
+    next: Cell<u64>,
+    waiting: RefCell<HashMap<u64, Waker>>,
+}
+
+impl Closing {
+    pub fn close(&self) {
+        self.closed.set(true);
+        for (_, waker) in self.waiting.take() {
+            waker.wake();
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    /// Resolves once `close` has been called.
+    pub fn closed(&self) -> Closed<'_> {
+        let id = self.next.get();
+        self.next.set(id + 1);
+        Closed { closing: self, id }
+    }
+}
+
+pub struct Closed<'a> {
+    closing: &'a Closing,
+    id: u64,
+}
+
+impl Future for Closed<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.closing.is_closed() {
+            return Poll::Ready(());
+        }
+        let mut waiting = self.closing.waiting.borrow_mut();
+        waiting.insert(self.id, cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for Closed<'_> {
+    fn drop(&mut self) {
+        self.closing.waiting.borrow_mut().remove(&self.id);
     }
 }

@@ -10,8 +10,12 @@ import fcntl
 import io
 import os
 import socket
+import signal
 import subprocess
 import sys
+import threading
+import time
+import urllib.request
 
 import grpc
 import ml_dtypes
@@ -30,10 +34,15 @@ RNG = np.random.default_rng(17)
 
 
 @pytest.fixture(scope="module")
-def grpc_url():
+def daemon():
     d = Daemon("--threads", "2")
-    yield d.grpc_url
+    yield d
     d.stop()
+
+
+@pytest.fixture(scope="module")
+def grpc_url(daemon):
+    return daemon.grpc_url
 
 
 @pytest.fixture(scope="module")
@@ -84,12 +93,18 @@ def test_identity_raw_contents_every_kind(client, dtype, datatype):
         assert got.tolist() == x.tolist()
 
 
+def add_sub_inputs(a, b):
+    ins = [grpcclient.InferInput("INPUT0", list(a.shape), "INT32"),
+           grpcclient.InferInput("INPUT1", list(b.shape), "INT32")]
+    ins[0].set_data_from_numpy(a)
+    ins[1].set_data_from_numpy(b)
+    return ins
+
+
 def test_add_sub_and_output_subset(client):
     a = np.arange(32, dtype=np.int32).reshape(2, 16)
     b = np.full((2, 16), 3, dtype=np.int32)
-    ins = [grpcclient.InferInput("INPUT0", [2, 16], "INT32"), grpcclient.InferInput("INPUT1", [2, 16], "INT32")]
-    ins[0].set_data_from_numpy(a)
-    ins[1].set_data_from_numpy(b)
+    ins = add_sub_inputs(a, b)
     result = client.infer("add_sub", ins, outputs=[grpcclient.InferRequestedOutput("OUTPUT1")])
     np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), a - b)
     assert result.as_numpy("OUTPUT0") is None
@@ -461,3 +476,62 @@ def test_socket_activation_serves_grpc_on_its_port():
             os.close(fd)
         for s in sockets:
             s.close()
+
+
+def scrape(url):
+    """/metrics as {(name, sorted labels): value}."""
+    with urllib.request.urlopen(f"http://{url}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        name_labels, value = line.rsplit(" ", 1)
+        name, _, labels = name_labels.partition("{")
+        pairs = tuple(sorted(tuple(kv.split("=", 1)) for kv in labels.rstrip("}").split(",") if kv))
+        samples[(name, tuple((k, v.strip('"')) for k, v in pairs))] = float(value)
+    return samples
+
+
+def test_metrics_count_grpc_requests_by_protocol():
+    d = Daemon("--threads", "1")
+    try:
+        c = grpcclient.InferenceServerClient(d.grpc_url)
+        inputs = add_sub_inputs(np.ones((1, 16), np.int32), np.ones((1, 16), np.int32))
+        for _ in range(3):
+            c.infer("add_sub", inputs)
+        assert c.is_server_live()
+        c.close()
+        samples = scrape(d.url)
+        assert samples[("tensord_requests", (("core", "0"), ("protocol", "grpc")))] == 4
+        assert samples[("nv_inference_request_success", (("model", "add_sub"), ("version", "1")))] == 3
+        # This scrape is the HTTP request counted (the daemon's start-up probe is one more).
+        assert samples[("tensord_requests", (("core", "0"), ("protocol", "http")))] >= 1
+    finally:
+        d.stop()
+
+
+def test_shutdown_lets_grpc_calls_in_progress_finish(tmp_path):
+    # A call that runs 0.8 s is in progress when SIGTERM arrives: it is answered in full, the
+    # daemon exits 0, and a call made after the listeners closed is refused.
+    (tmp_path / "slow").mkdir()
+    (tmp_path / "slow" / "config.toml").write_text(
+        'backend = "builtin"\nbuiltin = "identity"\nexecution_delay_microseconds = 800000\n')
+    d = Daemon("--threads", "1", "--drain-delay", "0", repo=tmp_path)
+    c = grpcclient.InferenceServerClient(d.grpc_url)
+    inp = grpcclient.InferInput("INPUT0", [1, 4], "FP32")
+    x = np.arange(4, dtype=np.float32).reshape(1, 4)
+    inp.set_data_from_numpy(x)
+    results = []
+    worker = threading.Thread(target=lambda: results.append(c.infer("slow", [inp], client_timeout=20)))
+    worker.start()
+    time.sleep(0.3)
+    started = time.time()
+    d.proc.send_signal(signal.SIGTERM)
+    worker.join(20)
+    assert results and np.array_equal(results[0].as_numpy("OUTPUT0"), x)
+    assert d.proc.wait(20) == 0
+    assert time.time() - started < 5
+    with pytest.raises(InferenceServerException):
+        grpcclient.InferenceServerClient(d.grpc_url).is_server_live()
+    c.close()

@@ -72,7 +72,8 @@ def test_metrics_match_the_requests_sent(server, client):
     assert m("tensord_batch_size_count") == executions
     assert m("tensord_batch_size_sum") == 10
     assert m("tensord_queue_duration_seconds_count") == 5
-    assert sum(core("tensord_http_requests", i) for i in range(2)) >= 6, "5 good and 1 bad infer"
+    http_requests = [samples[("tensord_requests", (("core", str(i)), ("protocol", "http")))] for i in range(2)]
+    assert sum(http_requests) >= 6, "5 good and 1 bad infer"
     assert sum(core("tensord_connections_accepted", i) for i in range(2)) >= 2
     # Bodies: each good request carries 2 × 128 binary bytes plus its JSON header, the bad
     # one only JSON; each good response 2 × 128 bytes plus its header.

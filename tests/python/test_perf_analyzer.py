@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, Daemon, free_port
+from conftest import ROOT, Daemon
 
 PERF_ANALYZER = ROOT / "target" / "perf_analyzer" / "perf_analyzer"
 MODELS = sorted(p.name for p in (ROOT / "models").iterdir() if p.is_dir() and p.name != "image_probe")
@@ -19,8 +19,7 @@ MODELS = sorted(p.name for p in (ROOT / "models").iterdir() if p.is_dir() and p.
 
 @pytest.fixture(scope="module")
 def shipped():
-    d = Daemon("--threads", "2", "--grpc-addr", f"127.0.0.1:{free_port()}", repo=ROOT / "models")
-    d.grpc_url = d.proc.args[d.proc.args.index("--grpc-addr") + 1]
+    d = Daemon("--threads", "2", repo=ROOT / "models")
     yield d
     d.stop()
 

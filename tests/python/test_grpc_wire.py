@@ -1,0 +1,177 @@
+"""HTTP/2 on the gRPC port, on a raw socket: malformed frames, oversized messages, a reset flood
+and a CONTINUATION flood. Each time the offending connection is closed (or the call refused),
+the daemon stays up, and other connections keep being served."""
+
+import socket
+import struct
+import time
+
+import grpc
+import pytest
+
+from conftest import Daemon
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+DATA, HEADERS, RST_STREAM, SETTINGS, GOAWAY, CONTINUATION = 0x0, 0x1, 0x3, 0x4, 0x7, 0x9
+END_STREAM, END_HEADERS = 0x1, 0x4
+
+
+@pytest.fixture(scope="module")
+def daemon():
+    d = Daemon("--threads", "2", "--max-body-bytes", "65536", "--max-header-bytes", "8192")
+    yield d
+    d.stop()
+
+
+def frame(kind, flags, stream, payload=b""):
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+
+
+def literal(name, value):
+    """An HPACK literal header field without indexing, with a new (plain) name."""
+    return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
+
+
+def request_headers(path=b"/inference.GRPCInferenceService/ServerLive"):
+    return (b"\x83\x86"  # :method POST, :scheme http (static table)
+            + b"\x04" + bytes([len(path)]) + path  # :path, literal with the indexed name
+            + literal(b":authority", b"localhost") + literal(b"content-type", b"application/grpc")
+            + literal(b"te", b"trailers"))
+
+
+def connect(daemon):
+    s = socket.create_connection(("127.0.0.1", int(daemon.grpc_url.rsplit(":", 1)[1])), timeout=10)
+    s.sendall(PREFACE + frame(SETTINGS, 0, 0))
+    return s
+
+
+def frames(s, until=GOAWAY, limit=5.0):
+    """Reads frames until one of kind `until` or the end of the connection, for up to `limit`
+    seconds; returns (kind, flags, stream, payload) of each, and ("closed",) if the server
+    closed the connection."""
+    seen, buf, deadline = [], b"", time.time() + limit
+    while time.time() < deadline:
+        while len(buf) >= 9:
+            length = int.from_bytes(buf[:3], "big")
+            if len(buf) < 9 + length:
+                break
+            stream = struct.unpack(">I", buf[5:9])[0] & 0x7FFFFFFF
+            seen.append((buf[3], buf[4], stream, buf[9:9 + length]))
+            buf = buf[9 + length:]
+            if seen[-1][0] == until:
+                return seen
+        s.settimeout(max(0.01, deadline - time.time()))
+        try:
+            chunk = s.recv(65536)
+        except socket.timeout:
+            break
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            seen.append(("closed",))
+            return seen
+        buf += chunk
+    return seen
+
+
+def goaway_code(seen):
+    payloads = [f[3] for f in seen if f[0] == GOAWAY]
+    return struct.unpack(">I", payloads[0][4:8])[0] if payloads else None
+
+
+def assert_serving(daemon):
+    with grpc.insecure_channel(daemon.grpc_url) as channel:
+        check = channel.unary_unary("/grpc.health.v1.Health/Check")
+        assert check(b"", timeout=10) == b"\x08\x01"
+
+
+def test_a_well_formed_raw_call_is_answered(daemon):
+    s = connect(daemon)
+    s.sendall(frame(HEADERS, END_HEADERS, 1, request_headers())
+              + frame(DATA, END_STREAM, 1, b"\x00\x00\x00\x00\x00"))
+    seen = frames(s, until=None, limit=1)
+    data = [f[3] for f in seen if f[0] == DATA]
+    assert data and data[0] == b"\x00\x00\x00\x00\x02\x08\x01"  # ServerLiveResponse{live: true}
+    s.close()
+
+
+@pytest.mark.parametrize("bad,code", [
+    (frame(DATA, 0, 0, b"x"), 0x1),  # DATA on stream 0: PROTOCOL_ERROR
+    # A window above 2^31-1 (RFC 9113 names FLOW_CONTROL_ERROR; h2 answers PROTOCOL_ERROR).
+    (frame(SETTINGS, 0, 0, b"\x00\x04\xff\xff\xff\xff"), 0x1),
+    (frame(HEADERS, END_HEADERS, 2, request_headers()), 0x1),  # an even (server) stream id
+    (struct.pack(">I", 2 << 20)[1:] + bytes([DATA, 0]) + struct.pack(">I", 1), 0x6),  # FRAME_SIZE_ERROR
+])
+def test_malformed_frames_close_only_their_connection(daemon, bad, code):
+    s = connect(daemon)
+    s.sendall(bad)
+    seen = frames(s)
+    assert goaway_code(seen) == code, seen
+    s.close()
+    assert_serving(daemon)
+
+
+def test_not_http2_at_all_is_closed(daemon):
+    s = socket.create_connection(("127.0.0.1", int(daemon.grpc_url.rsplit(":", 1)[1])), timeout=10)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert frames(s)[-1][0] in ("closed", GOAWAY)
+    s.close()
+    assert_serving(daemon)
+
+
+def test_oversized_messages_are_refused(daemon):
+    # A length prefix that claims 4 GiB: RESOURCE_EXHAUSTED at once, without waiting for it.
+    s = connect(daemon)
+    s.sendall(frame(HEADERS, END_HEADERS, 1, request_headers(b"/inference.GRPCInferenceService/ModelInfer"))
+              + frame(DATA, 0, 1, b"\x00\xff\xff\xff\xff"))
+    seen = frames(s, until=None, limit=1)
+    # The answer is whole (headers, then trailers that end the stream) without the 4 GiB.
+    assert [(f[0], f[1] & END_STREAM) for f in seen if f[0] == HEADERS and f[2] == 1] == [
+        (HEADERS, 0), (HEADERS, END_STREAM)], seen
+    s.close()
+    # Through grpcio: a message over --max-body-bytes (64 KiB) gets RESOURCE_EXHAUSTED.
+    with grpc.insecure_channel(daemon.grpc_url) as channel:
+        infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        with pytest.raises(grpc.RpcError) as e:
+            infer(b"\x0a\x02id" + b"\x00" * 100_000, timeout=10)
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "larger than the limit of 65536 bytes" in e.value.details()
+    assert_serving(daemon)
+
+
+def test_rapid_reset_flood_is_cut_off(daemon):
+    # CVE-2023-44487: streams opened and reset at once, thousands of times. h2 counts the resets
+    # and ends the connection with GOAWAY (ENHANCE_YOUR_CALM) long before the flood is over.
+    s = connect(daemon)
+    headers = request_headers()
+    flood = b"".join(frame(HEADERS, END_HEADERS, sid, headers) + frame(RST_STREAM, 0, sid, b"\x00\x00\x00\x08")
+                     for sid in range(1, 40_001, 2))
+    try:
+        s.sendall(flood)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    seen = frames(s, limit=10)
+    assert goaway_code(seen) == 0xB, seen[-3:]
+    s.close()
+    assert_serving(daemon)
+
+
+def test_continuation_flood_is_cut_off(daemon):
+    # CVE-2024-27316 and kin: a header block that never ends, in CONTINUATION frames. The block
+    # passes --max-header-bytes (8 KiB) long before 16 MiB are sent: the server ends the
+    # connection (GOAWAY, then close) within the first MiB.
+    s = connect(daemon)
+    s.sendall(frame(HEADERS, 0, 1, request_headers()))
+    piece = frame(CONTINUATION, 0, 1, literal(b"x-flood", b"y" * 100) * 40)
+    sent = 0
+    try:
+        while sent < 16 << 20:
+            s.sendall(piece)
+            sent += len(piece)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    assert sent < 1 << 20
+    seen = frames(s, limit=5)
+    assert goaway_code(seen) not in (None, 0), seen[-3:]
+    s.close()
+    assert_serving(daemon)
