@@ -1,5 +1,6 @@
 """Writes the fuzz seed corpus: requests as tritonclient builds them (JSON and binary, every
-datatype, chunked and plain framing) and small JPEG/PNG images as Pillow writes them.
+datatype, chunked and plain framing), gRPC messages as tritonclient.grpc and ovmsclient build
+them, and small JPEG/PNG images as Pillow writes them.
 Run by scripts/fuzz (in the test venv) before the first fuzzing run; the kept corpus is
 committed minimised."""
 
@@ -52,9 +53,55 @@ def http(body, json_size, chunked):
     return f"{head}Transfer-Encoding: chunked\r\n\r\n".encode() + chunks + b"0\r\n\r\n"
 
 
+def grpc_messages():
+    """gRPC request messages as tritonclient.grpc and ovmsclient build them: ModelInferRequest
+    with raw and typed contents, and TF Serving's PredictRequest with tensor_content and typed
+    values."""
+    import tritonclient.grpc as grpcclient
+    from ovmsclient.tfs_compat.grpc.tensors import make_tensor_proto
+    from ovmsclient.tfs_compat.protos.tensorflow_serving.apis import predict_pb2
+    from tritonclient.grpc import service_pb2
+
+    for dtype, array in ARRAYS.items():
+        inp = grpcclient.InferInput("INPUT0", list(array.shape), dtype)
+        inp.set_data_from_numpy(array)
+        request = service_pb2.ModelInferRequest(model_name="identity", id="7")
+        request.inputs.extend([inp._get_tensor()])
+        request.raw_input_contents.extend([inp._get_content()])
+        request.parameters["timeout"].int64_param = 1000
+        yield f"infer-{dtype.lower()}", request.SerializeToString()
+    typed = service_pb2.ModelInferRequest(model_name="add_sub")
+    for name, field, values in (("INPUT0", "int_contents", [1, -2, 3]), ("INPUT1", "fp32_contents", [0.5]),
+                                ("INPUT2", "bytes_contents", [b"x", b""]), ("INPUT3", "bool_contents", [True])):
+        tensor = typed.inputs.add(name=name, datatype={"int_contents": "INT32", "fp32_contents": "FP32",
+                                                       "bytes_contents": "BYTES", "bool_contents": "BOOL"}[field])
+        tensor.shape.extend([1, len(values)])
+        getattr(tensor.contents, field).extend(values)
+    yield "infer-typed", typed.SerializeToString()
+    for dtype, array in ARRAYS.items():
+        if dtype in ("BYTES",):
+            continue
+        predict = predict_pb2.PredictRequest()
+        predict.model_spec.name = "identity"
+        predict.inputs["INPUT0"].CopyFrom(make_tensor_proto(array))
+        yield f"predict-{dtype.lower()}", predict.SerializeToString()
+    predict = predict_pb2.PredictRequest(output_filter=["OUTPUT0"])
+    predict.model_spec.name = "image_probe"
+    predict.model_spec.version.value = 1
+    predict.inputs["IMAGE"].CopyFrom(make_tensor_proto([b"\xff\xd8not a jpeg"], shape=[1]))
+    predict.inputs["SCALAR"].CopyFrom(make_tensor_proto(2.5))
+    yield "predict-typed", predict.SerializeToString()
+
+
 def main():
-    for target in ("http_request", "infer_request", "image"):
+    for target in ("http_request", "infer_request", "image", "grpc_message"):
         (CORPUS / target).mkdir(parents=True, exist_ok=True)
+    # The first byte picks the call's grpc-encoding: identity, gzip, deflate.
+    for name, message in grpc_messages():
+        (CORPUS / "grpc_message" / name).write_bytes(b"\x00\x00" + struct.pack(">I", len(message)) + message)
+        for code, packed in ((1, gzip.compress(message)), (2, zlib.compress(message))):
+            framed = bytes([code, 1]) + struct.pack(">I", len(packed)) + packed
+            (CORPUS / "grpc_message" / f"{name}-{code}").write_bytes(framed)
     for name, body, json_size in requests():
         length = 0xFFFFFFFF if json_size is None else json_size
         (CORPUS / "infer_request" / name).write_bytes(struct.pack("<I", length) + body)

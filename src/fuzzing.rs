@@ -4,9 +4,11 @@
 
 use bytes::{Bytes, BytesMut};
 
+use crate::doors::grpc::decode_requests;
 use crate::doors::v2::{decode_infer_request, header_length};
-use crate::http::{parse_head, BodyReader, BodyStep, Limits};
+use crate::http::{parse_head, BodyReader, BodyStep, Coding, Limits};
 use crate::images::{decode_images, ImageOptions, ImageTarget};
+use crate::server::grpc::next_message;
 use crate::tensors::{push_bytes_element, DataType, Tensor};
 
 /// Small limits keep each run fast; the code paths are the same as with the defaults.
@@ -71,6 +73,20 @@ fn infer_body(body: &Bytes, header_len: Option<u64>) {
                 let _ = input.tensor.bytes_elements().count();
             }
         }
+    }
+}
+
+/// A gRPC request body: the first byte picks the call's `grpc-encoding` (identity, gzip,
+/// deflate), the rest is length-prefixed messages, each decoded as ModelInferRequest and as TF
+/// Serving's PredictRequest, with their tensors.
+pub fn grpc_message(data: &[u8]) {
+    let Some((&coding, body)) = data.split_first() else {
+        return;
+    };
+    let coding = [None, Some(Coding::Gzip), Some(Coding::Deflate)][usize::from(coding % 3)];
+    let mut buf = BytesMut::from(body);
+    while let Ok(Some(message)) = next_message(&mut buf, coding, LIMITS.max_body_bytes) {
+        decode_requests(message, MAX_ELEMENTS);
     }
 }
 

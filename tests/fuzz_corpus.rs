@@ -35,3 +35,8 @@ fn infer_request_corpus() {
 fn image_corpus() {
     replay("image", tensord::fuzzing::image);
 }
+
+#[test]
+fn grpc_message_corpus() {
+    replay("grpc_message", tensord::fuzzing::grpc_message);
+}

@@ -2,7 +2,8 @@
 PPOCR_CLS=path/to/model.onnx also ppocr_cls, that graph on onnxruntime (2 intra-op threads), as a
 KServe user would serve it.
 
-Run: python kserve_models.py --http_port PORT  (KServe reads its flags from the command line)."""
+Run: python kserve_models.py --http_port PORT --grpc_port PORT  (KServe reads its flags from the
+command line; its gRPC server serves the same models)."""
 
 import os
 
@@ -20,6 +21,13 @@ class Identity(Model):
     def __init__(self):
         super().__init__("identity")
         self.ready = True
+
+    # Metadata, which load generators such as perf_analyzer read.
+    def get_input_types(self):
+        return [{"name": "INPUT0", "datatype": "FP32", "shape": [-1, -1]}]
+
+    def get_output_types(self):
+        return [{"name": "OUTPUT0", "datatype": "FP32", "shape": [-1, -1]}]
 
     async def predict(self, payload: InferRequest, headers=None, response_headers=None):
         tensor = payload.inputs[0]
@@ -60,4 +68,4 @@ if __name__ == "__main__":
     models = [Identity(), AddSub()]
     if os.environ.get("PPOCR_CLS"):
         models.append(OnnxGraph("ppocr_cls", os.environ["PPOCR_CLS"]))
-    ModelServer(enable_grpc=False).start(models)
+    ModelServer().start(models)

@@ -68,6 +68,7 @@ impl Checker {
             return Ok(());
         }
         let outputs = match reply.header_length {
+            _ if reply.grpc => grpc_outputs(&reply.body)?,
             Some(len) => binary_outputs(&reply.body, len)?,
             None if first || reply.body.len() <= PARSE_JSON_UP_TO => json_outputs(&reply.body)?,
             None => {
@@ -152,6 +153,26 @@ fn binary_outputs(body: &Bytes, header_len: usize) -> Result<Vec<Output>, String
         ));
     }
     Ok(outputs)
+}
+
+fn grpc_outputs(message: &Bytes) -> Result<Vec<Output>, String> {
+    super::grpc::decode_response(message)?
+        .into_iter()
+        .map(|(name, datatype, shape, data)| {
+            let datatype = DataType::parse(&datatype)
+                .ok_or_else(|| format!("output {name}: bad datatype {datatype}"))?;
+            let shape = shape
+                .iter()
+                .map(|&d| u64::try_from(d).map_err(|_| format!("output {name}: bad shape")))
+                .collect::<Result<Vec<u64>, _>>()?;
+            Ok(Output {
+                name,
+                datatype,
+                shape,
+                data,
+            })
+        })
+        .collect()
 }
 
 fn json_outputs(body: &[u8]) -> Result<Vec<Output>, String> {
@@ -271,6 +292,7 @@ mod tests {
             status: 200,
             header_length: Some(header.len()),
             body: Bytes::from(body),
+            grpc: false,
         }
     }
 
@@ -294,12 +316,14 @@ mod tests {
             body: Bytes::from_static(
                 br#"{"outputs":[{"name":"OUTPUT0","datatype":"FP32","shape":[1,2],"data":[1.0,2.5]}]}"#,
             ),
+            grpc: false,
         };
         checker.check(&json, &sent, true).unwrap();
         let failed = Reply {
             status: 503,
             header_length: None,
             body: Bytes::from_static(b"{}"),
+            grpc: false,
         };
         assert!(checker
             .check(&failed, &sent, true)

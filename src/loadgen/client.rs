@@ -53,6 +53,8 @@ pub struct Reply {
     /// The Inference-Header-Content-Length header, if any.
     pub header_length: Option<usize>,
     pub body: Bytes,
+    /// The body is a gRPC ModelInferResponse message.
+    pub grpc: bool,
 }
 
 /// Parses a response head at the start of `buf`: the reply without its body, the head's
@@ -84,6 +86,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Reply, usize, usize)>, String> {
         status: response.code.unwrap_or(0),
         header_length: number("inference-header-content-length")?,
         body: Bytes::new(),
+        grpc: false,
     };
     Ok(Some((reply, head_len, body_len)))
 }

@@ -1,11 +1,12 @@
 //! tensord-bench: a closed- and open-loop load generator for any Open Inference Protocol HTTP
-//! endpoint. Requests are encoded once, before the run, and every answer is checked.
+//! or gRPC endpoint. Requests are encoded once, before the run, and every answer is checked.
 //!
 //! options → workload (inputs, encoded requests) → runner (streams on monoio threads, with
 //! client and check) → report (table, JSON, CSV) → plot.
 
 mod check;
 mod client;
+mod grpc;
 mod options;
 mod plot;
 mod report;
@@ -27,7 +28,7 @@ pub use workload::{plan_inputs, InputPlan};
 use check::Checker;
 use client::{fetch, Target};
 use runner::{Level, Plan, Shared};
-use workload::{encode_request, make_inputs, InputData};
+use workload::{encode_request, make_inputs, InputData, Variant};
 
 /// Runs what the options ask; `Ok(false)` when requests failed (the caller exits non-zero).
 pub fn run(options: &Options) -> Result<bool, String> {
@@ -55,9 +56,11 @@ pub fn run(options: &Options) -> Result<bool, String> {
         Some(v) => format!("/v2/models/{model}/versions/{v}"),
         None => format!("/v2/models/{model}"),
     };
-    // A server without metadata (a plain responder) is loaded with --shape's inputs alone.
-    let metadata = fetch(&target, "GET", &model_path)
-        .ok()
+    // A server without metadata (a plain responder) is loaded with --shape's inputs alone, as
+    // is a gRPC port (metadata is read over HTTP).
+    let metadata = (!options.grpc)
+        .then(|| fetch(&target, "GET", &model_path))
+        .and_then(Result::ok)
         .filter(|r| r.status == 200)
         .and_then(|r| serde_json::from_slice::<Value>(&r.body).ok());
     let plans = plan_inputs(
@@ -70,13 +73,20 @@ pub fn run(options: &Options) -> Result<bool, String> {
     let infer_path = format!("{model_path}/infer");
     let variants = make_inputs(&plans, &data)?
         .into_iter()
-        .map(|inputs| encode_request(&target, &infer_path, inputs, options.binary))
+        .map(|inputs| match options.grpc {
+            true => Variant {
+                request: grpc::encode_request(model, options.model_version.as_deref(), &inputs),
+                inputs,
+            },
+            false => encode_request(&target, &infer_path, inputs, options.binary),
+        })
         .collect();
     let threads = options
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let plan = Arc::new(Plan {
         target: target.clone(),
+        grpc: options.grpc,
         variants,
         checker: Checker {
             level: options.check,
@@ -95,8 +105,9 @@ pub fn run(options: &Options) -> Result<bool, String> {
     };
     let stats_path = format!("{model_path}/stats");
     let server_counters = || {
-        fetch(&target, "GET", &stats_path)
-            .ok()
+        (!options.grpc)
+            .then(|| fetch(&target, "GET", &stats_path))
+            .and_then(Result::ok)
             .filter(|r| r.status == 200)
             .and_then(|r| serde_json::from_slice::<Value>(&r.body).ok())
             .and_then(|v| report::server_counters(&v))
@@ -132,7 +143,7 @@ pub fn run(options: &Options) -> Result<bool, String> {
             .unwrap_or_else(|| format!("{model}@{}", options.url)),
         url: options.url.clone(),
         model: model.to_string(),
-        binary: options.binary,
+        binary: options.binary || options.grpc,
         batch_size: options.batch_size,
         results,
     };

@@ -8,7 +8,7 @@ use clap::Parser;
 use super::check::{CheckLevel, Values};
 use super::runner::Arrival;
 
-/// tensord-bench: a load generator for Open Inference Protocol (KServe V2) HTTP servers.
+/// tensord-bench: a load generator for Open Inference Protocol (KServe V2) HTTP and gRPC servers.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "tensord-bench", version, about, args_override_self = true)]
 pub struct Options {
@@ -64,6 +64,11 @@ pub struct Options {
     /// Binary tensors (inputs and outputs, the binary tensor extension) instead of JSON.
     #[arg(long)]
     pub binary: bool,
+
+    /// Call ModelInfer over gRPC, with raw tensor contents; --url is then the gRPC port
+    /// (http://127.0.0.1:8001). Metadata and statistics are not read: give --shape.
+    #[arg(long)]
+    pub grpc: bool,
 
     /// Batch size: the first dimension of inputs whose metadata says -1 there.
     #[arg(long, default_value_t = 1)]

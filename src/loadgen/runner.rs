@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use super::check::Checker;
-use super::client::{Connection, Target};
+use super::client::{Connection, Reply, Target};
+use super::grpc::GrpcConnection;
 use super::workload::{SplitMix, Variant};
 
 /// How arrivals are spaced in an open-loop run.
@@ -23,6 +24,8 @@ pub enum Arrival {
 /// What every level of a run shares.
 pub struct Plan {
     pub target: Target,
+    /// Calls ModelInfer over gRPC instead of POSTing to HTTP.
+    pub grpc: bool,
     pub variants: Vec<Variant>,
     pub checker: Checker,
     pub warmup: Duration,
@@ -251,7 +254,7 @@ pub fn run_level(plan: &Arc<Plan>, level: Level, watch: impl FnMut(&Shared)) -> 
 /// One keep-alive stream: send, check, record, repeat; reconnects after an error.
 async fn stream(plan: Arc<Plan>, shared: Arc<Shared>, level: Level, index: usize) -> Measured {
     let mut measured = Measured::new();
-    let mut connection: Option<Connection> = None;
+    let mut connection: Option<Link> = None;
     let mut checked = vec![false; plan.variants.len()];
     let mut turn = index;
     let mut last_answer = shared.measure_from;
@@ -261,7 +264,7 @@ async fn stream(plan: Arc<Plan>, shared: Arc<Shared>, level: Level, index: usize
         turn += 1;
         let result = match connection.as_mut() {
             Some(c) => c.exchange(variant.request.clone()).await,
-            None => match Connection::open(&plan.target).await {
+            None => match Link::open(&plan.target, plan.grpc).await {
                 Ok(c) => connection.insert(c).exchange(variant.request.clone()).await,
                 Err(e) => Err(e),
             },
@@ -300,4 +303,26 @@ async fn stream(plan: Arc<Plan>, shared: Arc<Shared>, level: Level, index: usize
     }
     measured.elapsed = last_answer.saturating_duration_since(shared.measure_from);
     measured
+}
+
+/// A stream's connection: HTTP/1.1 keep-alive, or HTTP/2 for gRPC.
+enum Link {
+    Http(Connection),
+    Grpc(GrpcConnection),
+}
+
+impl Link {
+    async fn open(target: &Target, grpc: bool) -> Result<Link, String> {
+        Ok(match grpc {
+            true => Link::Grpc(GrpcConnection::open(target).await?),
+            false => Link::Http(Connection::open(target).await?),
+        })
+    }
+
+    async fn exchange(&mut self, request: bytes::Bytes) -> Result<Reply, String> {
+        match self {
+            Link::Http(c) => c.exchange(request).await,
+            Link::Grpc(c) => c.exchange(request).await,
+        }
+    }
 }

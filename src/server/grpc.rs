@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use h2::server::SendResponse;
-use h2::RecvStream;
+use h2::{RecvStream, SendStream};
 use monoio::io::IntoPollIo;
 use monoio::net::TcpStream;
 
 use super::connection::{BusyGuard, ConnectionContext, OpenGuard};
-use crate::doors::grpc::{self, Status};
+use crate::doors::grpc::{self, Encoded, Status};
 use crate::http::{compress, Coding, Inflater};
 
 /// HTTP/2 settings: windows large enough that a 600 KB tensor does not wait on window updates.
@@ -117,7 +117,7 @@ async fn stream_calls(
     while let Some(message) = messages.next().await {
         let reply = grpc::stream_infer(engine, message, timeout).await;
         answered.fetch_add(1, Relaxed);
-        if send.send_data(frame(reply, coding), false).is_err() {
+        if send_message(&mut send, frame(reply, coding)).is_err() {
             return;
         }
     }
@@ -139,24 +139,9 @@ impl Messages {
     /// The next message, inflated when its flag says so; `None` at the end of the body.
     async fn next(&mut self) -> Option<Result<Bytes, Status>> {
         loop {
-            if self.buf.len() >= 5 {
-                let length =
-                    u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
-                if u64::from(length) > self.limit {
-                    return Some(Err(Status {
-                        code: 8,
-                        message: format!(
-                            "a request message of {length} bytes is larger than the limit of {} bytes",
-                            self.limit
-                        ),
-                    }));
-                }
-                if self.buf.len() >= 5 + length as usize {
-                    let compressed = self.buf[0] == 1;
-                    self.buf.advance(5);
-                    let message = self.buf.split_to(length as usize).freeze();
-                    return Some(self.unpack(compressed, message));
-                }
+            if let Some(message) = next_message(&mut self.buf, self.coding, self.limit).transpose()
+            {
+                return Some(message);
             }
             match self.body.data().await {
                 Some(Ok(chunk)) => {
@@ -186,21 +171,46 @@ impl Messages {
             Some(_) => Err(invalid("a unary call carries one message")),
         }
     }
+}
 
-    fn unpack(&self, compressed: bool, message: Bytes) -> Result<Bytes, Status> {
-        match (compressed, self.coding) {
-            (false, _) => Ok(message),
-            (true, None) => Err(invalid("a compressed message without grpc-encoding")),
-            (true, Some(coding)) => {
-                let mut inflater = Inflater::new(coding, self.limit);
-                inflater
-                    .push(&message)
-                    .and_then(|()| inflater.finish())
-                    .map_err(|e| Status {
-                        code: if e.status == 413 { 8 } else { 3 },
-                        message: e.message,
-                    })
-            }
+/// Takes the first whole length-prefixed message out of `buf` (`None`: not all there yet),
+/// inflated when its flag says so. A length over `limit` is refused before its bytes arrive.
+pub(crate) fn next_message(
+    buf: &mut BytesMut,
+    coding: Option<Coding>,
+    limit: u64,
+) -> Result<Option<Bytes>, Status> {
+    let Some(prefix) = buf.first_chunk::<5>() else {
+        return Ok(None);
+    };
+    let compressed = prefix[0] == 1;
+    let length = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]);
+    if u64::from(length) > limit {
+        return Err(Status {
+            code: 8,
+            message: format!(
+                "a request message of {length} bytes is larger than the limit of {limit} bytes"
+            ),
+        });
+    }
+    if buf.len() < 5 + length as usize {
+        return Ok(None);
+    }
+    buf.advance(5);
+    let message = buf.split_to(length as usize).freeze();
+    match (compressed, coding) {
+        (false, _) => Ok(Some(message)),
+        (true, None) => Err(invalid("a compressed message without grpc-encoding")),
+        (true, Some(coding)) => {
+            let mut inflater = Inflater::new(coding, limit);
+            inflater
+                .push(&message)
+                .and_then(|()| inflater.finish())
+                .map(Some)
+                .map_err(|e| Status {
+                    code: if e.status == 413 { 8 } else { 3 },
+                    message: e.message,
+                })
         }
     }
 }
@@ -249,14 +259,17 @@ fn parse_timeout(value: &[u8]) -> Result<Duration, Status> {
 
 /// Answers a unary call: headers, the response message (when there is one, compressed as the
 /// request was) and the status trailers.
-fn respond_with(mut respond: SendResponse<Bytes>, answer: Result<(Bytes, Option<Coding>), Status>) {
+fn respond_with(
+    mut respond: SendResponse<Bytes>,
+    answer: Result<(Encoded, Option<Coding>), Status>,
+) {
     let coding = answer.as_ref().ok().and_then(|(_, coding)| *coding);
     let Ok(mut send) = respond.send_response(response_head(coding), false) else {
         return;
     };
     let status = match answer {
         Ok((message, coding)) => {
-            let _ = send.send_data(frame(message, coding), false);
+            let _ = send_message(&mut send, frame(message, coding));
             Status {
                 code: Status::OK,
                 message: String::new(),
@@ -283,17 +296,29 @@ fn response_head(coding: Option<Coding>) -> http::Response<()> {
     response
 }
 
-/// A message with its 5-byte prefix, compressed in `coding` when there is one.
-fn frame(message: Bytes, coding: Option<Coding>) -> Bytes {
-    let message = match coding {
-        Some(coding) => compress(&[message], coding),
-        None => message,
-    };
-    let mut framed = BytesMut::with_capacity(5 + message.len());
-    framed.extend_from_slice(&[u8::from(coding.is_some())]);
-    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    framed.extend_from_slice(&message);
-    framed.freeze()
+/// A message with its 5-byte prefix, compressed in `coding` when there is one, as the chunks to
+/// send: uncompressed, the prefix joins the first part and the other parts go as they are.
+fn frame(mut parts: Encoded, coding: Option<Coding>) -> Encoded {
+    if let Some(coding) = coding {
+        parts = vec![compress(&parts, coding)];
+    }
+    let length: usize = parts.iter().map(Bytes::len).sum();
+    let first = parts.first().map_or(0, Bytes::len);
+    let mut head = BytesMut::with_capacity(5 + first);
+    head.extend_from_slice(&[u8::from(coding.is_some())]);
+    head.extend_from_slice(&(length as u32).to_be_bytes());
+    let mut parts = parts.into_iter();
+    if first <= 16 * 1024 {
+        head.extend_from_slice(&parts.next().unwrap_or_default());
+    }
+    std::iter::once(head.freeze()).chain(parts).collect()
+}
+
+/// Sends every chunk of a framed message.
+fn send_message(send: &mut SendStream<Bytes>, chunks: Encoded) -> Result<(), h2::Error> {
+    chunks
+        .into_iter()
+        .try_for_each(|chunk| send.send_data(chunk, false))
 }
 
 fn trailers(status: &Status) -> http::HeaderMap {

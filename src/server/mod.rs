@@ -2,7 +2,7 @@
 
 mod connection;
 mod driver;
-mod grpc;
+pub(crate) mod grpc;
 mod shutdown;
 pub mod systemd;
 mod vectored;

@@ -34,15 +34,15 @@ RNG = np.random.default_rng(17)
 
 
 @pytest.fixture(scope="module")
-def daemon():
+def grpc_daemon():
     d = Daemon("--threads", "2")
     yield d
     d.stop()
 
 
 @pytest.fixture(scope="module")
-def grpc_url(daemon):
-    return daemon.grpc_url
+def grpc_url(grpc_daemon):
+    return grpc_daemon.grpc_url
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ pub async fn model_infer(
     let model = engine.repository().get(&request.model_name)?;
     let (version, loaded) = model.version(super::version(&request.model_version))?;
     counted(loaded, request.encoded_len(), async {
-        let mut run = decode(engine, &request)?;
+        let mut run = decode(&request, engine.max_tensor_elements())?;
         run.timeout = run.timeout.into_iter().chain(deadline).min();
         let done = engine.infer(&model, loaded, run).await?;
         let outputs = done
@@ -52,12 +52,39 @@ pub async fn model_infer(
     .map_err(Status::from)
 }
 
+/// Contents this large are written as parts of their own rather than copied into the message.
+const INLINE_BYTES: usize = 16 * 1024;
+
+/// A ModelInferResponse as it is written: prost encodes all but `raw_output_contents`, which
+/// follow as field 6, each a key and a length and then the output's own bytes (protobuf allows
+/// fields in any order).
+pub fn encode_response(mut response: pb::ModelInferResponse) -> super::Encoded {
+    const RAW_OUTPUT_CONTENTS_KEY: u8 = 6 << 3 | 2;
+    let raw = std::mem::take(&mut response.raw_output_contents);
+    let mut parts = Vec::with_capacity(1 + 2 * raw.len());
+    let mut head = response.encode_to_vec();
+    for data in raw {
+        head.push(RAW_OUTPUT_CONTENTS_KEY);
+        prost::encoding::encode_varint(data.len() as u64, &mut head);
+        if data.len() < INLINE_BYTES {
+            head.extend_from_slice(&data);
+        } else {
+            parts.push(Bytes::from(std::mem::take(&mut head)));
+            parts.push(data);
+        }
+    }
+    if !head.is_empty() {
+        parts.push(Bytes::from(head));
+    }
+    parts
+}
+
 /// The engine request of a ModelInfer message: tensors from `raw_input_contents` (views of the
 /// received message), the outputs wanted, the `timeout` parameter.
-fn decode<'r>(
-    engine: &Engine,
-    request: &'r pb::ModelInferRequest,
-) -> Result<engine::InferRequest<'r>, Error> {
+pub(super) fn decode(
+    request: &pb::ModelInferRequest,
+    max_elements: u64,
+) -> Result<engine::InferRequest<'_>, Error> {
     let raw = &request.raw_input_contents;
     if !raw.is_empty() && raw.len() != request.inputs.len() {
         return Err(Error::invalid(format!(
@@ -87,7 +114,7 @@ fn decode<'r>(
                 }
                 (None, None) => return Err(invalid("has no contents".into())),
             };
-            let tensor = Tensor::new(datatype, shape, data, engine.max_tensor_elements())
+            let tensor = Tensor::new(datatype, shape, data, max_elements)
                 .map_err(|e| invalid(e.to_string()))?;
             Ok(engine::Input {
                 name: Cow::Borrowed(input.name.as_str()),
@@ -201,5 +228,39 @@ fn int_parameter(
         Some(other) => Err(Error::invalid(format!(
             "parameter '{key}' must be a non-negative integer, got {other:?}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_in_parts_are_protobufs_own_encoding() {
+        let outputs = ["A", "B", "C"].map(|name| pb::model_infer_response::InferOutputTensor {
+            name: name.into(),
+            datatype: "UINT8".into(),
+            ..Default::default()
+        });
+        let response = pb::ModelInferResponse {
+            model_name: "m".into(),
+            outputs: outputs.into(),
+            raw_output_contents: vec![
+                Bytes::from(vec![1u8; 10]),
+                Bytes::from(vec![2u8; 100_000]),
+                Bytes::from(vec![3u8; 300]),
+            ],
+            ..Default::default()
+        };
+        let parts = encode_response(response.clone());
+        // The large output is its own part, the very bytes of the output; the rest is copied.
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts[1], response.raw_output_contents[1]);
+        assert_eq!(parts[1].as_ptr(), response.raw_output_contents[1].as_ptr());
+        let joined: Vec<u8> = parts.concat();
+        assert_eq!(
+            pb::ModelInferResponse::decode(&joined[..]).unwrap(),
+            response
+        );
     }
 }

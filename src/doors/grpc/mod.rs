@@ -46,7 +46,7 @@ pub async fn call(
     path: &str,
     message: Bytes,
     timeout: Option<Duration>,
-) -> Result<Bytes, Status> {
+) -> Result<Encoded, Status> {
     let engine = service.engine();
     if let Some(method) = path.strip_prefix("/tensorflow.serving.") {
         return tfs::call(engine, method, message, timeout).await;
@@ -119,7 +119,8 @@ pub async fn call(
         }
         "ModelInfer" => {
             let request: pb::ModelInferRequest = decode(message)?;
-            Ok(encode(&infer::model_infer(engine, request, timeout).await?))
+            let response = infer::model_infer(engine, request, timeout).await?;
+            Ok(infer::encode_response(response))
         }
         other => Err(Status::unimplemented(format!(
             "inference.GRPCInferenceService/{other} is not implemented yet"
@@ -137,7 +138,7 @@ pub async fn stream_infer(
     engine: &Engine,
     message: Result<Bytes, Status>,
     timeout: Option<Duration>,
-) -> Bytes {
+) -> Encoded {
     let answer = match message {
         Ok(message) => match decode::<pb::ModelInferRequest>(message) {
             Ok(request) => infer::model_infer(engine, request, timeout).await,
@@ -157,6 +158,20 @@ pub async fn stream_infer(
     })
 }
 
+/// Decodes `message` as far as a call does before it reaches a model: as a ModelInferRequest
+/// and as TF Serving's PredictRequest, then their tensors. The fuzz target's entry; errors are
+/// the expected outcome.
+pub fn decode_requests(message: Bytes, max_elements: u64) {
+    if let Ok(request) = pb::ModelInferRequest::decode(message.clone()) {
+        let _ = infer::decode(&request, max_elements);
+    }
+    if let Ok(request) = proto::tensorflow::serving::PredictRequest::decode(message) {
+        for tensor in request.inputs.values() {
+            let _ = tfs::tensor_of(tensor, max_elements);
+        }
+    }
+}
+
 /// An empty version field means the default version.
 fn version(v: &str) -> Option<&str> {
     (!v.is_empty()).then_some(v)
@@ -166,6 +181,10 @@ fn decode<M: Message + Default>(message: Bytes) -> Result<M, Status> {
     M::decode(message).map_err(|e| Status::from(Error::invalid(format!("invalid message: {e}"))))
 }
 
-fn encode<M: Message>(message: &M) -> Bytes {
-    Bytes::from(message.encode_to_vec())
+/// An encoded response message in parts, which concatenated are the protobuf bytes: large
+/// tensor contents stay parts of their own (views of the outputs), written without a copy.
+pub type Encoded = Vec<Bytes>;
+
+fn encode<M: Message>(message: &M) -> Encoded {
+    vec![Bytes::from(message.encode_to_vec())]
 }

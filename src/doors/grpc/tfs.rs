@@ -26,7 +26,7 @@ pub async fn call(
     method: &str,
     message: Bytes,
     timeout: Option<Duration>,
-) -> Result<Bytes, Status> {
+) -> Result<super::Encoded, Status> {
     match method {
         "PredictionService/Predict" => Ok(encode(&predict(engine, decode(message)?, timeout).await?)),
         "PredictionService/GetModelMetadata" => Ok(encode(&metadata(engine, decode(message)?)?)),
@@ -210,7 +210,7 @@ fn shape_proto(dims: &[i64], unknown_rank: bool) -> tf::TensorShapeProto {
 
 /// A TensorProto as a tensor. `tensor_content` is taken as it is (a view); typed values are
 /// written out, and fewer values than elements repeat the last one, as TensorFlow defines it.
-fn tensor_of(proto: &tf::TensorProto, max_elements: u64) -> Result<Tensor, String> {
+pub(super) fn tensor_of(proto: &tf::TensorProto, max_elements: u64) -> Result<Tensor, String> {
     let datatype = datatype_of_tf(proto.dtype).ok_or_else(|| {
         let name = tf::DataType::try_from(proto.dtype).map_or("unknown", |d| d.as_str_name());
         format!("dtype {} ({name}) is not supported", proto.dtype)
