@@ -156,12 +156,17 @@ fn binary_outputs(body: &Bytes, header_len: usize) -> Result<Vec<Output>, String
 }
 
 fn grpc_outputs(message: &Bytes) -> Result<Vec<Output>, String> {
-    super::grpc::decode_response(message)?
+    let response = super::grpc::decode_response(message)?;
+    response
+        .outputs
         .into_iter()
-        .map(|(name, datatype, shape, data)| {
-            let datatype = DataType::parse(&datatype)
-                .ok_or_else(|| format!("output {name}: bad datatype {datatype}"))?;
-            let shape = shape
+        .zip(response.raw_output_contents)
+        .map(|(output, data)| {
+            let name = output.name;
+            let datatype = DataType::parse(&output.datatype)
+                .ok_or_else(|| format!("output {name}: bad datatype {}", output.datatype))?;
+            let shape = output
+                .shape
                 .iter()
                 .map(|&d| u64::try_from(d).map_err(|_| format!("output {name}: bad shape")))
                 .collect::<Result<Vec<u64>, _>>()?;

@@ -29,17 +29,16 @@ pub fn encode_request(model: &str, version: Option<&str>, inputs: &Inputs) -> By
         raw_input_contents: inputs.iter().map(|(_, t)| t.data.clone()).collect(),
         ..Default::default()
     };
-    let mut framed = BytesMut::with_capacity(5 + request.encoded_len());
-    framed.extend_from_slice(&[0]);
-    framed.extend_from_slice(&(request.encoded_len() as u32).to_be_bytes());
-    request
-        .encode(&mut framed)
-        .expect("the buffer was sized for the message");
-    framed.freeze()
+    let message = request.encode_to_vec();
+    let mut framed = Vec::with_capacity(5 + message.len());
+    framed.push(0);
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&message);
+    Bytes::from(framed)
 }
 
-/// The outputs of a ModelInferResponse message: (name, datatype, shape, raw contents).
-pub fn decode_response(message: &Bytes) -> Result<Vec<(String, String, Vec<i64>, Bytes)>, String> {
+/// A ModelInferResponse message, with as many raw contents as outputs.
+pub fn decode_response(message: &Bytes) -> Result<pb::ModelInferResponse, String> {
     let response = pb::ModelInferResponse::decode(message.clone())
         .map_err(|e| format!("a ModelInferResponse that does not decode: {e}"))?;
     if response.raw_output_contents.len() != response.outputs.len() {
@@ -49,12 +48,7 @@ pub fn decode_response(message: &Bytes) -> Result<Vec<(String, String, Vec<i64>,
             response.raw_output_contents.len()
         ));
     }
-    Ok(response
-        .outputs
-        .into_iter()
-        .zip(response.raw_output_contents)
-        .map(|(o, data)| (o.name, o.datatype, o.shape, data))
-        .collect())
+    Ok(response)
 }
 
 /// One HTTP/2 connection; calls on it go one at a time (a closed-loop stream).
@@ -128,7 +122,7 @@ impl GrpcConnection {
             buf.extend_from_slice(&chunk);
         }
         let trailers = body.trailers().await.map_err(|e| format!("read: {e}"))?;
-        match trailers.as_ref().and_then(|t| status(t)) {
+        match trailers.as_ref().and_then(status) {
             Some(Ok(())) => {}
             Some(Err(e)) => return Err(e),
             None => return Err("a response without grpc-status".into()),
