@@ -1,7 +1,7 @@
 //! The load generator's gRPC client: ModelInfer over one HTTP/2 connection per stream (h2 on
 //! monoio's tokio-style I/O, as the server runs it), and the request and response messages.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use h2::client::SendRequest;
 use monoio::io::IntoPollIo;
 use prost::Message;
@@ -69,6 +69,7 @@ impl GrpcConnection {
         let (send, connection) = h2::client::Builder::new()
             .initial_window_size(4 << 20)
             .initial_connection_window_size(4 << 20)
+            .max_frame_size(1 << 20)
             .handshake::<_, Bytes>(io)
             .await
             .map_err(|e| format!("HTTP/2 handshake with {}: {e}", target.addr))?;
@@ -115,12 +116,17 @@ impl GrpcConnection {
             return Err(e);
         }
         let mut body = response.into_body();
-        let mut buf = BytesMut::new();
+        // One chunk is kept as it is; more are joined.
+        let mut chunks = Vec::new();
         while let Some(chunk) = body.data().await {
             let chunk = chunk.map_err(|e| format!("read: {e}"))?;
             let _ = body.flow_control().release_capacity(chunk.len());
-            buf.extend_from_slice(&chunk);
+            chunks.push(chunk);
         }
+        let mut buf = match chunks.len() {
+            1 => chunks.swap_remove(0),
+            _ => Bytes::from(chunks.concat()),
+        };
         let trailers = body.trailers().await.map_err(|e| format!("read: {e}"))?;
         match trailers.as_ref().and_then(status) {
             Some(Ok(())) => {}
@@ -141,7 +147,7 @@ impl GrpcConnection {
         Ok(Reply {
             status: 200,
             header_length: None,
-            body: buf.freeze(),
+            body: buf,
             grpc: true,
         })
     }

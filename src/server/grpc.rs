@@ -144,8 +144,16 @@ impl Messages {
                 return Some(message);
             }
             match self.body.data().await {
-                Some(Ok(chunk)) => {
+                Some(Ok(mut chunk)) => {
                     let _ = self.body.flow_control().release_capacity(chunk.len());
+                    // A message whole in one chunk is a view of it, not a copy.
+                    if self.buf.is_empty() {
+                        let whole = next_message(&mut chunk, self.coding, self.limit).transpose();
+                        if let Some(message) = whole {
+                            self.buf.extend_from_slice(&chunk);
+                            return Some(message);
+                        }
+                    }
                     self.buf.extend_from_slice(&chunk);
                 }
                 Some(Err(e)) => {
@@ -173,14 +181,32 @@ impl Messages {
     }
 }
 
-/// Takes the first whole length-prefixed message out of `buf` (`None`: not all there yet),
-/// inflated when its flag says so. A length over `limit` is refused before its bytes arrive.
-pub(crate) fn next_message(
-    buf: &mut BytesMut,
+/// What messages are taken from: the bytes gathered so far, or a chunk as h2 delivered it.
+pub(crate) trait MessageBuf: Buf {
+    fn take(&mut self, n: usize) -> Bytes;
+}
+
+impl MessageBuf for BytesMut {
+    fn take(&mut self, n: usize) -> Bytes {
+        self.split_to(n).freeze()
+    }
+}
+
+impl MessageBuf for Bytes {
+    fn take(&mut self, n: usize) -> Bytes {
+        self.split_to(n)
+    }
+}
+
+/// Takes the first whole length-prefixed message out of `buf` (`None`: not all there yet; then
+/// `buf` is untouched), inflated when its flag says so. A length over `limit` is refused before
+/// its bytes arrive.
+pub(crate) fn next_message<B: MessageBuf>(
+    buf: &mut B,
     coding: Option<Coding>,
     limit: u64,
 ) -> Result<Option<Bytes>, Status> {
-    let Some(prefix) = buf.first_chunk::<5>() else {
+    let Some(prefix) = buf.chunk().first_chunk::<5>() else {
         return Ok(None);
     };
     let compressed = prefix[0] == 1;
@@ -193,11 +219,11 @@ pub(crate) fn next_message(
             ),
         });
     }
-    if buf.len() < 5 + length as usize {
+    if buf.remaining() < 5 + length as usize {
         return Ok(None);
     }
     buf.advance(5);
-    let message = buf.split_to(length as usize).freeze();
+    let message = buf.take(length as usize);
     match (compressed, coding) {
         (false, _) => Ok(Some(message)),
         (true, None) => Err(invalid("a compressed message without grpc-encoding")),
