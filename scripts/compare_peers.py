@@ -1,6 +1,7 @@
 """Runs the same load sweep against tensord, KServe's Python server, MLServer, an nginx fixed
-responder (the floor) and the echo responder on tensord's runtime, and writes a markdown table
-of requests/s with ratios, plus one SVG plot per case. Called by scripts/compare-peers."""
+responder (the floor) and the echo responder on tensord's runtime, plus gRPC ModelInfer against
+tensord and KServe, and writes a markdown table of requests/s with ratios, plus one SVG plot per
+case. Called by scripts/compare-peers."""
 
 import functools
 import json
@@ -38,6 +39,9 @@ CASES = [
     ("add_sub-json", "add_sub", SMALL, False),
     ("ppocr_cls-binary", "ppocr_cls", None, True),
 ]
+# gRPC ModelInfer with raw contents, against the servers that serve gRPC: (case, elements of [1,n]).
+GRPC_CASES = [("grpc-small", SMALL), ("grpc-large", LARGE)]
+GRPC_SERVERS = ("tensord", "kserve")
 
 
 def servers(work):
@@ -56,22 +60,24 @@ def servers(work):
         'backend = "onnx"\nmax_batch_size = 32\n[dynamic_batching]\nmax_queue_delay_microseconds = 2000\n')
     nginx_conf = work / "nginx.conf"
 
-    def tensord(port):
+    def tensord(port, grpc_port):
         return start([str(ROOT / "target/release/tensord"), "--http-addr", f"127.0.0.1:{port}",
-                      "--grpc-addr", f"127.0.0.1:{free_port()}", "--model-repository", str(repo), "--log-level", "warn"], port, "/v2/health/ready")
+                      "--grpc-addr", f"127.0.0.1:{grpc_port}", "--model-repository", str(repo), "--log-level", "warn"],
+                     port, "/v2/health/ready")
 
-    def kserve(port):
+    def kserve(port, grpc_port):
         return start([str(ROOT / "target/venv-kserve/bin/python"), str(ROOT / "scripts/peers/kserve_models.py"),
-                      "--http_port", str(port)], port, "/v2/health/ready", env=dict(os.environ, PPOCR_CLS=str(ppocr)))
+                      "--http_port", str(port), "--grpc_port", str(grpc_port)], port, "/v2/health/ready",
+                     env=dict(os.environ, PPOCR_CLS=str(ppocr)))
 
-    def mlserver(port):
+    def mlserver(port, _grpc_port):
         env = dict(os.environ, PYTHONPATH=str(ROOT / "scripts/peers/mlserver"),
                    MLSERVER_HTTP_PORT=str(port), MLSERVER_GRPC_PORT=str(free_port()),
                    MLSERVER_METRICS_PORT=str(free_port()))
         return start([str(ROOT / "target/venv-mlserver/bin/mlserver"), "start", str(ROOT / "scripts/peers/mlserver")],
                      port, "/v2/models/add_sub/ready", env=env)
 
-    def nginx(port):
+    def nginx(port, _grpc_port):
         nginx_conf.write_text(f"""
 daemon off; worker_processes 2; error_log {work}/nginx-error.log; pid {work}/nginx.pid;
 events {{ worker_connections 4096; }}
@@ -80,14 +86,14 @@ http {{ access_log off; keepalive_requests 1000000000; client_body_temp_path {wo
 """)
         return start(["nginx", "-p", str(work), "-c", str(nginx_conf)], port, "/")
 
-    def echo(port):
+    def echo(port, _grpc_port):
         return start([str(ROOT / "target/release/examples/echo"), f"127.0.0.1:{port}", "2", "epoll"], port, None)
 
     return [("tensord", tensord, True), ("kserve", kserve, True), ("mlserver", mlserver, True),
             ("nginx-floor", nginx, False), ("echo", echo, False)]
 
 
-def bench(port, label, model, n, binary, v2, result):
+def bench(port, label, model, n, binary, v2, result, grpc=False):
     cmd = [BENCH, "--url", f"http://127.0.0.1:{port}", "--model", model, "--concurrency", CONCURRENCY,
            "--duration", DURATION, "--warmup", "1s", "--threads", "2", "--quiet", "--label", label,
            "--output", str(result)]
@@ -100,6 +106,8 @@ def bench(port, label, model, n, binary, v2, result):
             cmd += ["--shape", f"{name}:1,{n}", "--datatype", f"{name}:{dtype}"]
     if binary:
         cmd.append("--binary")
+    if grpc:
+        cmd.append("--grpc")
     if not v2:
         cmd += ["--check", "framing"]
     done = subprocess.run(cmd, capture_output=True, text=True)
@@ -127,9 +135,12 @@ def main():
     for name, launch, v2 in servers(work):
         if not v2 and shutil.which("nginx") is None and name == "nginx-floor":
             continue
-        port = free_port()
-        proc = launch(port)
+        port, grpc_port = free_port(), free_port()
+        proc = launch(port, grpc_port)
         try:
+            for case, n in GRPC_CASES if name in GRPC_SERVERS else []:
+                out = OUT / f"{case}-{name}.json"
+                results[(name, case)] = bench(grpc_port, name, "identity", n, True, True, out, grpc=True)
             for case, model, n, binary in CASES:
                 if model == "ppocr_cls" and name not in PPOCR_SERVERS:
                     continue
@@ -153,17 +164,23 @@ def main():
     def ratio(a, b):
         return "—" if a is None or not b else f"{a / b:.1f}×"
 
-    for case, *_ in CASES:
+    for case, *_ in CASES + GRPC_CASES:
         t, k, m, f = (at(results.get((s, case)), top) for s in ("tensord", "kserve", "mlserver", "nginx-floor"))
         lines.append(f"| {case} | {fmt(t)} | {fmt(k)} | {fmt(m)} | {fmt(f)} | {ratio(t, k)} | {ratio(t, m)} | {ratio(t, f)} |")
     tb, eb = at(results.get(("tensord", "binary-large")), top, "bytes"), at(results.get(("echo", "binary-large")), top, "bytes")
     if tb and eb:
         lines += ["", f"binary-large bytes/s (sent + received): tensord {tb / 1e6:,.0f} MB/s, echo responder on the "
                       f"same runtime {eb / 1e6:,.0f} MB/s: tensord/echo {tb / eb:.2f}×."]
+    grpc_small, rest_small = (at(results.get(("tensord", c)), top) for c in ("grpc-small", "binary-small"))
+    grpc_large, rest_large = (at(results.get(("tensord", c)), top, "bytes") for c in ("grpc-large", "binary-large"))
+    if grpc_small and rest_small and grpc_large and rest_large:
+        lines += ["", f"tensord gRPC against tensord REST (binary), same run: [1,{SMALL}] {grpc_small:,.0f} against "
+                      f"{rest_small:,.0f} requests/s ({grpc_small / rest_small:.2f}×); [1,{LARGE}] "
+                      f"{grpc_large / 1e6:,.0f} against {rest_large / 1e6:,.0f} MB/s ({grpc_large / rest_large:.2f}×)."]
     table = "\n".join(lines) + "\n"
     (OUT / "results.md").write_text(table)
     print("\n" + table)
-    for case, *_ in CASES:
+    for case, *_ in CASES + GRPC_CASES:
         files = [str(OUT / f"{case}-{s}.json") for s in ("tensord", "kserve", "mlserver", "nginx-floor", "echo")
                  if results.get((s, case)) is not None]
         if files:
