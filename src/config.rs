@@ -111,6 +111,13 @@ pub struct Args {
     /// Seconds shutdown then waits for requests in progress.
     #[arg(long, default_value_t = 30)]
     pub shutdown_timeout: u64,
+
+    /// Drop a queued HTTP request when its client's side of the connection ends (EOF): a
+    /// client that left costs no model time. A client that only half-closes (`shutdown(SHUT_WR)`,
+    /// `nc -q`) then gets no answer either; set false to answer such clients (a request whose
+    /// client fully left then runs to its end).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub cancel_on_disconnect: bool,
 }
 
 impl Args {
@@ -168,6 +175,7 @@ impl Args {
                 write: Duration::from_secs(self.write_timeout),
             },
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
+            cancel_on_disconnect: self.cancel_on_disconnect,
             watchdog: crate::server::systemd::watchdog_period(),
         })
     }
@@ -212,7 +220,18 @@ fn file_flags(path: &std::path::Path) -> Result<Vec<String>, String> {
                 ))
             }
         };
-        flags.push(format!("--{flag}={value}"));
+        // Each value is checked alone, so that a bad one is reported by file and key rather
+        // than as a command-line flag.
+        let flag = format!("--{flag}={value}");
+        if let Err(e) = Args::try_parse_from(["tensord", flag.as_str()]) {
+            let reason = std::error::Error::source(&e)
+                .map_or_else(|| e.kind().to_string(), |source| source.to_string());
+            return Err(format!(
+                "{}: key '{key}': invalid value '{value}': {reason}",
+                path.display()
+            ));
+        }
+        flags.push(flag);
     }
     Ok(flags)
 }
@@ -278,6 +297,15 @@ mod tests {
         );
         std::fs::write(&bad, "threads = [1]\n").unwrap();
         assert!(file_flags(&bad).unwrap_err().contains("key 'threads'"));
+        // A bad value names the file and the key, not the flag.
+        std::fs::write(&bad, "max_body_bytes = \"lots\"\n").unwrap();
+        let err = file_flags(&bad).unwrap_err();
+        assert!(
+            err.contains("bad.toml: key 'max_body_bytes': invalid value 'lots'")
+                && err.contains("invalid digit")
+                && !err.contains("--max-body-bytes"),
+            "{err}"
+        );
         // The command line wins over the file.
         let args = Args::try_parse_from(["tensord", "--threads=1", "--threads", "3"]).unwrap();
         assert_eq!(args.threads, Some(3));

@@ -78,7 +78,7 @@ pub fn route(method: Method, path: &str) -> Result<Route<'_>, HttpError> {
     let route = match path {
         "/metrics" => Some(Route::Metrics),
         "/v2/logging" => Some(Route::Logging),
-        _ if path.starts_with("/v1/") => tfs_route(path).map(Route::Tfs),
+        _ if path.starts_with("/v1/") => tfs_route(path)?.map(Route::Tfs),
         _ => v2_route(path)?.map(Route::V2),
     };
     let route = route.ok_or_else(|| HttpError::new(404, format!("no such endpoint: {path}")))?;
@@ -123,8 +123,11 @@ fn v2_route(path: &str) -> Result<Option<V2Route<'_>>, Error> {
 }
 
 /// `/v1/models/{m}[/versions/{v}][/metadata | :predict]`; version 0 means the default one.
-fn tfs_route(path: &str) -> Option<TfsRoute<'_>> {
-    let rest = path.strip_prefix("/v1/models/")?;
+/// Names and versions are percent-decoded, as V2's are.
+fn tfs_route(path: &str) -> Result<Option<TfsRoute<'_>>, Error> {
+    let Some(rest) = path.strip_prefix("/v1/models/") else {
+        return Ok(None);
+    };
     let (rest, predict) = match rest.strip_suffix(":predict") {
         Some(r) => (r, true),
         None => (rest, false),
@@ -135,20 +138,18 @@ fn tfs_route(path: &str) -> Option<TfsRoute<'_>> {
         [m, "metadata"] => (*m, None, true),
         [m, "versions", v] => (*m, Some(*v), false),
         [m, "versions", v, "metadata"] => (*m, Some(*v), true),
-        _ => return None,
+        _ => return Ok(None),
     };
     if name.is_empty() || (predict && metadata) {
-        return None;
+        return Ok(None);
     }
-    let model = ModelRef {
-        name: Cow::Borrowed(name),
-        version: version.filter(|v| *v != "0").map(Cow::Borrowed),
-    };
-    Some(match (predict, metadata) {
+    let mut model = model(name, version)?;
+    model.version = model.version.filter(|v| v != "0");
+    Ok(Some(match (predict, metadata) {
         (true, _) => TfsRoute::Predict(model),
         (false, true) => TfsRoute::Metadata(model),
         (false, false) => TfsRoute::Status(model),
-    })
+    }))
 }
 
 fn model<'a>(name: &'a str, version: Option<&'a str>) -> Result<ModelRef<'a>, Error> {
@@ -270,6 +271,15 @@ mod tests {
             Ok(Route::Tfs(TfsRoute::Predict(model("a", Some("3")))))
         );
         assert_eq!(post("/v1/models/a/metadata:predict"), Err(404));
+        // Quoted names are decoded, as on V2; a bad escape is a 400.
+        assert_eq!(
+            post("/v1/models/my%20model/versions/3:predict"),
+            Ok(Route::Tfs(TfsRoute::Predict(ModelRef {
+                name: Cow::Owned("my model".into()),
+                version: Some(Cow::Borrowed("3")),
+            })))
+        );
+        assert_eq!(get("/v1/models/a%2"), Err(400));
     }
 
     #[test]

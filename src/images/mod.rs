@@ -217,7 +217,7 @@ fn fill(
         to_plane(pixels, target.channels, options, eight_bit)?,
         orientation,
     );
-    let mut plane = fit(plane, width, height, options.resize);
+    let mut plane = fit(plane, width, height, options.resize, options.pad);
     normalize(&mut plane, options);
     store(&plane, target, out);
     Ok(())

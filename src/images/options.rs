@@ -21,6 +21,10 @@ pub struct ImageOptions {
     pub scale: Option<f32>,
     #[serde(default)]
     pub resize: ResizeMode,
+    /// The pixel value letterbox padding gets, before normalisation like every pixel (so with
+    /// `mean`/`std` it arrives as (pad × scale − mean) / std). YOLO-style models pad with 114.
+    #[serde(default)]
+    pub pad: f32,
     /// Apply a JPEG's EXIF orientation before anything else.
     #[serde(default)]
     pub exif_orientation: bool,
@@ -40,7 +44,7 @@ pub enum ResizeMode {
     /// To H×W exactly, aspect ratio not kept (OVMS).
     #[default]
     Stretch,
-    /// Scaled to fit inside H×W, aspect kept, the rest padded with zeros (centred).
+    /// Scaled to fit inside H×W, aspect kept, the rest padded with `pad` (centred).
     Letterbox,
     /// Scaled to cover H×W, aspect kept, the middle cut out.
     CenterCrop,

@@ -137,8 +137,9 @@ pub fn bilinear(plane: &Plane, width: usize, height: usize) -> Plane {
     }
 }
 
-/// Brings a plane to exactly `width` × `height` by the configured mode.
-pub fn fit(plane: Plane, width: usize, height: usize, mode: ResizeMode) -> Plane {
+/// Brings a plane to exactly `width` × `height` by the configured mode; letterbox padding is
+/// `pad`.
+pub fn fit(plane: Plane, width: usize, height: usize, mode: ResizeMode, pad: f32) -> Plane {
     if plane.width == width && plane.height == height {
         return plane;
     }
@@ -152,7 +153,7 @@ pub fn fit(plane: Plane, width: usize, height: usize, mode: ResizeMode) -> Plane
     let rh = ((sh * scale).round() as usize).max(1);
     let scaled = bilinear(&plane, rw, rh);
     let c = plane.channels;
-    let mut out = vec![0.0; width * height * c];
+    let mut out = vec![pad; width * height * c];
     // Offsets of the scaled image in the output (letterbox) or of the output in it (crop).
     let ox = (width as isize - rw as isize) / 2;
     let oy = (height as isize - rh as isize) / 2;
@@ -237,14 +238,28 @@ mod tests {
     #[test]
     fn letterbox_pads_and_crop_cuts() {
         let wide = plane(4, 2, vec![1.0; 8]);
-        let boxed = fit(wide, 4, 4, ResizeMode::Letterbox);
+        let boxed = fit(wide, 4, 4, ResizeMode::Letterbox, 0.0);
         assert_eq!(boxed.values[..4], [0.0; 4], "top padding row");
         assert_eq!(boxed.values[4..12], [1.0; 8]);
+        let gray = fit(
+            plane(4, 2, vec![1.0; 8]),
+            4,
+            4,
+            ResizeMode::Letterbox,
+            114.0,
+        );
+        assert_eq!(
+            gray.values[..4],
+            [114.0; 4],
+            "padded with the configured value"
+        );
+        assert_eq!(gray.values[12..], [114.0; 4], "bottom padding row");
         let cropped = fit(
             plane(4, 2, vec![1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0]),
             2,
             2,
             ResizeMode::CenterCrop,
+            0.0,
         );
         assert_eq!(cropped.values, vec![2.0, 3.0, 2.0, 3.0]);
     }

@@ -118,14 +118,16 @@ pub fn run(options: &Options) -> Result<bool, String> {
         for &rate in &rates {
             let level = Level { concurrency, rate };
             let mut before = None;
-            let measured = runner::run_level(&plan, level, |shared| {
-                if before.is_none() && Instant::now() >= shared.measure_from() {
-                    before = Some(server_counters());
-                }
-                if progress {
-                    show_progress(&plan, shared, level);
-                }
-            });
+            let measured = runner::run_level(
+                &plan,
+                level,
+                || before = Some(server_counters()),
+                |shared| {
+                    if progress {
+                        show_progress(&plan, shared, level);
+                    }
+                },
+            );
             if progress {
                 eprint!("\r\x1b[2K");
             }

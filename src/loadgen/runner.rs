@@ -4,7 +4,7 @@
 //! an open-loop run that falls behind shows it (no coordinated omission).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -100,13 +100,19 @@ impl Measured {
 /// State the streams of one level share across threads.
 pub struct Shared {
     start: Instant,
+    /// When the warm-up is planned to end.
     measure_from: Instant,
-    end: Instant,
+    /// When measuring started: after the warm-up's last answer, once the server's counters were
+    /// read (the gate). Measured requests wait for it.
+    measuring: OnceLock<Instant>,
+    planned: Option<Duration>,
     /// Open loop: arrival offsets from `start`, and the next one to take.
     schedule: Vec<Duration>,
     next_arrival: AtomicU64,
     /// Measured requests issued (for `--requests`).
     issued: AtomicU64,
+    /// Requests sent and not yet answered.
+    in_flight: AtomicU64,
     /// Answers so far (progress display).
     pub done: AtomicU64,
     pub failed: AtomicU64,
@@ -117,63 +123,91 @@ impl Shared {
     fn new(plan: &Plan, level: Level) -> Shared {
         // Streams connect during the first few milliseconds; the schedule starts after.
         let start = Instant::now() + Duration::from_millis(20);
-        let measure_from = start + plan.warmup;
-        let end = match plan.requests {
-            Some(_) => measure_from + Duration::from_secs(24 * 3600),
-            None => measure_from + plan.duration,
-        };
         let schedule = match level.rate {
             Some(rate) => arrivals(plan, rate),
             None => Vec::new(),
         };
         Shared {
             start,
-            measure_from,
-            end,
+            measure_from: start + plan.warmup,
+            measuring: OnceLock::new(),
+            planned: plan.requests.is_none().then_some(plan.duration),
             schedule,
             next_arrival: AtomicU64::new(0),
             issued: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
             done: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
         }
     }
 
-    /// When the measured window started; progress and server statistics use it.
+    /// When the measured window started (or is planned to start); progress uses it.
     pub fn measure_from(&self) -> Instant {
-        self.measure_from
+        self.measuring.get().copied().unwrap_or(self.measure_from)
     }
 
     /// The measured window's planned length (`None` with `--requests`).
-    pub fn planned(&self, plan: &Plan) -> Option<Duration> {
-        plan.requests
-            .is_none()
-            .then_some(self.end - self.measure_from)
+    pub fn planned(&self, _plan: &Plan) -> Option<Duration> {
+        self.planned
     }
 
-    /// When the next request of a stream is due, or `None` when the level is over.
+    /// When the next request of a stream is due, or `None` when the level is over; the request
+    /// then counts as in flight until the stream answers `answered`. Nothing is sent before the
+    /// start, and no measured request before the gate opens.
     async fn next_due(&self, plan: &Plan, open_loop: bool) -> Option<Instant> {
-        let due = if open_loop {
-            let slot = self.next_arrival.fetch_add(1, Ordering::Relaxed) as usize;
-            let due = self.start + *self.schedule.get(slot)?;
+        loop {
+            let mut due = if open_loop {
+                let slot = self.next_arrival.fetch_add(1, Ordering::Relaxed) as usize;
+                self.start + *self.schedule.get(slot)?
+            } else {
+                Instant::now().max(self.start)
+            };
             let wait = due.saturating_duration_since(Instant::now());
             if !wait.is_zero() {
                 monoio::time::sleep(wait).await;
             }
-            due
-        } else {
-            Instant::now().max(self.start)
-        };
-        if due >= self.end || self.stopped.load(Ordering::Relaxed) {
-            return None;
-        }
-        if let (Some(limit), true) = (plan.requests, due >= self.measure_from) {
-            if self.issued.fetch_add(1, Ordering::Relaxed) >= limit {
-                self.stopped.store(true, Ordering::Relaxed);
+            if due < self.measure_from {
+                self.in_flight.fetch_add(1, Ordering::SeqCst);
+                if self.measuring.get().is_none() {
+                    return Some(due);
+                }
+                // The gate opened meanwhile: a warm-up request now would be counted by the
+                // server but not here. Skip it.
+                self.answered();
+                continue;
+            }
+            let measuring = loop {
+                match self.measuring.get() {
+                    Some(at) => break *at,
+                    None => monoio::time::sleep(Duration::from_millis(1)).await,
+                }
+            };
+            if !open_loop {
+                due = Instant::now();
+            }
+            let ended = self.planned.is_some_and(|d| due >= measuring + d);
+            if ended || self.stopped.load(Ordering::Relaxed) {
                 return None;
             }
+            if let Some(limit) = plan.requests {
+                if self.issued.fetch_add(1, Ordering::Relaxed) >= limit {
+                    self.stopped.store(true, Ordering::Relaxed);
+                    return None;
+                }
+            }
+            self.in_flight.fetch_add(1, Ordering::SeqCst);
+            return Some(due);
         }
-        Some(due)
+    }
+
+    fn answered(&self) {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Whether request `due` is measured.
+    fn counts(&self, due: Instant) -> bool {
+        self.measuring.get().is_some_and(|at| due >= *at)
     }
 }
 
@@ -199,7 +233,12 @@ fn arrivals(plan: &Plan, rate: f64) -> Vec<Duration> {
 
 /// Runs one level; `watch` is called on this thread while the load runs (progress, server
 /// statistics) with the shared counters.
-pub fn run_level(plan: &Arc<Plan>, level: Level, watch: impl FnMut(&Shared)) -> Measured {
+pub fn run_level(
+    plan: &Arc<Plan>,
+    level: Level,
+    at_measure_start: impl FnOnce(),
+    watch: impl FnMut(&Shared),
+) -> Measured {
     let shared = Arc::new(Shared::new(plan, level));
     let threads = plan.threads.clamp(1, level.concurrency.max(1));
     let handles: Vec<_> = (0..threads)
@@ -228,18 +267,26 @@ pub fn run_level(plan: &Arc<Plan>, level: Level, watch: impl FnMut(&Shared)) -> 
         })
         .collect();
     let mut watch = watch;
+    let mut at_measure_start = Some(at_measure_start);
     while !handles.iter().all(|h| h.is_finished()) {
         watch(&shared);
-        // Wake exactly at the end of the warm-up too, where the server's counters are read.
-        let until_measured = shared
-            .measure_from
-            .saturating_duration_since(Instant::now());
-        let tick = Duration::from_millis(100);
-        std::thread::sleep(if until_measured.is_zero() {
-            tick
-        } else {
-            until_measured.min(tick)
-        });
+        // The gate: once the warm-up is over and its last answer is in, the server's counters
+        // are read and measured requests may go.
+        let now = Instant::now();
+        if now >= shared.measure_from && shared.in_flight.load(Ordering::SeqCst) == 0 {
+            if let Some(read_counters) = at_measure_start.take() {
+                read_counters();
+                let _ = shared.measuring.set(Instant::now());
+            }
+        }
+        let tick = match shared.measuring.get() {
+            Some(_) => Duration::from_millis(100),
+            None => shared
+                .measure_from
+                .saturating_duration_since(now)
+                .clamp(Duration::from_micros(200), Duration::from_millis(100)),
+        };
+        std::thread::sleep(tick);
     }
     let mut total = Measured::new();
     for handle in handles {
@@ -274,8 +321,9 @@ async fn stream(plan: Arc<Plan>, shared: Arc<Shared>, level: Level, index: usize
             checked[slot] = true;
             Ok(reply.body.len())
         });
+        shared.answered();
         let now = Instant::now();
-        let counted = due >= shared.measure_from;
+        let counted = shared.counts(due);
         match result {
             Ok(body) => {
                 shared.done.fetch_add(1, Ordering::Relaxed);
@@ -301,7 +349,7 @@ async fn stream(plan: Arc<Plan>, shared: Arc<Shared>, level: Level, index: usize
             last_answer = now;
         }
     }
-    measured.elapsed = last_answer.saturating_duration_since(shared.measure_from);
+    measured.elapsed = last_answer.saturating_duration_since(shared.measure_from());
     measured
 }
 

@@ -47,6 +47,8 @@ pub struct ConnectionContext {
     pub endpoints: Endpoints,
     pub limits: Limits,
     pub timeouts: Timeouts,
+    /// Drop a queued request when its client's side of the connection ends.
+    pub cancel_on_disconnect: bool,
     pub shutdown: Arc<ShutdownSignal>,
     /// Connections of this runtime in the middle of a request; shutdown waits for them.
     pub busy: Cell<usize>,
@@ -65,6 +67,7 @@ impl ConnectionContext {
             endpoints: Endpoints::MetricsOnly,
             limits: self.limits,
             timeouts: self.timeouts,
+            cancel_on_disconnect: self.cancel_on_disconnect,
             shutdown: self.shutdown.clone(),
             busy: Cell::new(0),
             closing: Closing::default(),
@@ -201,13 +204,12 @@ async fn serve_requests(
             }
         };
         counters.requests.fetch_add(1, Ordering::Relaxed);
-        let keep_alive = request.head.keep_alive && !ctx.shutdown.is_fired();
         let head_only = request.head.method == Method::Head;
-        let handled = CatchUnwind(unless_peer_closes(
-            &stream,
-            ctx.service.handle(&request, ctx.endpoints),
-        ))
-        .await;
+        let work = ctx.service.handle(&request, ctx.endpoints);
+        let handled = match ctx.cancel_on_disconnect {
+            true => CatchUnwind(unless_peer_closes(&stream, work)).await,
+            false => CatchUnwind(async { Some(work.await) }).await,
+        };
         let response = match handled {
             Ok(Some(response)) => response,
             // The client left while its request waited: dropping the request took it out of
@@ -218,6 +220,9 @@ async fn serve_requests(
                 HttpError::new(500, "internal error while handling the request").into_response()
             }
         };
+        // Decided when answering: a request answered after the listeners closed says
+        // Connection: close, however long ago it was read.
+        let keep_alive = request.head.keep_alive && !ctx.shutdown.is_fired();
         drop(request);
         if write_response(
             &mut stream,
@@ -238,16 +243,18 @@ async fn serve_requests(
     }
 }
 
-/// Waits, up to the idle timeout, for the first bytes of the next request.
+/// Waits, up to the idle timeout, for the first bytes of the next request; an idle connection
+/// gives up at once when the runtime's listeners close.
 async fn wait_for_request<S: AsyncReadRent>(
     stream: &mut S,
     buf: &mut BytesMut,
     ctx: &ConnectionContext,
 ) -> bool {
-    matches!(
-        monoio::time::timeout(ctx.timeouts.idle, read_more(stream, buf, READ_CHUNK)).await,
-        Ok(Ok(n)) if n > 0
-    )
+    let read = monoio::time::timeout(ctx.timeouts.idle, read_more(stream, buf, READ_CHUNK));
+    monoio::select! {
+        read = read => matches!(read, Ok(Ok(n)) if n > 0),
+        () = ctx.closing.closed() => false,
+    }
 }
 
 async fn read_request<S: AsyncReadRent + AsyncWriteRent>(

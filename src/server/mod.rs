@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub timeouts: Timeouts,
     /// How long shutdown waits for requests in progress.
     pub shutdown_timeout: Duration,
+    /// Whether a queued HTTP request is dropped when its client's side ends (EOF).
+    pub cancel_on_disconnect: bool,
     /// systemd's watchdog period, when it asked for one: each runtime then beats at a quarter of it.
     pub watchdog: Option<Duration>,
 }
@@ -91,6 +93,7 @@ impl Server {
                 endpoints: Endpoints::All,
                 limits: config.limits,
                 timeouts: config.timeouts,
+                cancel_on_disconnect: config.cancel_on_disconnect,
                 shutdown: shutdown.clone(),
                 busy: Cell::new(0),
                 closing: Default::default(),

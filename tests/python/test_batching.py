@@ -40,6 +40,7 @@ def server(tmp_path_factory):
     slow_identity(repo, "no_delay", 100_000, 'max_batch_size = 8\n[dynamic_batching]\n')
     slow_identity(repo, "small_queue", 300_000, "max_queue_size = 2\n")
     slow_identity(repo, "slow", 300_000)
+    slow_identity(repo, "busy", 500_000)
     d = Daemon("--threads", "2", repo=repo)
     yield d
     d.stop()
@@ -166,6 +167,55 @@ def test_timeout_parameter_expires_queued_requests(server):
     first.join()
     assert status == 503
     assert "timed out" in json.loads(body)["error"]
+
+
+def test_timeout_expires_while_the_worker_is_still_busy(server):
+    # One request holds the only worker for 0.5 s; the next, with a 100 ms timeout, gets its
+    # 503 after 100 ms (within 20%), not when the worker next looks at the queue.
+    first = threading.Thread(target=post, args=(server.url, "busy", one_row()))
+    started = time.perf_counter()
+    first.start()
+    time.sleep(0.05)
+    status, took, body = timed_post(server.url, "busy", one_row(params={"timeout": 100_000}))
+    answered = time.perf_counter() - started
+    first.join()
+    assert status == 503 and "timed out after" in json.loads(body)["error"]
+    assert 0.1 <= took <= 0.12, took
+    assert answered < 0.5, "answered while the first request still ran"
+
+
+def half_closed(port, body):
+    """Sends a request and shuts down the sending side (as `nc -q` does), then reads."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(b"POST /v2/models/slow/infer HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    s.shutdown(socket.SHUT_WR)
+    answer = b""
+    while chunk := s.recv(65536):
+        answer += chunk
+    s.close()
+    return answer
+
+
+def test_half_closed_clients_and_the_cancellation_flag(tmp_path):
+    # By default EOF cancels a queued request: a half-closed client gets no answer and its
+    # request never runs. With --cancel-on-disconnect false it is answered.
+    slow_identity(tmp_path, "slow", 300_000)
+    for flag, answered in (("true", False), ("false", True)):
+        d = Daemon("--threads", "1", "--cancel-on-disconnect", flag, repo=tmp_path)
+        try:
+            first = threading.Thread(target=post, args=(d.url, "slow", one_row(value=1)))
+            first.start()
+            time.sleep(0.1)
+            answer = half_closed(d.port, one_row(value=2))
+            first.join()
+            executed = stats(d.url, "slow")["execution_count"]
+            if answered:
+                assert answer.startswith(b"HTTP/1.1 200") and b'"data":[2.0,2.0]' in answer, answer
+                assert executed == 2
+            else:
+                assert answer == b"" and executed == 1, (answer, executed)
+        finally:
+            d.stop()
 
 
 def test_request_of_a_client_that_left_is_not_executed(server):

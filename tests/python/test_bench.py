@@ -45,6 +45,21 @@ def test_closed_loop_counts_checks_and_server_stats(server):
         assert 150 <= r["server"]["requests"] <= 450, r["server"]
 
 
+@pytest.mark.parametrize("warmup", ["0s", "300ms"])
+def test_a_request_count_reports_true_numbers(server, warmup):
+    # A short closed-loop run, with and without warm-up: its duration covers the requests
+    # (never a near-zero window or an impossible rate), and the server saw exactly them.
+    out = bench(server, "--model", "identity", "--shape", "INPUT0:1,16", "--binary", "--concurrency", "2",
+                "--requests", "20", "--warmup", warmup, "--json")
+    r = json.loads(out.stdout)["results"][0]
+    lat = r["latency_us"]
+    assert r["requests"] == 20 and r["errors"] == 0
+    assert r["duration_s"] * 1e6 >= 10 * lat["p50"], r  # 20 requests on 2 streams, one after another
+    assert r["throughput_rps"] == pytest.approx(20 / r["duration_s"]) and r["throughput_rps"] < 1e6
+    assert lat["p50"] > 1 and lat["max"] >= lat["p50"]
+    assert r["server"]["requests"] == 20, r["server"]
+
+
 def test_wrong_values_fail_loudly_with_a_nonzero_exit(server):
     # add_sub's OUTPUT0 is INPUT0 + INPUT1: checked as an identity it must fail.
     out = bench(server, "--model", "add_sub", "--values", "identity", "--requests", "20", expect=1)

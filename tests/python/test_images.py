@@ -78,6 +78,9 @@ def server(tmp_path_factory):
     probe_model(repo, "convert", "UINT8", [-1, -1, -1, 3], image='[input.image]\nconvert_channels = true\n')
     probe_model(repo, "letterbox", "FP32", [-1, 8, 8, 3], image='[input.image]\nresize = "letterbox"\n')
     probe_model(repo, "crop", "FP32", [-1, 8, 8, 3], image='[input.image]\nresize = "center_crop"\n')
+    probe_model(repo, "letterbox_norm", "FP32", [-1, 8, 8, 3],
+                image='[input.image]\nresize = "letterbox"\npad = 114\nscale = 0.00392156862745098\n'
+                      'mean = [0.5, 0.5, 0.5]\nstd = [0.25, 0.25, 0.25]\n')
     probe_model(repo, "exif", "UINT8", [-1, -1, -1, 3], image='[input.image]\nexif_orientation = true\n')
     probe_model(repo, "ranged", "FP32", '[-1, "8:16", "8:16", 3]')
     CNN.update(write_safetensors_cnn(RNG, repo, "cnn", [4, 8], 5))
@@ -200,6 +203,10 @@ def test_letterbox_and_center_crop(client):
     np.testing.assert_allclose(boxed[3:5], bilinear(wide[:, :, ::-1], 2, 8), atol=1e-3)
     cropped = send(client, "crop", [encode(wide, "PNG")])[0]
     np.testing.assert_allclose(cropped, bilinear(wide[:, :, ::-1], 8, 32)[:, 12:20], atol=1e-3)
+    # The padding is a pixel value (`pad`), normalised like every pixel.
+    normed = send(client, "letterbox_norm", [encode(wide, "PNG")])[0]
+    np.testing.assert_allclose(normed[:3], (114 / 255 - 0.5) / 0.25, atol=1e-5)
+    np.testing.assert_allclose(normed[3:5], (bilinear(wide[:, :, ::-1], 2, 8) / 255 - 0.5) / 0.25, atol=1e-4)
 
 
 def test_range_dimensions_clamp_to_the_nearer_bound(client):

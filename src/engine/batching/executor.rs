@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::scheduler::{run_model, run_worker, BatchPolicy, Job, Queue};
+use super::scheduler::{run_model, run_worker, timed_out, BatchPolicy, Job, Queue};
 use super::stats::{ModelStats, Phases};
 use crate::engine::{Error, ErrorKind, Timeline};
 use crate::models::Model;
@@ -103,16 +103,28 @@ impl Executor {
             }
             Placement::Queued { queue, batching } => {
                 let (reply, answer) = flume::bounded(1);
-                queue
-                    .push(Job::new(inputs, *batching, timeout, reply))
-                    .map_err(|_| Error {
-                        kind: ErrorKind::Overloaded,
-                        message: "the model's queue is full".into(),
-                    })?;
-                answer
-                    .recv_async()
-                    .await
-                    .map_err(|_| Error::internal("the model's worker stopped"))?
+                let job = Job::new(inputs, *batching, timeout, reply);
+                let (id, deadline) = (job.id, job.deadline);
+                queue.push(job).map_err(|_| Error {
+                    kind: ErrorKind::Overloaded,
+                    message: "the model's queue is full".into(),
+                })?;
+                let stopped = |_| Error::internal("the model's worker stopped");
+                let Some(deadline) = deadline else {
+                    return answer.recv_async().await.map_err(stopped)?;
+                };
+                // The timeout bounds the time in the queue: at the deadline, a request no worker
+                // has taken yet leaves the queue and times out; one already taken runs to its end.
+                let mut answered = std::pin::pin!(answer.recv_async());
+                let wait = deadline.saturating_duration_since(Instant::now());
+                monoio::select! {
+                    result = &mut answered => return result.map_err(stopped)?,
+                    () = monoio::time::sleep(wait) => {}
+                }
+                if let Some(waited) = queue.expire(id, Instant::now().max(deadline)) {
+                    return Err(timed_out(waited));
+                }
+                answered.await.map_err(stopped)?
             }
         }
     }

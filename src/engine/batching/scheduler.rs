@@ -36,6 +36,8 @@ pub type Reply = flume::Sender<Answer>;
 
 /// One request waiting for execution.
 pub struct Job {
+    /// Which request it is, for `Queue::expire`.
+    pub id: u64,
     pub inputs: Vec<Tensor>,
     /// Its rows (batch dimension; 1 when the model does not batch).
     pub rows: u64,
@@ -73,8 +75,10 @@ impl Job {
         } else {
             (1, Vec::new())
         };
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let enqueued = Instant::now();
         Job {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             inputs,
             rows,
             key,
@@ -141,18 +145,21 @@ fn decide(queue: &VecDeque<Job>, policy: &BatchPolicy, now: Instant) -> Decision
 fn purge(queue: &mut VecDeque<Job>, now: Instant) {
     queue.retain(|job| {
         if job.deadline.is_some_and(|d| now >= d) {
-            let waited = now - job.enqueued;
-            let _ = job.reply.send(Err(Error {
-                kind: ErrorKind::TimedOut,
-                message: format!(
-                    "request timed out after {} µs in the queue",
-                    waited.as_micros()
-                ),
-            }));
+            let _ = job.reply.send(Err(timed_out(now - job.enqueued)));
             return false;
         }
         !job.reply.is_disconnected()
     });
+}
+
+pub fn timed_out(waited: Duration) -> Error {
+    Error {
+        kind: ErrorKind::TimedOut,
+        message: format!(
+            "request timed out after {} µs in the queue",
+            waited.as_micros()
+        ),
+    }
 }
 
 /// A model's queue, shared by the io threads (which push) and the model's workers (which form
@@ -216,6 +223,19 @@ impl Queue {
 
     pub fn len(&self) -> usize {
         self.lock().jobs.len()
+    }
+
+    /// Takes request `id` out of the queue if it is still there (no worker has taken it) and
+    /// its deadline has passed; returns how long it waited. Its client's timer calls this, so
+    /// a request times out on time even while every worker is busy.
+    pub fn expire(&self, id: u64, now: Instant) -> Option<Duration> {
+        let mut state = self.lock();
+        let at = state
+            .jobs
+            .iter()
+            .position(|j| j.id == id && j.deadline.is_some_and(|d| now >= d))?;
+        let job = state.jobs.remove(at)?;
+        Some(now - job.enqueued)
     }
 
     /// Workers stop once the queue is empty.
