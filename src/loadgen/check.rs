@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::client::Reply;
 use super::workload::Variant;
+use crate::doors::grpc::proto::inference::ModelInferResponse;
 use crate::tensors::{decode_json_data, fixed_byte_size, DataType};
 
 /// JSON responses larger than this are checked for framing only after the first: parsing a
@@ -68,7 +69,7 @@ impl Checker {
             return Ok(());
         }
         let outputs = match reply.header_length {
-            _ if reply.grpc => grpc_outputs(&reply.body)?,
+            _ if reply.grpc.is_some() => grpc_outputs(reply.grpc.as_ref())?,
             Some(len) => binary_outputs(&reply.body, len)?,
             None if first || reply.body.len() <= PARSE_JSON_UP_TO => json_outputs(&reply.body)?,
             None => {
@@ -155,14 +156,16 @@ fn binary_outputs(body: &Bytes, header_len: usize) -> Result<Vec<Output>, String
     Ok(outputs)
 }
 
-fn grpc_outputs(message: &Bytes) -> Result<Vec<Output>, String> {
-    let response = super::grpc::decode_response(message)?;
+fn grpc_outputs(response: Option<&ModelInferResponse>) -> Result<Vec<Output>, String> {
+    let Some(response) = response else {
+        return Ok(Vec::new());
+    };
     response
         .outputs
-        .into_iter()
-        .zip(response.raw_output_contents)
+        .iter()
+        .zip(&response.raw_output_contents)
         .map(|(output, data)| {
-            let name = output.name;
+            let name = output.name.clone();
             let datatype = DataType::parse(&output.datatype)
                 .ok_or_else(|| format!("output {name}: bad datatype {}", output.datatype))?;
             let shape = output
@@ -174,7 +177,7 @@ fn grpc_outputs(message: &Bytes) -> Result<Vec<Output>, String> {
                 name,
                 datatype,
                 shape,
-                data,
+                data: data.clone(),
             })
         })
         .collect()
@@ -297,7 +300,8 @@ mod tests {
             status: 200,
             header_length: Some(header.len()),
             body: Bytes::from(body),
-            grpc: false,
+            grpc: None,
+            size: 0,
         }
     }
 
@@ -321,14 +325,16 @@ mod tests {
             body: Bytes::from_static(
                 br#"{"outputs":[{"name":"OUTPUT0","datatype":"FP32","shape":[1,2],"data":[1.0,2.5]}]}"#,
             ),
-            grpc: false,
+            grpc: None,
+            size: 0,
         };
         checker.check(&json, &sent, true).unwrap();
         let failed = Reply {
             status: 503,
             header_length: None,
             body: Bytes::from_static(b"{}"),
-            grpc: false,
+            grpc: None,
+            size: 0,
         };
         assert!(checker
             .check(&failed, &sent, true)

@@ -53,8 +53,10 @@ pub struct Reply {
     /// The Inference-Header-Content-Length header, if any.
     pub header_length: Option<usize>,
     pub body: Bytes,
-    /// The body is a gRPC ModelInferResponse message.
-    pub grpc: bool,
+    /// A gRPC answer's message (then `body` is empty).
+    pub grpc: Option<crate::doors::grpc::proto::inference::ModelInferResponse>,
+    /// Bytes received for the answer's body or message.
+    pub size: usize,
 }
 
 /// Parses a response head at the start of `buf`: the reply without its body, the head's
@@ -86,7 +88,8 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Reply, usize, usize)>, String> {
         status: response.code.unwrap_or(0),
         header_length: number("inference-header-content-length")?,
         body: Bytes::new(),
-        grpc: false,
+        grpc: None,
+        size: body_len,
     };
     Ok(Some((reply, head_len, body_len)))
 }

@@ -37,10 +37,17 @@ pub fn encode_request(model: &str, version: Option<&str>, inputs: &Inputs) -> By
     Bytes::from(framed)
 }
 
-/// A ModelInferResponse message, with as many raw contents as outputs.
-pub fn decode_response(message: &Bytes) -> Result<pb::ModelInferResponse, String> {
-    let response = pb::ModelInferResponse::decode(message.clone())
-        .map_err(|e| format!("a ModelInferResponse that does not decode: {e}"))?;
+/// A ModelInferResponse message (in the chunks it arrived in, without its prefix), with as many
+/// raw contents as outputs. Two chunks (the head, then one large output, as tensord sends them)
+/// are decoded without joining them: the output is a view of its chunk.
+pub fn decode_response(chunks: &[Bytes]) -> Result<pb::ModelInferResponse, String> {
+    let decoded = match chunks {
+        [one] => pb::ModelInferResponse::decode(one.clone()),
+        [head, tail] => pb::ModelInferResponse::decode(head.clone().chain(tail.clone())),
+        many => pb::ModelInferResponse::decode(Bytes::from(many.concat())),
+    };
+    let response =
+        decoded.map_err(|e| format!("a ModelInferResponse that does not decode: {e}"))?;
     if response.raw_output_contents.len() != response.outputs.len() {
         return Err(format!(
             "{} outputs but {} raw_output_contents",
@@ -116,39 +123,36 @@ impl GrpcConnection {
             return Err(e);
         }
         let mut body = response.into_body();
-        // One chunk is kept as it is; more are joined.
         let mut chunks = Vec::new();
         while let Some(chunk) = body.data().await {
             let chunk = chunk.map_err(|e| format!("read: {e}"))?;
             let _ = body.flow_control().release_capacity(chunk.len());
             chunks.push(chunk);
         }
-        let mut buf = match chunks.len() {
-            1 => chunks.swap_remove(0),
-            _ => Bytes::from(chunks.concat()),
-        };
         let trailers = body.trailers().await.map_err(|e| format!("read: {e}"))?;
         match trailers.as_ref().and_then(status) {
             Some(Ok(())) => {}
             Some(Err(e)) => return Err(e),
             None => return Err("a response without grpc-status".into()),
         }
-        if buf.len() < 5 || buf[0] != 0 {
-            return Err("a response without one uncompressed message".into());
-        }
-        let length = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-        buf.advance(5);
-        if buf.len() != length {
+        let size: usize = chunks.iter().map(Bytes::len).sum();
+        let prefix = match chunks.first_mut() {
+            Some(first) if first.len() >= 5 && first[0] == 0 => first.split_to(5),
+            _ => return Err("a response without one uncompressed message".into()),
+        };
+        let length = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+        if size - 5 != length {
             return Err(format!(
                 "a response message of {} bytes where its prefix says {length}",
-                buf.len()
+                size - 5
             ));
         }
         Ok(Reply {
             status: 200,
             header_length: None,
-            body: buf,
-            grpc: true,
+            body: Bytes::new(),
+            grpc: Some(decode_response(&chunks)?),
+            size,
         })
     }
 }

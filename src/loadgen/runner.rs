@@ -319,7 +319,7 @@ async fn stream(plan: Arc<Plan>, shared: Arc<Shared>, level: Level, index: usize
         let result = result.and_then(|reply| {
             plan.checker.check(&reply, variant, !checked[slot])?;
             checked[slot] = true;
-            Ok(reply.body.len())
+            Ok(reply.size)
         });
         shared.answered();
         let now = Instant::now();
