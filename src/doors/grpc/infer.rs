@@ -8,7 +8,7 @@ use prost::Message;
 
 use super::pb;
 use super::status::Status;
-use crate::engine::{self, counted, Counted, Engine, Error};
+use crate::engine::{self, counted, Engine, Error};
 use crate::tensors::{push_bytes_element, DataType, Tensor};
 
 /// Runs one ModelInfer; `deadline` (the call's `grpc-timeout`) bounds the queue wait as the
@@ -42,11 +42,7 @@ pub async fn model_infer(
             outputs,
             raw_output_contents: done.outputs.into_iter().map(|o| o.tensor.data).collect(),
         };
-        Ok(Counted {
-            bytes: reply.encoded_len(),
-            rows: done.rows,
-            reply,
-        })
+        Ok(super::counted_reply(reply, done.rows))
     })
     .await
     .map_err(Status::from)

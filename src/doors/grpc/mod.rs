@@ -17,7 +17,7 @@ use bytes::Bytes;
 use prost::Message;
 
 use crate::doors::{Service, EXTENSIONS};
-use crate::engine::{Engine, Error};
+use crate::engine::{Counted, Engine, Error};
 pub use status::Status;
 
 /// The messages, generated from `proto/` by build.rs.
@@ -169,6 +169,15 @@ pub fn decode_requests(message: Bytes, max_elements: u64) {
         for tensor in request.inputs.values() {
             let _ = tfs::tensor_of(tensor, max_elements);
         }
+    }
+}
+
+/// A response message with what the statistics record of it.
+fn counted_reply<M: Message>(reply: M, rows: u64) -> Counted<M> {
+    Counted {
+        bytes: reply.encoded_len(),
+        rows,
+        reply,
     }
 }
 

@@ -15,7 +15,7 @@ use super::status::Status;
 use super::{decode, encode};
 use crate::doors::describe::{datatype_of_tf, metadata_shape, tf_dtype};
 use crate::doors::tfs::version_statuses;
-use crate::engine::{counted, Counted, Engine, Error, InferRequest, Input, WantedOutput};
+use crate::engine::{counted, Engine, Error, InferRequest, Input, WantedOutput};
 use crate::models::TensorSpec;
 use crate::tensors::{element_count, push_bytes_element, DataType, Tensor};
 use tf::serving as tfs;
@@ -81,11 +81,7 @@ async fn predict(
                 .map(|o| (o.name.to_string(), tensor_proto(o.tensor)))
                 .collect(),
         };
-        Ok(Counted {
-            bytes: reply.encoded_len(),
-            rows: done.rows,
-            reply,
-        })
+        Ok(super::counted_reply(reply, done.rows))
     })
     .await
     .map_err(Status::from)
