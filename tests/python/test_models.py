@@ -152,6 +152,8 @@ def repo(tmp_path_factory):
         'max_batch_size = 16\n[[input]]\nname = "features"\ndatatype = "FP32"\ndims = [8]\n',
     )
     WEIGHTS["cnn"] = write_safetensors_cnn(RNG, repo, "st_cnn", CNN_STAGES, 6)
+    # A GPU this machine lacks (or a build without CUDA): the model is UNAVAILABLE with the reason.
+    write_safetensors_mlp(RNG, repo, "st_on_gpu", [8, 4], "gelu", 'device = "cuda:0"\n')
     return repo
 
 
@@ -260,6 +262,18 @@ def test_broken_model_beside_good_ones(client, server):
         urllib.request.urlopen(req)
     assert e.value.code == 503
     assert "instance_count" in json.load(e.value)["error"]
+
+
+def test_a_model_on_a_missing_gpu_is_unavailable_with_the_reason(client, server):
+    meta = client.get_model_metadata("st_on_gpu")
+    assert meta["state"] == "UNAVAILABLE"
+    assert "key 'device': cuda:0:" in meta["reason"], meta["reason"]
+    assert not client.is_model_ready("st_on_gpu")
+    req = urllib.request.Request(f"http://{server.url}/v2/models/st_on_gpu/infer", data=b'{"inputs":[]}')
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req)
+    assert e.value.code == 503 and "cuda:0" in json.load(e.value)["error"]
+    assert client.is_model_ready("st_mlp"), "the CPU models beside it serve"
 
 
 def test_repository_index_unload_load(client, repo):
