@@ -80,6 +80,7 @@ impl Server {
             (None, None) => None,
         };
         let described = main.describe()?;
+        let grpc_described = grpc.as_ref().map(Listen::describe).transpose()?;
         // One shutdown slot per runtime for each of its two accept loops (HTTP, gRPC), and one
         // for the metrics listener's.
         let shutdown = Arc::new(ShutdownSignal::new(2 * config.threads + 1));
@@ -150,7 +151,8 @@ impl Server {
                 Err(_) => return Err("an io thread exited during start-up".into()),
             }
         }
-        tracing::info!(addr = %described, threads = config.threads, driver = %driver, "listening");
+        let grpc = grpc_described.unwrap_or_else(|| "off".into());
+        tracing::info!(addr = %described, grpc = %grpc, threads = config.threads, driver = %driver, "listening");
         if let Some(period) = config.watchdog {
             systemd::start_watchdog(period, beats);
         }
