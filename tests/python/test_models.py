@@ -268,6 +268,7 @@ def test_a_model_on_a_missing_gpu_is_unavailable_with_the_reason(client, server)
     meta = client.get_model_metadata("st_on_gpu")
     assert meta["state"] == "UNAVAILABLE"
     assert "key 'device': cuda:0:" in meta["reason"], meta["reason"]
+    assert "\n" not in meta["reason"].split("cuda:0:")[1], "one line, no backtrace"
     assert not client.is_model_ready("st_on_gpu")
     req = urllib.request.Request(f"http://{server.url}/v2/models/st_on_gpu/infer", data=b'{"inputs":[]}')
     with pytest.raises(urllib.error.HTTPError) as e:

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use candle_core::Device;
 
+use super::candle_io::candle_message;
 use super::config::{DeviceChoice, ModelConfig};
 use super::{Model, TensorSpec};
 
@@ -24,9 +25,8 @@ pub struct Loaded {
 fn device(config: &ModelConfig) -> Result<Device, String> {
     match config.device()? {
         DeviceChoice::Cpu => Ok(Device::Cpu),
-        DeviceChoice::Cuda(n) => {
-            Device::new_cuda(n).map_err(|e| format!("key 'device': cuda:{n}: {e}"))
-        }
+        DeviceChoice::Cuda(n) => Device::new_cuda(n)
+            .map_err(|e| format!("key 'device': cuda:{n}: {}", candle_message(&e))),
     }
 }
 
