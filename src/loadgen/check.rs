@@ -68,11 +68,13 @@ impl Checker {
         if self.level == CheckLevel::Framing {
             return Ok(());
         }
-        let outputs = match reply.header_length {
-            _ if reply.grpc.is_some() => grpc_outputs(reply.grpc.as_ref())?,
-            Some(len) => binary_outputs(&reply.body, len)?,
-            None if first || reply.body.len() <= PARSE_JSON_UP_TO => json_outputs(&reply.body)?,
-            None => {
+        let outputs = match (&reply.grpc, reply.header_length) {
+            (Some(response), _) => grpc_outputs(response)?,
+            (None, Some(len)) => binary_outputs(&reply.body, len)?,
+            (None, None) if first || reply.body.len() <= PARSE_JSON_UP_TO => {
+                json_outputs(&reply.body)?
+            }
+            (None, None) => {
                 let body = &reply.body;
                 if body.first() != Some(&b'{') || body.last() != Some(&b'}') {
                     return Err("the response body is not a JSON object".into());
@@ -156,10 +158,7 @@ fn binary_outputs(body: &Bytes, header_len: usize) -> Result<Vec<Output>, String
     Ok(outputs)
 }
 
-fn grpc_outputs(response: Option<&ModelInferResponse>) -> Result<Vec<Output>, String> {
-    let Some(response) = response else {
-        return Ok(Vec::new());
-    };
+fn grpc_outputs(response: &ModelInferResponse) -> Result<Vec<Output>, String> {
     response
         .outputs
         .iter()

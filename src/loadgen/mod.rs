@@ -190,7 +190,7 @@ fn show_progress(plan: &Plan, shared: &Shared, level: Level) {
         ("warm-up", 0.0)
     } else {
         let elapsed = now - from;
-        let fraction = match (shared.planned(plan), plan.requests) {
+        let fraction = match (shared.planned(), plan.requests) {
             (Some(d), _) => elapsed.as_secs_f64() / d.as_secs_f64(),
             (None, Some(n)) => done as f64 / n as f64,
             (None, None) => 0.0,

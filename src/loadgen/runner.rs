@@ -148,7 +148,7 @@ impl Shared {
     }
 
     /// The measured window's planned length (`None` with `--requests`).
-    pub fn planned(&self, _plan: &Plan) -> Option<Duration> {
+    pub fn planned(&self) -> Option<Duration> {
         self.planned
     }
 

@@ -334,7 +334,7 @@ fn frame(mut parts: Encoded, coding: Option<Coding>) -> Encoded {
     head.extend_from_slice(&[u8::from(coding.is_some())]);
     head.extend_from_slice(&(length as u32).to_be_bytes());
     let mut parts = parts.into_iter();
-    if first <= 16 * 1024 {
+    if first <= grpc::INLINE_BYTES {
         head.extend_from_slice(&parts.next().unwrap_or_default());
     }
     std::iter::once(head.freeze()).chain(parts).collect()

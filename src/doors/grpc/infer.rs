@@ -48,9 +48,6 @@ pub async fn model_infer(
     .map_err(Status::from)
 }
 
-/// Contents this large are written as parts of their own rather than copied into the message.
-const INLINE_BYTES: usize = 16 * 1024;
-
 /// A ModelInferResponse as it is written: prost encodes all but `raw_output_contents`, which
 /// follow as field 6, each a key and a length and then the output's own bytes (protobuf allows
 /// fields in any order).
@@ -62,7 +59,7 @@ pub fn encode_response(mut response: pb::ModelInferResponse) -> super::Encoded {
     for data in raw {
         head.push(RAW_OUTPUT_CONTENTS_KEY);
         prost::encoding::encode_varint(data.len() as u64, &mut head);
-        if data.len() < INLINE_BYTES {
+        if data.len() < super::INLINE_BYTES {
             head.extend_from_slice(&data);
         } else {
             parts.push(Bytes::from(std::mem::take(&mut head)));

@@ -190,6 +190,10 @@ fn decode<M: Message + Default>(message: Bytes) -> Result<M, Status> {
     M::decode(message).map_err(|e| Status::from(Error::invalid(format!("invalid message: {e}"))))
 }
 
+/// Parts of a message this large travel on their own rather than being copied next to others:
+/// ModelInfer's outputs, and the first part of a framed message.
+pub const INLINE_BYTES: usize = 16 * 1024;
+
 /// An encoded response message in parts, which concatenated are the protobuf bytes: large
 /// tensor contents stay parts of their own (views of the outputs), written without a copy.
 pub type Encoded = Vec<Bytes>;
