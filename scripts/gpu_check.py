@@ -2,8 +2,10 @@
 (scripts/build-cuda) serves safetensors models on cuda:0 and the same weights on the CPU; every
 GPU output is compared with the CPU's and, where PyTorch has the GPU, with PyTorch eager on the
 same weights; dynamic batching on the GPU is measured at concurrency 1, 8 and 32 with
-tensord-bench, against PyTorch eager at batch 1, 8 and 32. Prints one table; exits 1 on any
-mismatch over 1e-3 or a GPU model that does not load.
+tensord-bench, against PyTorch eager at batch 1, 8 and 32. Then /metrics must report the GPU's
+memory, and a batch that runs out of GPU memory (PyTorch holds all but 512 MiB) must fail alone
+with a 500 while the model goes on serving. Prints one table; exits 1 on any mismatch over 1e-3,
+a GPU model that does not load, or a failed memory check.
 
 Needs numpy (and torch for the PyTorch columns). GPU_CHECK_DEVICE=cpu runs the same steps with
 every model on the CPU (a dry run on a machine without a GPU)."""
@@ -92,12 +94,16 @@ def http(port, path, body=None, headers=None):
         return e.code, dict(e.headers), e.read()
 
 
-def infer(port, model, x):
+def http_infer(port, model, x):
     header = json.dumps({"inputs": [{"name": "INPUT0", "shape": list(x.shape), "datatype": "FP32",
                                      "parameters": {"binary_data_size": x.nbytes}}],
                          "parameters": {"binary_data_output": True}}).encode()
-    status, headers, body = http(port, f"/v2/models/{model}/infer", header + x.tobytes(),
-                                 {"Inference-Header-Content-Length": str(len(header))})
+    return http(port, f"/v2/models/{model}/infer", header + x.tobytes(),
+                {"Inference-Header-Content-Length": str(len(header))})
+
+
+def infer(port, model, x):
+    status, headers, body = http_infer(port, model, x)
     if status != 200:
         raise RuntimeError(f"{model}: {status} {body[:300]!r}")
     length = int(headers["Inference-Header-Content-Length"])
@@ -173,6 +179,63 @@ def bench(port, model, row):
     return [r["throughput_rps"] for r in json.loads(out.stdout)["results"]]
 
 
+def gpu_memory(port):
+    """nv_gpu_memory_{total,used}_bytes from /metrics, as {(name, uuid): bytes}."""
+    _, _, body = http(port, "/metrics")
+    out = {}
+    for line in body.decode().splitlines():
+        if line.startswith("nv_gpu_memory_"):
+            name, _, value = line.partition("{")
+            out[(name, value.split('"')[1])] = int(value.rsplit(" ", 1)[1])
+    return out
+
+
+def memory_checks(port, x_row, failed):
+    """/metrics reports the GPU; under memory pressure a batch of 32 on cnn224 fails with a 500
+    and the model goes on serving: batch 1 still answers, and batch 32 again once memory is free."""
+    notes = []
+    memory = gpu_memory(port)
+    if DEVICE == "cpu":
+        if memory:
+            failed.append(f"/metrics reports GPU memory without a GPU: {memory}")
+        return ["/metrics: no GPU memory families (no GPU opened)"]
+    totals = [v for (n, _), v in memory.items() if n == "nv_gpu_memory_total_bytes"]
+    used = [v for (n, _), v in memory.items() if n == "nv_gpu_memory_used_bytes"]
+    if len(totals) != 1 or len(used) != 1 or not 0 < used[0] < totals[0]:
+        failed.append(f"/metrics GPU memory: {memory}")
+        return notes
+    notes.append(f"/metrics: {used[0] / 2**30:.1f} of {totals[0] / 2**30:.1f} GiB used ({next(iter(memory))[1]})")
+    if torch_device() is None:
+        failed.append("the out-of-memory check needs PyTorch on the GPU")
+        return notes
+    import torch
+
+    free, _ = torch.cuda.mem_get_info()
+    hog = torch.empty(free - 512 * 2**20, dtype=torch.uint8, device="cuda:0")
+    try:
+        after = [v for (n, _), v in gpu_memory(port).items() if n == "nv_gpu_memory_used_bytes"]
+        if not after or after[0] < used[0] + hog.numel() * 0.9:
+            failed.append(f"/metrics used bytes did not follow a {hog.numel() >> 20} MiB allocation: {after}")
+        big = RNG.standard_normal([32, *x_row]).astype(np.float32)
+        status, _, body = http_infer(port, "cnn224_gpu", big)
+        notes.append(f"out of memory: batch 32 -> {status} {body[:160]!r}")
+        if status != 500:
+            failed.append(f"cnn224 batch 32 with 512 MiB free: {status}, not 500")
+        small = RNG.standard_normal([1, *x_row]).astype(np.float32)
+        err = relative_error(infer(port, "cnn224_gpu", small), infer(port, "cnn224_cpu", small))
+        notes.append(f"then batch 1 -> 200, vs CPU {err:.1e}")
+        if err > TOLERANCE:
+            failed.append(f"cnn224 batch 1 after the OOM: relative error {err:.2e}")
+    finally:
+        del hog
+        torch.cuda.empty_cache()
+    err = relative_error(infer(port, "cnn224_gpu", big), infer(port, "cnn224_cpu", big))
+    notes.append(f"memory released: batch 32 -> 200, vs CPU {err:.1e}")
+    if err > TOLERANCE:
+        failed.append(f"cnn224 batch 32 after the OOM: relative error {err:.2e}")
+    return notes
+
+
 def main():
     failed = []
     repo = Path(tempfile.mkdtemp(prefix="gpu-check-"))
@@ -183,7 +246,7 @@ def main():
     port = free_port()
     proc = start([TENSORD, "--http-addr", f"127.0.0.1:{port}", "--grpc-addr", "off", "--model-repository",
                   str(repo), "--log-level", "warn", "--drain-delay", "0"], port)
-    rows = []
+    rows, notes = [], []
     try:
         tdev = torch_device()
         for name, (arch, row) in MODELS.items():
@@ -207,6 +270,8 @@ def main():
                 if err is not None and err > TOLERANCE:
                     failed.append(f"{name}: {DEVICE} against {label}: relative error {err:.2e}")
             rows.append((name, vs_cpu, vs_torch, bench(port, f"{name}_gpu", row), torch_rates))
+        if any(r[0] == "cnn224" for r in rows):
+            notes = memory_checks(port, MODELS["cnn224"][1], failed)
     finally:
         stop(proc)
     fmt = lambda v, f="{:,.0f}": "—" if v is None else f.format(v)  # noqa: E731
@@ -218,6 +283,9 @@ def main():
         ratio = ours[2] / theirs[2] if theirs[2] else None
         print(f"| {name} | {vs_cpu:.1e} | {fmt(vs_torch, '{:.1e}')} | " + " | ".join(fmt(v) for v in ours) + " | "
               + " | ".join(fmt(v) for v in theirs) + f" | {fmt(ratio, '{:.2f}×')} |")
+    print()
+    for n in notes:
+        print(n)
     for f in failed:
         print("FAILED:", f)
     return 1 if failed else 0

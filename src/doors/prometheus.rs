@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use crate::engine::batching::Counter;
 use crate::engine::{ErrorKind, ServedModel};
 use crate::metrics::ServerMetrics;
+use crate::models::gpu::GpuMemory;
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -182,7 +183,34 @@ pub fn render(models: &[std::sync::Arc<ServedModel>], server: &ServerMetrics) ->
             );
         }
     }
+    gpu_memory(&mut out, &crate::models::gpu::memory());
     out
+}
+
+/// Triton's GPU memory gauges, for the devices models opened (none: no families).
+fn gpu_memory(out: &mut String, gpus: &[GpuMemory]) {
+    if gpus.is_empty() {
+        return;
+    }
+    type Bytes = fn(&GpuMemory) -> u64;
+    let gauges: [(&str, &str, Bytes); 2] = [
+        (
+            "nv_gpu_memory_total_bytes",
+            "GPU total memory, in bytes",
+            |g| g.total_bytes,
+        ),
+        (
+            "nv_gpu_memory_used_bytes",
+            "GPU used memory (by every process on the device), in bytes",
+            |g| g.used_bytes,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        family(out, name, "gauge", help);
+        for gpu in gpus {
+            let _ = writeln!(out, "{name}{{gpu_uuid=\"{}\"}} {}", gpu.uuid, value(gpu));
+        }
+    }
 }
 
 /// Triton's failure reason for an error kind: refused or expired before running, the model
@@ -192,5 +220,32 @@ fn triton_reason(kind: ErrorKind) -> &'static str {
         ErrorKind::NotReady | ErrorKind::Overloaded | ErrorKind::TimedOut => "REJECTED",
         ErrorKind::Internal => "BACKEND",
         ErrorKind::Invalid | ErrorKind::NotFound => "OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpu_memory_is_written_as_triton_writes_it() {
+        let mut out = String::new();
+        gpu_memory(&mut out, &[]);
+        assert_eq!(out, "", "no GPU opened: no families");
+        let gpu = GpuMemory {
+            uuid: "GPU-c06bbf33-c250-ca45-579b-19134b518844".into(),
+            total_bytes: 42949672960,
+            used_bytes: 33763098624,
+        };
+        gpu_memory(&mut out, &[gpu]);
+        let lines: Vec<&str> = out.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            lines,
+            [
+                "nv_gpu_memory_total_bytes{gpu_uuid=\"GPU-c06bbf33-c250-ca45-579b-19134b518844\"} 42949672960",
+                "nv_gpu_memory_used_bytes{gpu_uuid=\"GPU-c06bbf33-c250-ca45-579b-19134b518844\"} 33763098624",
+            ]
+        );
+        assert!(out.contains("# TYPE nv_gpu_memory_used_bytes gauge"));
     }
 }

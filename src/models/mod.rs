@@ -5,6 +5,7 @@ mod backends;
 pub use backends::onnxruntime;
 mod candle_io;
 mod config;
+pub mod gpu;
 mod model;
 mod pbtxt;
 

@@ -25,8 +25,12 @@ pub struct Loaded {
 fn device(config: &ModelConfig) -> Result<Device, String> {
     match config.device()? {
         DeviceChoice::Cpu => Ok(Device::Cpu),
-        DeviceChoice::Cuda(n) => Device::new_cuda(n)
-            .map_err(|e| format!("key 'device': cuda:{n}: {}", candle_message(&e))),
+        DeviceChoice::Cuda(n) => {
+            let device = Device::new_cuda(n)
+                .map_err(|e| format!("key 'device': cuda:{n}: {}", candle_message(&e)))?;
+            super::gpu::remember(&device);
+            Ok(device)
+        }
     }
 }
 
