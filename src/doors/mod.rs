@@ -4,6 +4,7 @@
 
 mod describe;
 pub mod grpc;
+mod parameters;
 mod prometheus;
 mod routes;
 mod status;

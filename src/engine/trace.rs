@@ -80,17 +80,15 @@ pub struct Trace {
 }
 
 impl Trace {
-    pub fn stamp(&mut self, stage: &'static str, at: Instant) {
-        self.stamps.push((stage, at));
-    }
-
-    pub fn timeline(&mut self, t: &Timeline) {
+    /// The engine's stages of an executed request, then REQUEST_END (now).
+    pub fn executed(&mut self, t: &Timeline) {
         self.stamps.extend([
             ("QUEUE_START", t.queue_start),
             ("COMPUTE_START", t.compute_start),
             ("COMPUTE_INPUT_END", t.compute_input_end),
             ("COMPUTE_OUTPUT_START", t.compute_output_start),
             ("COMPUTE_END", t.compute_end),
+            ("REQUEST_END", Instant::now()),
         ]);
     }
 
@@ -251,8 +249,15 @@ impl Tracer {
         Ok(after.to_json())
     }
 
-    /// A trace for this request of `model`, if its settings sample it.
-    pub fn start(&self, model: &str, version: u64) -> Option<Trace> {
+    /// A trace for this request of `model`, if its settings sample it, stamped with the front
+    /// door's two receive stages (HTTP_RECV_START/END, GRPC_WAITREAD_START/END) and
+    /// REQUEST_START (now).
+    pub fn start(
+        &self,
+        model: &str,
+        version: u64,
+        received: [(&'static str, Instant); 2],
+    ) -> Option<Trace> {
         let mut state = self.lock();
         let settings = Tracer::effective(&state, Some(model));
         if !settings.level.iter().any(|l| l == "TIMESTAMPS") || settings.file.is_empty() {
@@ -274,12 +279,17 @@ impl Tracer {
             version,
             file: settings.file,
             log_frequency: settings.log_frequency,
-            stamps: Vec::with_capacity(12),
+            stamps: [received[0], received[1], ("REQUEST_START", Instant::now())].into(),
         })
     }
 
-    /// Keeps a finished trace, writing its file when `log_frequency` says so.
-    pub fn finish(&self, trace: Trace) {
+    /// Stamps a trace (if any) with the door's send stage (now) and keeps it, writing its file
+    /// when `log_frequency` says so.
+    pub fn finish(&self, trace: Option<Trace>, send_start: &'static str) {
+        let Some(mut trace) = trace else {
+            return;
+        };
+        trace.stamps.push((send_start, Instant::now()));
         let mut state = self.lock();
         let pending = state.pending.entry(trace.file.clone()).or_default();
         pending.extend(trace.to_json());
@@ -368,9 +378,13 @@ mod tests {
         );
         assert_eq!(tracer.settings(Some("other"))["trace_rate"], json!("2"));
         // Model m: rate 1, count 1: one trace. Another model: one in two.
-        assert!(tracer.start("m", 1).is_some());
-        assert!(tracer.start("m", 1).is_none());
-        let sampled: Vec<bool> = (0..4).map(|_| tracer.start("other", 1).is_some()).collect();
+        let now = Instant::now();
+        let received = [("RECV_START", now), ("RECV_END", now)];
+        assert!(tracer.start("m", 1, received).is_some());
+        assert!(tracer.start("m", 1, received).is_none());
+        let sampled: Vec<bool> = (0..4)
+            .map(|_| tracer.start("other", 1, received).is_some())
+            .collect();
         assert_eq!(sampled, [true, false, true, false]);
         // null restores the global value for the model.
         let back = tracer

@@ -6,7 +6,7 @@
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use h2::server::SendResponse;
@@ -69,6 +69,7 @@ async fn call(
     respond: SendResponse<Bytes>,
     ctx: Rc<ConnectionContext>,
 ) {
+    let started = Instant::now();
     let _busy = BusyGuard::new(&ctx.busy);
     let path = request.uri().path().to_string();
     let headers = request.headers();
@@ -94,7 +95,8 @@ async fn call(
     }
     let answer = async {
         let message = messages.only().await?;
-        let reply = grpc::call(&ctx.service, &path, message, timeout).await?;
+        let waitread = [started, Instant::now()];
+        let reply = grpc::call(&ctx.service, &path, message, timeout, waitread).await?;
         Ok((reply, coding))
     };
     let answer = answer.await;
@@ -114,8 +116,13 @@ async fn stream_calls(
     let Ok(mut send) = respond.send_response(response_head(coding), false) else {
         return;
     };
-    while let Some(message) = messages.next().await {
-        let reply = grpc::stream_infer(engine, message, timeout).await;
+    loop {
+        let waiting = Instant::now();
+        let Some(message) = messages.next().await else {
+            break;
+        };
+        let waitread = [waiting, Instant::now()];
+        let reply = grpc::stream_infer(engine, message, timeout, waitread).await;
         answered.fetch_add(1, Relaxed);
         if send_message(&mut send, frame(reply, coding)).is_err() {
             return;

@@ -129,6 +129,38 @@ def test_errors_carry_grpc_statuses(client):
     assert client.is_server_live()
 
 
+def test_parameters_no_model_reads_are_refused_not_ignored(client):
+    a = np.arange(16, dtype=np.int32).reshape(1, 16)
+    cases = [
+        ({"parameters": {"my_custom_parameter": 42}},
+         "request parameter 'my_custom_parameter': not supported"),
+        ({"sequence_id": 7, "sequence_start": True},
+         "tensord has no sequence batching (only 0, \"\" or false is accepted)"),
+        ({"priority": 1}, "request parameter 'priority': tensord models have no priority levels"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(InferenceServerException) as e:
+            client.infer("add_sub", add_sub_inputs(a, a), **kwargs)
+        assert e.value.status() == "StatusCode.INVALID_ARGUMENT" and message in e.value.message(), \
+            (kwargs, e.value.message())
+    # Output and input parameters likewise (tritonclient has no public setter for either).
+    out = grpcclient.InferRequestedOutput("OUTPUT0")
+    out._output.parameters["shared_memory_region"].string_param = "r"
+    with pytest.raises(InferenceServerException) as e:
+        client.infer("add_sub", add_sub_inputs(a, a), outputs=[out])
+    assert "output 'OUTPUT0' parameter 'shared_memory_region': not supported" in e.value.message()
+    ins = add_sub_inputs(a, a)
+    ins[0]._input.parameters["binary_data_size"].int64_param = 64
+    with pytest.raises(InferenceServerException) as e:
+        client.infer("add_sub", ins)
+    assert "input 'INPUT0' parameter 'binary_data_size': not supported" in e.value.message()
+    assert "(this takes: none)" in e.value.message()
+    # The known ones still work: a class count and a zero timeout.
+    out = grpcclient.InferRequestedOutput("OUTPUT0", class_count=1)
+    result = client.infer("add_sub", add_sub_inputs(a, a), outputs=[out], timeout=0)
+    assert result.as_numpy("OUTPUT0").tolist() == [[b"30:15"]]
+
+
 KSERVE_CLIENT = """
 import asyncio, sys
 import numpy as np
@@ -289,6 +321,44 @@ def test_stream_infer_answers_each_request_in_order(grpc_url):
     assert result is None and "Request for unknown model: 'nope' is not found" in str(error)
 
 
+def test_calls_are_traced_and_streams_mark_final_responses(client, grpc_url, tmp_path):
+    import json
+    import queue
+
+    trace = tmp_path / "grpc.json"
+    on = {"trace_file": str(trace), "trace_level": ["TIMESTAMPS"], "trace_rate": "1", "log_frequency": "1"}
+    client.update_trace_settings(model_name="identity", settings=on)
+    x = np.arange(3, dtype=np.float32).reshape(1, 3)
+    inp = grpcclient.InferInput("INPUT0", [1, 3], "FP32")
+    inp.set_data_from_numpy(x)
+    stream = grpcclient.InferenceServerClient(grpc_url)
+    answers = queue.Queue()
+    try:
+        assert client.infer("identity", [inp]).as_numpy("OUTPUT0").tolist() == x.tolist()
+        stream.start_stream(callback=lambda result, error: answers.put((result, error)))
+        stream.async_stream_infer("identity", [inp], enable_empty_final_response=True)
+        stream.async_stream_infer("identity", [inp])
+        (marked, e1), (plain, e2) = answers.get(timeout=30), answers.get(timeout=30)
+    finally:
+        stream.stop_stream()
+        stream.close()
+        client.update_trace_settings(model_name="identity", settings={k: None for k in on})
+    # Every tensord response is final; a stream marks it so when the request asks (perf_analyzer
+    # and tritonclient's decoupled callers wait for the mark).
+    assert e1 is None and e2 is None
+    assert marked.get_response().parameters["triton_final_response"].bool_param is True
+    assert "triton_final_response" not in plain.get_response().parameters
+    assert marked.as_numpy("OUTPUT0").tolist() == x.tolist()
+    order = ["GRPC_WAITREAD_START", "GRPC_WAITREAD_END", "REQUEST_START", "QUEUE_START", "COMPUTE_START",
+             "COMPUTE_INPUT_END", "COMPUTE_OUTPUT_START", "COMPUTE_END", "REQUEST_END", "GRPC_SEND_START"]
+    for k in range(3):  # the unary call and the two stream messages, one file each
+        head, stages = json.loads((tmp_path / f"grpc.json.{k}").read_text())
+        assert (head["model_name"], head["model_version"]) == ("identity", 1)
+        assert [s["name"] for s in stages["timestamps"]] == order
+        ns = [s["ns"] for s in stages["timestamps"]]
+        assert ns == sorted(ns) and ns[0] > 0
+
+
 def test_log_and_trace_settings(client, tmp_path):
     log = client.get_log_settings(as_json=True)["settings"]
     assert log["log_info"] == {"bool_param": True}
@@ -424,6 +494,25 @@ def test_tfs_grpc_errors(grpc_url, inputs, signature, code, message):
     with pytest.raises(grpc.RpcError) as e:
         tf_predict(grpc_url, "nope", inputs)
     assert e.value.code().name == "NOT_FOUND"
+
+
+def test_tfs_grpc_refuses_fields_it_does_not_read(grpc_url):
+    # TF Serving's PredictRequest has fields tensord does not read (client_id is field 6); one that
+    # is set is refused, where protobuf decoding alone would skip it without a word.
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "identity"
+    request.inputs["INPUT0"].CopyFrom(tf_tensor(types_pb2.DT_FLOAT, [1], float_val=[1.5]))
+    with grpc.insecure_channel(grpc_url) as channel:
+        call = channel.unary_unary("/tensorflow.serving.PredictionService/Predict",
+                                   request_serializer=lambda body: body,
+                                   response_deserializer=predict_pb2.PredictResponse.FromString)
+        reply = call(request.SerializeToString(), timeout=10)
+        assert np.frombuffer(reply.outputs["OUTPUT0"].tensor_content, np.float32).tolist() == [1.5]
+        with pytest.raises(grpc.RpcError) as e:
+            call(request.SerializeToString() + b"\x32\x03abc", timeout=10)
+    assert e.value.code().name == "INVALID_ARGUMENT"
+    assert e.value.details().startswith(
+        "PredictRequest field 6 is not supported (tensord reads model_spec, inputs, output_filter)")
 
 
 def test_tfs_grpc_metadata_message_and_unimplemented(grpc_url):

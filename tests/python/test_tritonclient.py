@@ -1,5 +1,9 @@
 """tritonclient.http against the running daemon: every datatype, binary and JSON."""
 
+import json
+import urllib.error
+import urllib.request
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -185,3 +189,47 @@ def test_errors_are_raised_with_messages(client):
         client.infer("add_sub", ins, model_version="7")
     assert not client.is_model_ready("nope")
     assert client.is_server_live()
+
+
+def test_parameters_no_model_reads_are_refused_not_ignored(client, url):
+    a = np.arange(16, dtype=np.int32).reshape(1, 16)
+    ins = []
+    for name in ("INPUT0", "INPUT1"):
+        i = httpclient.InferInput(name, [1, 16], "INT32")
+        i.set_data_from_numpy(a)
+        ins.append(i)
+    cases = [
+        ({"parameters": {"my_custom_parameter": 42}},
+         "request parameter 'my_custom_parameter': not supported"),
+        ({"sequence_id": 7}, "request parameter 'sequence_id': tensord has no sequence batching"),
+        ({"priority": 1}, "request parameter 'priority': tensord models have no priority levels"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(InferenceServerException) as e:
+            client.infer("add_sub", ins, **kwargs)
+        assert e.value.status() == "400" and message in e.value.message(), (kwargs, e.value.message())
+    # Their "not set" values (0, "" or false) are no-ops; the known parameters work as before.
+    def post(body):
+        req = urllib.request.Request(f"http://{url}/v2/models/add_sub/infer", json.dumps(body).encode())
+        try:
+            with urllib.request.urlopen(req) as r:
+                return r.status, json.load(r)
+        except urllib.error.HTTPError as err:
+            return err.code, json.load(err)
+
+    data = list(range(16))
+    tensor = {"shape": [1, 16], "datatype": "INT32", "data": data}
+    body = {"parameters": {"sequence_id": 0, "sequence_start": False, "priority": 0, "timeout": 0},
+            "inputs": [dict(name="INPUT0", **tensor), dict(name="INPUT1", **tensor)],
+            "outputs": [{"name": "OUTPUT0", "parameters": {"binary_data": False}}]}
+    status, answer = post(body)
+    assert status == 200 and answer["outputs"][0]["data"] == [2 * v for v in data], answer
+    body["outputs"][0]["parameters"]["shared_memory_region"] = "r"
+    status, answer = post(body)
+    assert status == 400 and answer["error"].startswith(
+        "output 'OUTPUT0' parameter 'shared_memory_region': not supported"), answer
+    del body["outputs"][0]["parameters"]["shared_memory_region"]
+    body["inputs"][1]["parameters"] = {"scale": 2}
+    status, answer = post(body)
+    assert status == 400 and answer["error"].startswith("input 'INPUT1' parameter 'scale': not supported"), answer
+    assert "(this takes: binary_data_size)" in answer["error"]

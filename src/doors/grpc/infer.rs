@@ -1,7 +1,7 @@
 //! ModelMetadata and ModelInfer: protobuf messages to and from the engine's types.
 
 use std::borrow::Cow;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prost::Message;
@@ -12,18 +12,28 @@ use crate::engine::{self, counted, Engine, Error};
 use crate::tensors::{push_bytes_element, DataType, Tensor};
 
 /// Runs one ModelInfer; `deadline` (the call's `grpc-timeout`) bounds the queue wait as the
-/// `timeout` parameter does, the shorter of the two winning.
+/// `timeout` parameter does, the shorter of the two winning. `waitread`: when the server began
+/// waiting for the message and when it had it, for a trace.
 pub async fn model_infer(
     engine: &Engine,
     request: pb::ModelInferRequest,
     deadline: Option<Duration>,
+    waitread: [Instant; 2],
 ) -> Result<pb::ModelInferResponse, Status> {
     let model = engine.repository().get(&request.model_name)?;
     let (version, loaded) = model.version(super::version(&request.model_version))?;
-    counted(loaded, request.encoded_len(), async {
+    let received = [
+        ("GRPC_WAITREAD_START", waitread[0]),
+        ("GRPC_WAITREAD_END", waitread[1]),
+    ];
+    let mut trace = engine.tracer().start(&model.name, version, received);
+    let reply = counted(loaded, request.encoded_len(), async {
         let mut run = decode(&request, engine.max_tensor_elements())?;
         run.timeout = run.timeout.into_iter().chain(deadline).min();
         let done = engine.infer(&model, loaded, run).await?;
+        if let Some(trace) = trace.as_mut() {
+            trace.executed(&done.timeline);
+        }
         let outputs = done
             .outputs
             .iter()
@@ -44,8 +54,9 @@ pub async fn model_infer(
         };
         Ok(super::counted_reply(reply, done.rows))
     })
-    .await
-    .map_err(Status::from)
+    .await;
+    engine.tracer().finish(trace, "GRPC_SEND_START");
+    reply.map_err(Status::from)
 }
 
 /// A ModelInferResponse as it is written: prost encodes all but `raw_output_contents`, which
@@ -78,6 +89,16 @@ pub(super) fn decode(
     request: &pb::ModelInferRequest,
     max_elements: u64,
 ) -> Result<engine::InferRequest<'_>, Error> {
+    let known = &crate::doors::parameters::V2_GRPC;
+    check_parameters(&request.parameters, || "request".into(), known.request)?;
+    for input in &request.inputs {
+        let place = || format!("input '{}'", input.name);
+        check_parameters(&input.parameters, place, known.input)?;
+    }
+    for output in &request.outputs {
+        let place = || format!("output '{}'", output.name);
+        check_parameters(&output.parameters, place, known.output)?;
+    }
     let raw = &request.raw_input_contents;
     if !raw.is_empty() && raw.len() != request.inputs.len() {
         return Err(Error::invalid(format!(
@@ -203,6 +224,27 @@ pub(super) fn narrow<W: Copy + std::fmt::Display, N: TryFrom<W>, const S: usize>
         out.extend(le(n));
     }
     Ok(out)
+}
+
+/// Refuses any parameter `place` does not take (see `doors::parameters`).
+fn check_parameters(
+    parameters: &std::collections::HashMap<String, pb::InferParameter>,
+    place: impl Fn() -> String,
+    known: &[&str],
+) -> Result<(), Error> {
+    use pb::infer_parameter::ParameterChoice;
+    for (key, parameter) in parameters {
+        let unset = match &parameter.parameter_choice {
+            None => true,
+            Some(ParameterChoice::BoolParam(b)) => !b,
+            Some(ParameterChoice::Int64Param(v)) => *v == 0,
+            Some(ParameterChoice::Uint64Param(v)) => *v == 0,
+            Some(ParameterChoice::DoubleParam(v)) => *v == 0.0,
+            Some(ParameterChoice::StringParam(s)) => s.is_empty(),
+        };
+        crate::doors::parameters::check(&place, key, unset, known)?;
+    }
+    Ok(())
 }
 
 /// A non-negative integer parameter; present with another type is an error.

@@ -11,7 +11,7 @@ mod settings;
 mod status;
 mod tfs;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prost::Message;
@@ -40,12 +40,14 @@ pub mod proto {
 use proto::inference as pb;
 
 /// Answers one call: `path` is `/package.Service/Method`, `message` the request's encoded
-/// message, `timeout` the call's `grpc-timeout`. Returns the encoded response message.
+/// message, `timeout` the call's `grpc-timeout`, `waitread` when the server began waiting for
+/// the message and when it had it (for traces). Returns the encoded response message.
 pub async fn call(
     service: &Service,
     path: &str,
     message: Bytes,
     timeout: Option<Duration>,
+    waitread: [Instant; 2],
 ) -> Result<Encoded, Status> {
     let engine = service.engine();
     if let Some(method) = path.strip_prefix("/tensorflow.serving.") {
@@ -119,7 +121,7 @@ pub async fn call(
         }
         "ModelInfer" => {
             let request: pb::ModelInferRequest = decode(message)?;
-            let response = infer::model_infer(engine, request, timeout).await?;
+            let response = infer::model_infer(engine, request, timeout, waitread).await?;
             Ok(infer::encode_response(response))
         }
         other => Err(Status::unimplemented(format!(
@@ -133,17 +135,31 @@ pub const STREAM_INFER: &str = "/inference.GRPCInferenceService/ModelStreamInfer
 
 /// One message of ModelStreamInfer: a ModelInferRequest in, a ModelStreamInferResponse out.
 /// Errors travel in the response's `error_message`, as Triton sends them, and the stream goes
-/// on.
+/// on. Each response is its request's final one, and says so (`triton_final_response`) when the
+/// request asked for final responses to be marked, as Triton does.
 pub async fn stream_infer(
     engine: &Engine,
     message: Result<Bytes, Status>,
     timeout: Option<Duration>,
+    waitread: [Instant; 2],
 ) -> Encoded {
-    let answer = match message {
-        Ok(message) => match decode::<pb::ModelInferRequest>(message) {
-            Ok(request) => infer::model_infer(engine, request, timeout).await,
-            Err(status) => Err(status),
-        },
+    let answer = match message.and_then(decode::<pb::ModelInferRequest>) {
+        Ok(request) => {
+            let mark_final = marks_final(&request);
+            infer::model_infer(engine, request, timeout, waitread)
+                .await
+                .map(|mut response| {
+                    if mark_final {
+                        let yes = pb::infer_parameter::ParameterChoice::BoolParam(true);
+                        let final_response = pb::InferParameter {
+                            parameter_choice: Some(yes),
+                        };
+                        (response.parameters)
+                            .insert("triton_final_response".into(), final_response);
+                    }
+                    response
+                })
+        }
         Err(status) => Err(status),
     };
     encode(&match answer {
@@ -172,6 +188,15 @@ pub fn decode_requests(message: Bytes, max_elements: u64) {
     }
 }
 
+/// Whether a request sets `triton_enable_empty_final_response` to true.
+fn marks_final(request: &pb::ModelInferRequest) -> bool {
+    let flag = request.parameters.get(super::parameters::FINAL_RESPONSE);
+    matches!(
+        flag.and_then(|p| p.parameter_choice.as_ref()),
+        Some(pb::infer_parameter::ParameterChoice::BoolParam(true))
+    )
+}
+
 /// A response message with what the statistics record of it.
 fn counted_reply<M: Message>(reply: M, rows: u64) -> Counted<M> {
     Counted {
@@ -188,6 +213,35 @@ fn version(v: &str) -> Option<&str> {
 
 fn decode<M: Message + Default>(message: Bytes) -> Result<M, Status> {
     M::decode(message).map_err(|e| Status::from(Error::invalid(format!("invalid message: {e}"))))
+}
+
+/// `decode`, refusing a message that sets a top-level field other than `known` (number, name).
+/// prost skips unknown fields without a word; for messages written as a subset of another
+/// project's (TF Serving's), a field tensord does not read is refused, never ignored.
+fn decode_known<M: Message + Default>(
+    message: Bytes,
+    what: &str,
+    known: &[(u32, &str)],
+) -> Result<M, Status> {
+    use prost::encoding::{decode_key, skip_field, DecodeContext};
+    let mut rest = &message[..];
+    while !rest.is_empty() {
+        let Ok((tag, wire_type)) = decode_key(&mut rest) else {
+            break; // `decode` reports the malformed message
+        };
+        if !known.iter().any(|(n, _)| *n == tag) {
+            let names: Vec<&str> = known.iter().map(|(_, name)| *name).collect();
+            return Err(Status::from(Error::invalid(format!(
+                "{what} field {tag} is not supported (tensord reads {}); it is refused rather \
+                 than ignored",
+                names.join(", ")
+            ))));
+        }
+        if skip_field(wire_type, tag, &mut rest, DecodeContext::default()).is_err() {
+            break;
+        }
+    }
+    decode(message)
 }
 
 /// Parts of a message this large travel on their own rather than being copied next to others:

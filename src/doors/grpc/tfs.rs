@@ -12,7 +12,7 @@ use prost::Message;
 use super::infer::narrow;
 use super::proto::tensorflow as tf;
 use super::status::Status;
-use super::{decode, encode};
+use super::{decode_known, encode};
 use crate::doors::describe::{datatype_of_tf, metadata_shape, tf_dtype};
 use crate::doors::tfs::version_statuses;
 use crate::engine::{counted, Engine, Error, InferRequest, Input, WantedOutput};
@@ -28,9 +28,20 @@ pub async fn call(
     timeout: Option<Duration>,
 ) -> Result<super::Encoded, Status> {
     match method {
-        "PredictionService/Predict" => Ok(encode(&predict(engine, decode(message)?, timeout).await?)),
-        "PredictionService/GetModelMetadata" => Ok(encode(&metadata(engine, decode(message)?)?)),
-        "ModelService/GetModelStatus" => Ok(encode(&status(engine, decode(message)?)?)),
+        "PredictionService/Predict" => {
+            let known = [(1, "model_spec"), (2, "inputs"), (3, "output_filter")];
+            let request = decode_known(message, "PredictRequest", &known)?;
+            Ok(encode(&predict(engine, request, timeout).await?))
+        }
+        "PredictionService/GetModelMetadata" => {
+            let known = [(1, "model_spec"), (2, "metadata_field")];
+            let request = decode_known(message, "GetModelMetadataRequest", &known)?;
+            Ok(encode(&metadata(engine, request)?))
+        }
+        "ModelService/GetModelStatus" => {
+            let request = decode_known(message, "GetModelStatusRequest", &[(1, "model_spec")])?;
+            Ok(encode(&status(engine, request)?))
+        }
         other => Err(Status::unimplemented(format!(
             "tensorflow.serving.{other} is not implemented (Predict, GetModelMetadata and GetModelStatus are)"
         ))),

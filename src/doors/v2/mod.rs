@@ -58,21 +58,17 @@ pub async fn serve(
         Route::Infer(m) => {
             let model = repository.get(&m.name)?;
             let (version, loaded) = model.version(m.version.as_deref())?;
-            let mut trace = engine.tracer().start(&model.name, version);
-            if let Some(trace) = &mut trace {
-                trace.stamp("HTTP_RECV_START", request.arrived);
-                trace.stamp("HTTP_RECV_END", request.read);
-                trace.stamp("REQUEST_START", std::time::Instant::now());
-            }
+            let received = [
+                ("HTTP_RECV_START", request.arrived),
+                ("HTTP_RECV_END", request.read),
+            ];
+            let mut trace = engine.tracer().start(&model.name, version, received);
             let reply = counted(loaded, request.body.len(), async {
                 let decoded = decode(engine, &model, loaded, request)?;
                 infer(engine, &model, version, loaded, decoded, trace.as_mut()).await
             })
             .await;
-            if let Some(mut trace) = trace {
-                trace.stamp("HTTP_SEND_START", std::time::Instant::now());
-                engine.tracer().finish(trace);
-            }
+            engine.tracer().finish(trace, "HTTP_SEND_START");
             reply
         }
         Route::ModelStats(m) => Ok(json_response(statistics(engine, m.as_ref())?.to_string())),
@@ -168,8 +164,7 @@ async fn infer(
     };
     let done = engine.infer(model, loaded, run).await?;
     if let Some(trace) = trace {
-        trace.timeline(&done.timeline);
-        trace.stamp("REQUEST_END", std::time::Instant::now());
+        trace.executed(&done.timeline);
     }
     let outputs = done.outputs.into_iter().zip(binary).collect();
     let reply = encode_infer_response(&model.name, version, &request, outputs)?;

@@ -24,6 +24,21 @@ impl<'a> Parameters<'a> {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 
+    /// Refuses any parameter `place` does not take (see `doors::parameters`).
+    pub fn check(&self, place: impl Fn() -> String, known: &[&str]) -> Result<(), Error> {
+        for (key, value) in &self.0 {
+            let unset = match value {
+                ParamValue::Bool(b) => !b,
+                ParamValue::Int(v) => *v == 0,
+                ParamValue::Uint(v) => *v == 0,
+                ParamValue::Float(v) => *v == 0.0,
+                ParamValue::Str(s) => s.is_empty(),
+            };
+            crate::doors::parameters::check(&place, key, unset, known)?;
+        }
+        Ok(())
+    }
+
     /// A boolean parameter; present with another type is an error.
     pub fn get_bool(&self, key: &str) -> Result<Option<bool>, Error> {
         match self.get(key) {

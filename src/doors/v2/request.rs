@@ -192,6 +192,18 @@ pub fn decode_infer_request(
         .map_err(|e| e.to_string())
         .and_then(parse_header)
         .map_err(|e| Error::invalid(format!("invalid inference request JSON: {e}")))?;
+    let known = &crate::doors::parameters::V2_REST;
+    header
+        .parameters
+        .check(|| "request".into(), known.request)?;
+    for input in &header.inputs {
+        let place = || format!("input '{}'", input.name);
+        input.parameters.check(place, known.input)?;
+    }
+    for output in &header.outputs {
+        let place = || format!("output '{}'", output.name);
+        output.parameters.check(place, known.output)?;
+    }
     let binary = body.slice(json_len..);
     let mut offset = 0u64;
     let mut inputs = Vec::with_capacity(header.inputs.len());
