@@ -25,8 +25,8 @@ pub const V2_REST: Known = Known {
 /// final (`triton_final_response`) when the request asked.
 pub const V2_GRPC: Known = Known {
     request: &["timeout", FINAL_RESPONSE],
-    input: &[],
-    output: &["classification"],
+    input: &["binary_data_size"],
+    output: &["classification", "binary_data"],
 };
 
 const UNSET_AT_DEFAULT: &[(&str, &str)] = &[
@@ -93,13 +93,11 @@ mod tests {
             "{}",
             e.message
         );
-        let e = check(
-            || "input 'A'".into(),
-            "binary_data_size",
-            false,
-            V2_GRPC.input,
-        )
-        .unwrap_err();
-        assert!(e.message.ends_with("takes: none)"), "{}", e.message);
+        let e = check(|| "input 'A'".into(), "scale", false, V2_GRPC.input).unwrap_err();
+        assert!(
+            e.message.ends_with("takes: binary_data_size)"),
+            "{}",
+            e.message
+        );
     }
 }

@@ -126,6 +126,8 @@ def test_errors(url):
         ("/v1/models/identity:predict", b"{not json", 400, "invalid predict request JSON"),
         ("/v1/models/identity:predict", {"instances": [1], "inputs": [1]}, 400, "exactly one of"),
         ("/v1/models/identity:predict", {}, 400, "exactly one of"),
+        ("/v1/models/identity:predict", {"instances": [1], "output_filter": ["OUTPUT0"]}, 400,
+         "unknown field `output_filter`"),
         ("/v1/models/identity:predict", {"instances": []}, 400, "'instances' is empty"),
         ("/v1/models/identity:predict", {"instances": [1], "signature_name": "other"}, 400, "unknown signature_name"),
         ("/v1/models/identity:predict", {"instances": [[1, 2], [3]]}, 400, "does not match the shape"),

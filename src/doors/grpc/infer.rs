@@ -120,14 +120,29 @@ pub(super) fn decode(
                 .iter()
                 .map(|&d| u64::try_from(d).map_err(|_| invalid(format!("negative dimension {d}"))))
                 .collect::<Result<Vec<u64>, _>>()?;
-            let data = match (raw.get(i), &input.contents) {
-                (Some(raw), None) => raw.clone(),
-                (None, Some(contents)) => typed(datatype, contents).map_err(invalid)?,
-                (Some(_), Some(_)) => {
-                    return Err(invalid("has both contents and raw_input_contents".into()))
-                }
-                (None, None) => return Err(invalid("has no contents".into())),
-            };
+            // KServe's client sends binary_data_size with raw contents: it must be their size.
+            let size = int_parameter(&input.parameters, "binary_data_size")?;
+            let data =
+                match (raw.get(i), &input.contents) {
+                    (Some(raw), None) => match size {
+                        Some(n) if n != raw.len() as u64 => {
+                            return Err(invalid(format!(
+                                "binary_data_size {n}, but its raw_input_contents hold {} bytes",
+                                raw.len()
+                            )))
+                        }
+                        _ => raw.clone(),
+                    },
+                    (None, Some(_)) if size.is_some() => return Err(invalid(
+                        "binary_data_size describes raw_input_contents, but it has typed contents"
+                            .into(),
+                    )),
+                    (None, Some(contents)) => typed(datatype, contents).map_err(invalid)?,
+                    (Some(_), Some(_)) => {
+                        return Err(invalid("has both contents and raw_input_contents".into()))
+                    }
+                    (None, None) => return Err(invalid("has no contents".into())),
+                };
             let tensor = Tensor::new(datatype, shape, data, max_elements)
                 .map_err(|e| invalid(e.to_string()))?;
             Ok(engine::Input {
@@ -140,6 +155,15 @@ pub(super) fn decode(
         .outputs
         .iter()
         .map(|o| {
+            use pb::infer_parameter::ParameterChoice;
+            let binary = o.parameters.get("binary_data").map(|p| &p.parameter_choice);
+            if binary.is_some_and(|b| *b != Some(ParameterChoice::BoolParam(true))) {
+                return Err(Error::invalid(format!(
+                    "output '{}': binary_data may only be true over gRPC, where outputs are \
+                     always raw_output_contents",
+                    o.name
+                )));
+            }
             Ok(engine::WantedOutput {
                 name: Cow::Borrowed(o.name.as_str()),
                 classification: int_parameter(&o.parameters, "classification")?,

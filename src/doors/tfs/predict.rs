@@ -21,6 +21,7 @@ pub enum Format {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PredictJson<'a> {
     #[serde(default, borrow)]
     signature_name: Option<Cow<'a, str>>,

@@ -81,7 +81,10 @@ fn parse_header(text: &str) -> Result<RequestJson<'_>, String> {
                 w.decode().map_err(|e| format!("outputs[{i}]: {e}"))
             })
             .and_then(|v| set_once(&mut outputs, &key, v)),
-            _ => w.ignore(),
+            _ => Err(unknown(
+                "an inference request",
+                "id, parameters, inputs, outputs",
+            )),
         };
         // "inputs" + "[0].shape: ..."
         value.map_err(|e| match e.starts_with('[') {
@@ -114,7 +117,10 @@ fn parse_input<'a>(w: &mut JsonWalk<'a>, index: usize) -> Result<InputJson<'a>, 
             "data" => w
                 .raw()
                 .and_then(|raw| set_once(&mut data, &key, (raw != "null").then_some(raw))),
-            _ => w.ignore(),
+            _ => Err(unknown(
+                "an input",
+                "name, shape, datatype, parameters, data",
+            )),
         };
         value.map_err(|e| format!("[{index}].{key}: {e}"))
     })?;
@@ -126,6 +132,12 @@ fn parse_input<'a>(w: &mut JsonWalk<'a>, index: usize) -> Result<InputJson<'a>, 
         parameters: parameters.unwrap_or_default(),
         data: data.flatten(),
     })
+}
+
+/// A key the protocol does not define is refused, never skipped: a misspelt `output` would
+/// otherwise silently return every output.
+fn unknown(object: &str, fields: &str) -> String {
+    format!("not a field of {object} (its fields: {fields})")
 }
 
 /// Fills `slot` from the first occurrence of `key`; a second one is refused, as serde does.
@@ -154,6 +166,7 @@ fn capped<'a, T>(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct OutputJson<'a> {
     #[serde(borrow)]
     name: Cow<'a, str>,
@@ -426,6 +439,18 @@ mod tests {
                 "more elements than fit",
             ),
             (r#"{"inputs":"#, "invalid inference request JSON"),
+            (
+                r#"{"inputs":[],"output":[{"name":"A"}]}"#,
+                "output: not a field of an inference request (its fields: id, parameters, inputs, outputs)",
+            ),
+            (
+                r#"{"inputs":[{"name":"A","shape":[1],"datatype":"INT8","dims":[1],"data":[1]}]}"#,
+                "inputs[0].dims: not a field of an input",
+            ),
+            (
+                r#"{"inputs":[],"outputs":[{"name":"A","binary":true}]}"#,
+                "unknown field `binary`, expected `name` or `parameters`",
+            ),
         ];
         for (json, message) in cases {
             let binary = json.contains("binary_data_size");
@@ -443,6 +468,7 @@ mod tests {
         use serde_json::value::RawValue;
 
         #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
         pub struct Request<'a> {
             #[serde(default, borrow)]
             pub id: Option<Cow<'a, str>>,
@@ -455,6 +481,7 @@ mod tests {
         }
 
         #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
         pub struct Input<'a> {
             #[serde(borrow)]
             pub name: Cow<'a, str>,
@@ -468,6 +495,7 @@ mod tests {
         }
 
         #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
         pub struct Output<'a> {
             #[serde(borrow)]
             pub name: Cow<'a, str>,
@@ -522,8 +550,8 @@ mod tests {
     fn the_walk_agrees_with_serde_on_every_edit() {
         let seeds = [
             r#"{"id":"7","parameters":{"binary_data_output":true},"inputs":[{"name":"A","shape":[1,2],"datatype":"FP32","data":[1.5,-2e3]},{"name":"B\"q","shape":[0],"datatype":"BYTES","parameters":{"binary_data_size":4,"s":"x"}}],"outputs":[{"name":"C","parameters":{"binary_data":false}}]}"#,
-            r#" { "inputs" : [ { "data" : [ [ "a]" , "\u0062" ] ] , "datatype" : "BYTES" , "shape" : [ 1 , 2 ] , "name" : "x" , "extra" : { "k" : [ null ] } } ] , "id" : null , "outputs" : [ ] } "#,
-            r#"{"inputs":[{"name":"na\u006de","shape":[],"datatype":"BOOL","data":true,"data2":{"}":"{"}}],"unknown":[1,{"a":"]"}]}"#,
+            r#" { "inputs" : [ { "data" : [ [ "a]" , "\u0062" ] ] , "datatype" : "BYTES" , "shape" : [ 1 , 2 ] , "name" : "x" , "parameters" : { "k" : "]" } } ] , "id" : null , "outputs" : [ ] } "#,
+            r#"{"inputs":[{"name":"na\u006de","shape":[],"datatype":"BOOL","data":true,"parameters":{"}":"{"}}],"parameters":{"a":"]"}}"#,
         ];
         let mut edits = 0;
         for seed in seeds {
