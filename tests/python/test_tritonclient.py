@@ -233,3 +233,11 @@ def test_parameters_no_model_reads_are_refused_not_ignored(client, url):
     status, answer = post(body)
     assert status == 400 and answer["error"].startswith("input 'INPUT1' parameter 'scale': not supported"), answer
     assert "(this takes: binary_data_size)" in answer["error"]
+    # Keys no V2 object defines are refused too; KServe's model_name must name the URL's model.
+    del body["inputs"][1]["parameters"]
+    status, answer = post(dict(body, output=[{"name": "OUTPUT1"}]))
+    assert status == 400 and "output: not a field of an inference request" in answer["error"], answer
+    status, answer = post(dict(body, model_name="identity"))
+    assert (status, answer) == (400, {"error": "the body's model_name 'identity' is not the URL's model 'add_sub'"})
+    status, answer = post(dict(body, model_name="add_sub"))
+    assert status == 200 and answer["outputs"][0]["data"] == [2 * v for v in data], answer

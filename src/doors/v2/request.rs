@@ -14,6 +14,8 @@ use crate::tensors::{decode_json_data, fit_dims, DataType, Tensor};
 #[derive(Debug)]
 pub struct InferRequest<'a> {
     pub id: Option<Cow<'a, str>>,
+    /// KServe's client names the model in the body too; it must be the URL's.
+    pub model_name: Option<Cow<'a, str>>,
     pub parameters: Parameters<'a>,
     pub inputs: Vec<Input<'a>>,
     pub outputs: Vec<RequestedOutput<'a>>,
@@ -52,6 +54,7 @@ impl InferRequest<'_> {
 /// until its datatype decodes it.
 struct RequestJson<'a> {
     id: Option<Cow<'a, str>>,
+    model_name: Option<Cow<'a, str>>,
     parameters: Parameters<'a>,
     inputs: Vec<InputJson<'a>>,
     outputs: Vec<OutputJson<'a>>,
@@ -71,10 +74,14 @@ struct InputJson<'a> {
 
 fn parse_header(text: &str) -> Result<RequestJson<'_>, String> {
     let mut walk = JsonWalk::new(text);
-    let (mut id, mut parameters, mut inputs, mut outputs) = (None, None, None, None);
+    let (mut id, mut model_name, mut parameters, mut inputs, mut outputs) =
+        (None, None, None, None, None);
     walk.object(|w, key| {
         let value = match &*key {
             "id" => w.nullable_string().and_then(|v| set_once(&mut id, &key, v)),
+            "model_name" => w
+                .nullable_string()
+                .and_then(|v| set_once(&mut model_name, &key, v)),
             "parameters" => w.decode().and_then(|v| set_once(&mut parameters, &key, v)),
             "inputs" => capped(w, parse_input).and_then(|v| set_once(&mut inputs, &key, v)),
             "outputs" => capped(w, |w, i| {
@@ -83,7 +90,7 @@ fn parse_header(text: &str) -> Result<RequestJson<'_>, String> {
             .and_then(|v| set_once(&mut outputs, &key, v)),
             _ => Err(unknown(
                 "an inference request",
-                "id, parameters, inputs, outputs",
+                "id, model_name, parameters, inputs, outputs",
             )),
         };
         // "inputs" + "[0].shape: ..."
@@ -95,6 +102,7 @@ fn parse_header(text: &str) -> Result<RequestJson<'_>, String> {
     walk.finish()?;
     Ok(RequestJson {
         id: id.flatten(),
+        model_name: model_name.flatten(),
         parameters: parameters.unwrap_or_default(),
         inputs: inputs.ok_or("missing field `inputs`")?,
         outputs: outputs.unwrap_or_default(),
@@ -276,6 +284,7 @@ pub fn decode_infer_request(
     }
     Ok(InferRequest {
         id: header.id,
+        model_name: header.model_name,
         parameters: header.parameters,
         inputs,
         outputs: header
@@ -325,6 +334,7 @@ pub fn decode_raw_request<'a>(
         .map_err(|e| Error::invalid(format!("input '{}': {e}", spec.name)))?;
     Ok(InferRequest {
         id: None,
+        model_name: None,
         parameters: Parameters::default(),
         inputs: vec![Input {
             name: Cow::Borrowed(&spec.name),
@@ -441,7 +451,7 @@ mod tests {
             (r#"{"inputs":"#, "invalid inference request JSON"),
             (
                 r#"{"inputs":[],"output":[{"name":"A"}]}"#,
-                "output: not a field of an inference request (its fields: id, parameters, inputs, outputs)",
+                "output: not a field of an inference request (its fields: id, model_name, parameters, inputs, outputs)",
             ),
             (
                 r#"{"inputs":[{"name":"A","shape":[1],"datatype":"INT8","dims":[1],"data":[1]}]}"#,
@@ -472,6 +482,8 @@ mod tests {
         pub struct Request<'a> {
             #[serde(default, borrow)]
             pub id: Option<Cow<'a, str>>,
+            #[serde(default, borrow)]
+            pub model_name: Option<Cow<'a, str>>,
             #[serde(default, borrow)]
             pub parameters: Parameters<'a>,
             #[serde(borrow)]
@@ -520,7 +532,10 @@ mod tests {
                 .map(|i| (&i.name, &i.shape, &i.datatype, &i.parameters, i.data))
                 .collect();
             let outputs: Vec<_> = h.outputs.iter().map(|o| (&o.name, &o.parameters)).collect();
-            format!("{:?} {:?} {inputs:?} {outputs:?}", h.id, h.parameters)
+            format!(
+                "{:?} {:?} {:?} {inputs:?} {outputs:?}",
+                h.id, h.model_name, h.parameters
+            )
         });
         let derived = serde_json::from_str::<reference::Request>(text)
             .ok()
@@ -539,7 +554,10 @@ mod tests {
                     })
                     .collect();
                 let outputs: Vec<_> = h.outputs.iter().map(|o| (&o.name, &o.parameters)).collect();
-                format!("{:?} {:?} {inputs:?} {outputs:?}", h.id, h.parameters)
+                format!(
+                    "{:?} {:?} {:?} {inputs:?} {outputs:?}",
+                    h.id, h.model_name, h.parameters
+                )
             });
         (walked, derived)
     }
@@ -549,7 +567,7 @@ mod tests {
     #[test]
     fn the_walk_agrees_with_serde_on_every_edit() {
         let seeds = [
-            r#"{"id":"7","parameters":{"binary_data_output":true},"inputs":[{"name":"A","shape":[1,2],"datatype":"FP32","data":[1.5,-2e3]},{"name":"B\"q","shape":[0],"datatype":"BYTES","parameters":{"binary_data_size":4,"s":"x"}}],"outputs":[{"name":"C","parameters":{"binary_data":false}}]}"#,
+            r#"{"id":"7","model_name":"m","parameters":{"binary_data_output":true},"inputs":[{"name":"A","shape":[1,2],"datatype":"FP32","data":[1.5,-2e3]},{"name":"B\"q","shape":[0],"datatype":"BYTES","parameters":{"binary_data_size":4,"s":"x"}}],"outputs":[{"name":"C","parameters":{"binary_data":false}}]}"#,
             r#" { "inputs" : [ { "data" : [ [ "a]" , "\u0062" ] ] , "datatype" : "BYTES" , "shape" : [ 1 , 2 ] , "name" : "x" , "parameters" : { "k" : "]" } } ] , "id" : null , "outputs" : [ ] } "#,
             r#"{"inputs":[{"name":"na\u006de","shape":[],"datatype":"BOOL","data":true,"parameters":{"}":"{"}}],"parameters":{"a":"]"}}"#,
         ];
