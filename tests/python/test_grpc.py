@@ -143,34 +143,34 @@ def test_parameters_no_model_reads_are_refused_not_ignored(client):
             client.infer("add_sub", add_sub_inputs(a, a), **kwargs)
         assert e.value.status() == "StatusCode.INVALID_ARGUMENT" and message in e.value.message(), \
             (kwargs, e.value.message())
-    # Output and input parameters likewise (tritonclient has no public setter for either).
-    out = grpcclient.InferRequestedOutput("OUTPUT0")
-    out._output.parameters["shared_memory_region"].string_param = "r"
-    with pytest.raises(InferenceServerException) as e:
-        client.infer("add_sub", add_sub_inputs(a, a), outputs=[out])
-    assert "output 'OUTPUT0' parameter 'shared_memory_region': not supported" in e.value.message()
-    ins = add_sub_inputs(a, a)
-    ins[0]._input.parameters["scale"].int64_param = 2
-    with pytest.raises(InferenceServerException) as e:
-        client.infer("add_sub", ins)
-    assert "input 'INPUT0' parameter 'scale': not supported" in e.value.message()
-    assert "(this takes: binary_data_size)" in e.value.message()
+    # Input and output parameters likewise (tritonclient has no public setter for either).
     # binary_data_size (KServe's client sends it) must be the raw contents' size; an output's
     # binary_data may only be true, as gRPC outputs are always raw.
-    ins = add_sub_inputs(a, a)
-    ins[0]._input.parameters["binary_data_size"].int64_param = 60
-    with pytest.raises(InferenceServerException) as e:
-        client.infer("add_sub", ins)
-    assert "input 'INPUT0': binary_data_size 60, but its raw_input_contents hold 64 bytes" in e.value.message()
-    out = grpcclient.InferRequestedOutput("OUTPUT0")
-    out._output.parameters["binary_data"].bool_param = False
-    with pytest.raises(InferenceServerException) as e:
-        client.infer("add_sub", add_sub_inputs(a, a), outputs=[out])
-    assert "output 'OUTPUT0': binary_data may only be true over gRPC" in e.value.message()
-    ins = add_sub_inputs(a, a)
-    ins[0]._input.parameters["binary_data_size"].int64_param = 64
-    out._output.parameters["binary_data"].bool_param = True
-    assert client.infer("add_sub", ins, outputs=[out]).as_numpy("OUTPUT0").tolist() == (2 * a).tolist()
+    def with_parameters(on_input=(), on_output=()):
+        ins, out = add_sub_inputs(a, a), grpcclient.InferRequestedOutput("OUTPUT0")
+        for key, kind, value in on_input:
+            setattr(ins[0]._input.parameters[key], kind, value)
+        for key, kind, value in on_output:
+            setattr(out._output.parameters[key], kind, value)
+        return client.infer("add_sub", ins, outputs=[out])
+
+    refused = [
+        ({"on_output": [("shared_memory_region", "string_param", "r")]},
+         "output 'OUTPUT0' parameter 'shared_memory_region': not supported"),
+        ({"on_input": [("scale", "int64_param", 2)]},
+         "input 'INPUT0' parameter 'scale': not supported"),
+        ({"on_input": [("scale", "int64_param", 2)]}, "(this takes: binary_data_size)"),
+        ({"on_input": [("binary_data_size", "int64_param", 60)]},
+         "input 'INPUT0': binary_data_size 60, but its raw_input_contents hold 64 bytes"),
+        ({"on_output": [("binary_data", "bool_param", False)]},
+         "output 'OUTPUT0': binary_data may only be true over gRPC"),
+    ]
+    for kwargs, message in refused:
+        with pytest.raises(InferenceServerException) as e:
+            with_parameters(**kwargs)
+        assert message in e.value.message(), (kwargs, e.value.message())
+    result = with_parameters([("binary_data_size", "int64_param", 64)], [("binary_data", "bool_param", True)])
+    assert result.as_numpy("OUTPUT0").tolist() == (2 * a).tolist()
     # The known ones still work: a class count and a zero timeout.
     out = grpcclient.InferRequestedOutput("OUTPUT0", class_count=1)
     result = client.infer("add_sub", add_sub_inputs(a, a), outputs=[out], timeout=0)
