@@ -8,6 +8,7 @@ use prost::Message;
 
 use super::pb;
 use super::status::Status;
+use crate::doors::parameters::{FINAL_RESPONSE, V2_GRPC};
 use crate::engine::{self, counted, Engine, Error};
 use crate::tensors::{push_bytes_element, DataType, Tensor};
 
@@ -89,7 +90,7 @@ pub(super) fn decode(
     request: &pb::ModelInferRequest,
     max_elements: u64,
 ) -> Result<engine::InferRequest<'_>, Error> {
-    let known = &crate::doors::parameters::V2_GRPC;
+    let known = &V2_GRPC;
     check_parameters(&request.parameters, || "request".into(), known.request)?;
     for input in &request.inputs {
         let place = || format!("input '{}'", input.name);
@@ -99,6 +100,8 @@ pub(super) fn decode(
         let place = || format!("output '{}'", output.name);
         check_parameters(&output.parameters, place, known.output)?;
     }
+    // Its type is checked here; `stream_infer` acts on it.
+    bool_parameter(&request.parameters, FINAL_RESPONSE)?;
     let raw = &request.raw_input_contents;
     if !raw.is_empty() && raw.len() != request.inputs.len() {
         return Err(Error::invalid(format!(
@@ -120,29 +123,29 @@ pub(super) fn decode(
                 .iter()
                 .map(|&d| u64::try_from(d).map_err(|_| invalid(format!("negative dimension {d}"))))
                 .collect::<Result<Vec<u64>, _>>()?;
+            let data = match (raw.get(i), &input.contents) {
+                (Some(raw), None) => raw.clone(),
+                (None, Some(contents)) => typed(datatype, contents).map_err(invalid)?,
+                (Some(_), Some(_)) => {
+                    return Err(invalid("has both contents and raw_input_contents".into()))
+                }
+                (None, None) => return Err(invalid("has no contents".into())),
+            };
             // KServe's client sends binary_data_size with raw contents: it must be their size.
-            let size = int_parameter(&input.parameters, "binary_data_size")?;
-            let data =
-                match (raw.get(i), &input.contents) {
-                    (Some(raw), None) => match size {
-                        Some(n) if n != raw.len() as u64 => {
-                            return Err(invalid(format!(
-                                "binary_data_size {n}, but its raw_input_contents hold {} bytes",
-                                raw.len()
-                            )))
-                        }
-                        _ => raw.clone(),
-                    },
-                    (None, Some(_)) if size.is_some() => return Err(invalid(
-                        "binary_data_size describes raw_input_contents, but it has typed contents"
-                            .into(),
-                    )),
-                    (None, Some(contents)) => typed(datatype, contents).map_err(invalid)?,
-                    (Some(_), Some(_)) => {
-                        return Err(invalid("has both contents and raw_input_contents".into()))
-                    }
-                    (None, None) => return Err(invalid("has no contents".into())),
-                };
+            match int_parameter(&input.parameters, "binary_data_size")? {
+                Some(_) if input.contents.is_some() => {
+                    return Err(invalid(
+                        "binary_data_size describes raw_input_contents, not typed contents".into(),
+                    ))
+                }
+                Some(n) if n != data.len() as u64 => {
+                    return Err(invalid(format!(
+                        "binary_data_size {n}, but its raw_input_contents hold {} bytes",
+                        data.len()
+                    )))
+                }
+                _ => {}
+            }
             let tensor = Tensor::new(datatype, shape, data, max_elements)
                 .map_err(|e| invalid(e.to_string()))?;
             Ok(engine::Input {
@@ -155,9 +158,7 @@ pub(super) fn decode(
         .outputs
         .iter()
         .map(|o| {
-            use pb::infer_parameter::ParameterChoice;
-            let binary = o.parameters.get("binary_data").map(|p| &p.parameter_choice);
-            if binary.is_some_and(|b| *b != Some(ParameterChoice::BoolParam(true))) {
+            if bool_parameter(&o.parameters, "binary_data")? == Some(false) {
                 return Err(Error::invalid(format!(
                     "output '{}': binary_data may only be true over gRPC, where outputs are \
                      always raw_output_contents",
@@ -269,6 +270,24 @@ fn check_parameters(
         crate::doors::parameters::check(&place, key, unset, known)?;
     }
     Ok(())
+}
+
+/// A boolean parameter; present with another type is an error.
+pub(super) fn bool_parameter(
+    parameters: &std::collections::HashMap<String, pb::InferParameter>,
+    key: &str,
+) -> Result<Option<bool>, Error> {
+    use pb::infer_parameter::ParameterChoice;
+    match parameters
+        .get(key)
+        .and_then(|p| p.parameter_choice.as_ref())
+    {
+        None => Ok(None),
+        Some(ParameterChoice::BoolParam(b)) => Ok(Some(*b)),
+        Some(other) => Err(Error::invalid(format!(
+            "parameter '{key}' must be a boolean, got {other:?}"
+        ))),
+    }
 }
 
 /// A non-negative integer parameter; present with another type is an error.

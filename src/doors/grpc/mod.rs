@@ -145,7 +145,9 @@ pub async fn stream_infer(
 ) -> Encoded {
     let answer = match message.and_then(decode::<pb::ModelInferRequest>) {
         Ok(request) => {
-            let mark_final = marks_final(&request);
+            let flag =
+                infer::bool_parameter(&request.parameters, super::parameters::FINAL_RESPONSE);
+            let mark_final = matches!(flag, Ok(Some(true)));
             infer::model_infer(engine, request, timeout, waitread)
                 .await
                 .map(|mut response| {
@@ -186,15 +188,6 @@ pub fn decode_requests(message: Bytes, max_elements: u64) {
             let _ = tfs::tensor_of(tensor, max_elements);
         }
     }
-}
-
-/// Whether a request sets `triton_enable_empty_final_response` to true.
-fn marks_final(request: &pb::ModelInferRequest) -> bool {
-    let flag = request.parameters.get(super::parameters::FINAL_RESPONSE);
-    matches!(
-        flag.and_then(|p| p.parameter_choice.as_ref()),
-        Some(pb::infer_parameter::ParameterChoice::BoolParam(true))
-    )
 }
 
 /// A response message with what the statistics record of it.
