@@ -65,12 +65,6 @@ pub async fn serve(
             let mut trace = engine.tracer().start(&model.name, version, received);
             let reply = counted(loaded, request.body.len(), async {
                 let decoded = decode(engine, &model, loaded, request)?;
-                if let Some(named) = decoded.model_name.as_deref().filter(|n| *n != model.name) {
-                    return Err(Error::invalid(format!(
-                        "the body's model_name '{named}' is not the URL's model '{}'",
-                        model.name
-                    )));
-                }
                 infer(engine, &model, version, loaded, decoded, trace.as_mut()).await
             })
             .await;
@@ -128,7 +122,16 @@ fn decode<'r>(
             model.name,
             loaded.inputs.len()
         ))),
-        (len, _) => decode_infer_request(body, len, max),
+        (len, _) => {
+            let decoded = decode_infer_request(body, len, max)?;
+            match decoded.model_name.as_deref() {
+                Some(named) if named != model.name => Err(Error::invalid(format!(
+                    "the body's model_name '{named}' is not the URL's model '{}'",
+                    model.name
+                ))),
+                _ => Ok(decoded),
+            }
+        }
     }
 }
 
