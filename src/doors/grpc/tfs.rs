@@ -306,6 +306,9 @@ fn fill(mut bytes: Vec<u8>, values: usize, last: usize, count: u64) -> Result<Ve
     if values > count {
         return Err(format!("has {values} values for {count} elements"));
     }
+    if values == count {
+        return Ok(bytes); // nothing to repeat (an empty tensor has no last value)
+    }
     let tail = bytes.len() - last..bytes.len();
     for _ in values..count {
         bytes.extend_from_within(tail.clone());
