@@ -7,7 +7,7 @@
 //! stops, N writes every N traces to `<trace_file>.<k>`, k counting from 0.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
@@ -144,6 +144,9 @@ struct State {
 pub struct Tracer {
     state: Mutex<State>,
     next_id: AtomicU64,
+    /// Whether any level (global or a model's own) is TIMESTAMPS: while none is, `start`
+    /// answers on every infer request without the lock.
+    active: AtomicBool,
 }
 
 impl Tracer {
@@ -231,6 +234,10 @@ impl Tracer {
                 };
             }
         }
+        let timestamps = |level: &[String]| level.iter().any(|l| l == "TIMESTAMPS");
+        let active = timestamps(&state.global.level)
+            || (state.models.values()).any(|o| o.level.as_deref().is_some_and(timestamps));
+        self.active.store(active, Ordering::Relaxed);
         let after = Tracer::effective(&state, model);
         if before.file != after.file {
             flush(&mut state, &before.file);
@@ -258,6 +265,9 @@ impl Tracer {
         version: u64,
         received: [(&'static str, Instant); 2],
     ) -> Option<Trace> {
+        if !self.active.load(Ordering::Relaxed) {
+            return None;
+        }
         let mut state = self.lock();
         let settings = Tracer::effective(&state, Some(model));
         if !settings.level.iter().any(|l| l == "TIMESTAMPS") || settings.file.is_empty() {
@@ -279,7 +289,11 @@ impl Tracer {
             version,
             file: settings.file,
             log_frequency: settings.log_frequency,
-            stamps: [received[0], received[1], ("REQUEST_START", Instant::now())].into(),
+            stamps: {
+                let mut stamps = Vec::with_capacity(12);
+                stamps.extend([received[0], received[1], ("REQUEST_START", Instant::now())]);
+                stamps
+            },
         })
     }
 
