@@ -11,6 +11,9 @@ use super::status::Status;
 use crate::doors::parameters::{FINAL_RESPONSE, V2_GRPC};
 use crate::engine::{self, counted, Engine, Error};
 use crate::tensors::{push_bytes_element, DataType, Tensor};
+use pb::infer_parameter::ParameterChoice;
+
+type Parameters = std::collections::HashMap<String, pb::InferParameter>;
 
 /// Runs one ModelInfer; `deadline` (the call's `grpc-timeout`) bounds the queue wait as the
 /// `timeout` parameter does, the shorter of the two winning. `waitread`: when the server began
@@ -253,11 +256,10 @@ pub(super) fn narrow<W: Copy + std::fmt::Display, N: TryFrom<W>, const S: usize>
 
 /// Refuses any parameter `place` does not take (see `doors::parameters`).
 fn check_parameters(
-    parameters: &std::collections::HashMap<String, pb::InferParameter>,
+    parameters: &Parameters,
     place: impl Fn() -> String,
     known: &[&str],
 ) -> Result<(), Error> {
-    use pb::infer_parameter::ParameterChoice;
     for (key, parameter) in parameters {
         let unset = match &parameter.parameter_choice {
             None => true,
@@ -272,41 +274,38 @@ fn check_parameters(
     Ok(())
 }
 
-/// A boolean parameter; present with another type is an error.
-pub(super) fn bool_parameter(
-    parameters: &std::collections::HashMap<String, pb::InferParameter>,
+/// Parameter `key` as `kind`, which `pick` reads from its value; present with another type is
+/// an error.
+fn parameter<T>(
+    parameters: &Parameters,
     key: &str,
-) -> Result<Option<bool>, Error> {
-    use pb::infer_parameter::ParameterChoice;
-    match parameters
+    kind: &str,
+    pick: fn(&ParameterChoice) -> Option<T>,
+) -> Result<Option<T>, Error> {
+    let Some(choice) = parameters
         .get(key)
         .and_then(|p| p.parameter_choice.as_ref())
-    {
-        None => Ok(None),
-        Some(ParameterChoice::BoolParam(b)) => Ok(Some(*b)),
-        Some(other) => Err(Error::invalid(format!(
-            "parameter '{key}' must be a boolean, got {other:?}"
-        ))),
-    }
+    else {
+        return Ok(None);
+    };
+    pick(choice)
+        .map(Some)
+        .ok_or_else(|| Error::invalid(format!("parameter '{key}' must be {kind}, got {choice:?}")))
 }
 
-/// A non-negative integer parameter; present with another type is an error.
-fn int_parameter(
-    parameters: &std::collections::HashMap<String, pb::InferParameter>,
-    key: &str,
-) -> Result<Option<u64>, Error> {
-    use pb::infer_parameter::ParameterChoice;
-    match parameters
-        .get(key)
-        .and_then(|p| p.parameter_choice.as_ref())
-    {
-        None => Ok(None),
-        Some(ParameterChoice::Int64Param(v)) if *v >= 0 => Ok(Some(*v as u64)),
-        Some(ParameterChoice::Uint64Param(v)) => Ok(Some(*v)),
-        Some(other) => Err(Error::invalid(format!(
-            "parameter '{key}' must be a non-negative integer, got {other:?}"
-        ))),
-    }
+pub(super) fn bool_parameter(parameters: &Parameters, key: &str) -> Result<Option<bool>, Error> {
+    parameter(parameters, key, "a boolean", |c| match c {
+        ParameterChoice::BoolParam(b) => Some(*b),
+        _ => None,
+    })
+}
+
+fn int_parameter(parameters: &Parameters, key: &str) -> Result<Option<u64>, Error> {
+    parameter(parameters, key, "a non-negative integer", |c| match c {
+        ParameterChoice::Int64Param(v) => u64::try_from(*v).ok(),
+        ParameterChoice::Uint64Param(v) => Some(*v),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
