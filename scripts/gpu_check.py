@@ -17,14 +17,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serving import free_port, start, stop  # noqa: E402
+from serving import call, free_port, start, stop  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TENSORD = os.environ.get("TENSORD_BIN", str(ROOT / "target/cuda/tensord"))
@@ -86,12 +84,7 @@ def write_model(repo, name, arch, weights, device):
 
 
 def http(port, path, body=None, headers=None):
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=120) as r:
-            return r.status, dict(r.headers), r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
+    return call(f"http://127.0.0.1:{port}{path}", body, headers, timeout=120)
 
 
 def http_infer(port, model, x):

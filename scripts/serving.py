@@ -1,7 +1,8 @@
 """Start a server and wait until it answers: the one helper the tests and the scripts share.
 
 Python: free_port(), wait_until_answers(port, path, timeout, proc), start(cmd, port, path, ...),
-stop(proc), and repository_with_any_identity(path) for servers the tests and load scripts drive. Shell: `python3 scripts/serving.py PORT [PATH] [TIMEOUT]` waits for a 200 on PATH
+stop(proc), call(url, body, headers, method, timeout) for one request whose error status is an
+answer too, and repository_with_any_identity(path) for servers the tests and load scripts drive. Shell: `python3 scripts/serving.py PORT [PATH] [TIMEOUT]` waits for a 200 on PATH
 (without PATH: for the port to accept a connection) and exits 1 if nothing answers in time.
 """
 
@@ -12,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 
@@ -60,6 +62,18 @@ def start(cmd, port, path="/v2/health/live", timeout=60, **popen):
         stop(proc)
         raise
     return proc
+
+
+def call(url, body=None, headers=None, method=None, timeout=None):
+    """One HTTP request; an error status is an answer like any other: (status, headers, body).
+    `timeout` None leaves urllib's default."""
+    req = urllib.request.Request(url, data=body, headers=headers or {}, method=method)
+    limit = {} if timeout is None else {"timeout": timeout}
+    try:
+        with urllib.request.urlopen(req, **limit) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
 
 
 def stop(proc, timeout=20):

@@ -6,7 +6,6 @@ import socket
 import struct
 import threading
 import time
-import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -15,6 +14,7 @@ import pytest
 import tritonclient.http as httpclient
 
 from conftest import Daemon
+from serving import call
 
 
 def slow_identity(repo, name, delay_us, extra=""):
@@ -47,12 +47,7 @@ def server(tmp_path_factory):
 
 
 def post(url, model, body, headers=None):
-    req = urllib.request.Request(f"http://{url}/v2/models/{model}/infer", data=body, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, dict(r.headers), r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
+    return call(f"http://{url}/v2/models/{model}/infer", body, headers, timeout=60)
 
 
 def one_row(model_input="INPUT0", value=1.0, params=None):

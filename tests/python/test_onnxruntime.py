@@ -20,6 +20,7 @@ from onnx import TensorProto, helper
 from tritonclient.utils import InferenceServerException
 
 from conftest import BINARY, ROOT, Daemon
+from serving import call
 from model_builders import save_onnx
 
 WHEEL = ROOT / "target" / "wheels" / "rapidocr_onnxruntime-1.4.4-py3-none-any.whl"
@@ -278,12 +279,8 @@ def test_scalar_input(client, repo):
 
 
 def post(server, model, body):
-    req = urllib.request.Request(f"http://{server.url}/v2/models/{model}/infer", data=json.dumps(body).encode())
-    try:
-        with urllib.request.urlopen(req) as r:
-            return r.status, json.load(r)
-    except urllib.error.HTTPError as e:
-        return e.code, json.load(e)
+    status, _, answer = call(f"http://{server.url}/v2/models/{model}/infer", json.dumps(body).encode())
+    return status, json.loads(answer)
 
 
 def test_bad_requests_are_400_naming_the_input(server):

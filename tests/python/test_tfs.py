@@ -3,7 +3,6 @@
 import base64
 import io
 import json
-import urllib.error
 import urllib.request
 
 import numpy as np
@@ -11,18 +10,15 @@ import ovmsclient
 import pytest
 import tritonclient.http as httpclient
 from PIL import Image
+from serving import call
 
 RNG = np.random.default_rng(11)
 
 
 def http(url, path, body=None, method=None):
     data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-    req = urllib.request.Request(f"http://{url}{path}", data=data, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, json.load(r)
-    except urllib.error.HTTPError as e:
-        return e.code, json.load(e)
+    status, _, answer = call(f"http://{url}{path}", data, method=method, timeout=30)
+    return status, json.loads(answer)
 
 
 def jpeg_and_png():

@@ -1,13 +1,12 @@
 """tritonclient.http against the running daemon: every datatype, binary and JSON."""
 
 import json
-import urllib.error
-import urllib.request
 
 import ml_dtypes
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
+from serving import call
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 NUMERIC = [
@@ -210,12 +209,8 @@ def test_parameters_no_model_reads_are_refused_not_ignored(client, url):
         assert e.value.status() == "400" and message in e.value.message(), (kwargs, e.value.message())
     # Their "not set" values (0, "" or false) are no-ops; the known parameters work as before.
     def post(body):
-        req = urllib.request.Request(f"http://{url}/v2/models/add_sub/infer", json.dumps(body).encode())
-        try:
-            with urllib.request.urlopen(req) as r:
-                return r.status, json.load(r)
-        except urllib.error.HTTPError as err:
-            return err.code, json.load(err)
+        status, _, answer = call(f"http://{url}/v2/models/add_sub/infer", json.dumps(body).encode())
+        return status, json.loads(answer)
 
     data = list(range(16))
     tensor = {"shape": [1, 16], "datatype": "INT32", "data": data}
