@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::doors::{Access, Restrictions};
+use crate::engine::{ModelControl, Options, TraceFile, Tracer};
 use crate::http::Limits;
 use crate::server::{IoDriver, ServerConfig, Timeouts};
 
@@ -42,6 +44,55 @@ pub struct Args {
     /// Model repository: one folder per model, each with a config.toml.
     #[arg(long, default_value = "./models")]
     pub model_repository: PathBuf,
+
+    /// Who changes the served models: none (the repository at start, fixed), explicit (the
+    /// repository API over REST and gRPC), poll (rescans of the repository folder).
+    #[arg(long, value_enum, ignore_case = true, default_value_t = ModelControl::None)]
+    pub model_control_mode: ModelControl,
+
+    /// Explicit mode: a model to load at start (repeat the flag for more; `*` for all). Without
+    /// it, explicit mode starts with no model loaded, as Triton does.
+    #[arg(long)]
+    pub load_model: Vec<String>,
+
+    /// Poll mode: seconds between rescans of the repository [default: 15].
+    #[arg(long)]
+    pub repository_poll_secs: Option<u64>,
+
+    /// Ready (`/v2/health/ready`) only while every model that should be loaded is ready; false:
+    /// ready whenever the server runs and is not draining.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub strict_readiness: bool,
+
+    /// Where a load request's `file:` contents are staged, each load in a private folder of its
+    /// own that is removed when the load ends [default: the system temp dir].
+    #[arg(long)]
+    pub load_staging_dir: Option<PathBuf>,
+
+    /// Restricts REST API groups to requests with a header: `<api>[,<api>...]:<header>=<value>`
+    /// (repeatable; groups: health, metadata, inference, shared-memory, model-config,
+    /// model-repository, statistics, trace, logging).
+    #[arg(long)]
+    pub http_restricted_api: Vec<String>,
+
+    /// Restricts gRPC API groups to calls whose metadata carries
+    /// `triton-grpc-protocol-<key>: <value>`: `<api>[,<api>...]:<key>=<value>` (repeatable).
+    #[arg(long)]
+    pub grpc_restricted_protocol: Vec<String>,
+
+    /// The file traces are written to (mode 0600, never through a link); without it, tracing
+    /// cannot be turned on. Clients can change the trace settings but never the file.
+    #[arg(long)]
+    pub trace_file: Option<PathBuf>,
+
+    /// A trace setting at start, as Triton's `[triton,]<setting>=<value>`: level, rate, count,
+    /// log-frequency (repeatable).
+    #[arg(long)]
+    pub trace_config: Vec<String>,
+
+    /// With log-frequency N, the most `<trace-file>.<k>` files kept (the oldest is removed).
+    #[arg(long, default_value_t = 100)]
+    pub trace_file_max: u64,
 
     /// Io threads, each with its own runtime and listener [default: available cores].
     #[arg(long)]
@@ -151,6 +202,52 @@ impl Args {
         self.compute_threads.unwrap_or_else(cores).max(1)
     }
 
+    /// How the repository opens: the control mode, the models to load at start, the staging dir.
+    pub fn repository_options(&self) -> Result<Options, String> {
+        if self.repository_poll_secs.is_some() && self.model_control_mode != ModelControl::Poll {
+            return Err("--repository-poll-secs needs --model-control-mode poll".into());
+        }
+        if self.repository_poll_secs == Some(0) {
+            return Err("--repository-poll-secs must be at least 1".into());
+        }
+        Ok(Options {
+            control: self.model_control_mode,
+            load_at_start: self.load_model.clone(),
+            staging_dir: (self.load_staging_dir.clone()).unwrap_or_else(std::env::temp_dir),
+        })
+    }
+
+    /// Poll mode's period.
+    pub fn poll_period(&self) -> Option<Duration> {
+        (self.model_control_mode == ModelControl::Poll)
+            .then(|| Duration::from_secs(self.repository_poll_secs.unwrap_or(15)))
+    }
+
+    /// The restricted API groups of REST and gRPC.
+    pub fn access(&self) -> Result<Access, String> {
+        Ok(Access {
+            http: Restrictions::parse(&self.http_restricted_api, "", "http-restricted-api")?,
+            grpc: Restrictions::parse(
+                &self.grpc_restricted_protocol,
+                "triton-grpc-protocol-",
+                "grpc-restricted-protocol",
+            )?,
+        })
+    }
+
+    /// The tracer, its file and start-up settings applied.
+    pub fn tracer(&self) -> Result<Tracer, String> {
+        let file = self.trace_file.clone().map(|path| TraceFile {
+            path,
+            max_files: self.trace_file_max.max(1),
+        });
+        let tracer = Tracer::new(file).map_err(|e| format!("cannot start the trace writer: {e}"))?;
+        for spec in &self.trace_config {
+            tracer.configure(spec)?;
+        }
+        Ok(tracer)
+    }
+
     pub fn server_config(&self) -> Result<ServerConfig, String> {
         let threads = match self.threads {
             Some(0) => return Err("--threads must be at least 1".into()),
@@ -196,42 +293,50 @@ fn file_flags(path: &std::path::Path) -> Result<Vec<String>, String> {
     let table: toml::Table = toml::from_str(&text)
         .map_err(|e| format!("{}: {}", path.display(), e.to_string().trim()))?;
     let command = Args::command();
-    let known: Vec<String> = command
+    // Each flag a file may set, and whether it repeats (takes a list).
+    let known: Vec<(String, bool)> = command
         .get_arguments()
-        .filter_map(|a| a.get_long())
-        .filter(|l| !["config", "print-config", "help", "version"].contains(l))
-        .map(str::to_string)
+        .filter_map(|a| Some((a.get_long()?, a)))
+        .filter(|(l, _)| !["config", "print-config", "help", "version"].contains(l))
+        .map(|(l, a)| (l.to_string(), matches!(a.get_action(), clap::ArgAction::Append)))
         .collect();
     let mut flags = Vec::new();
     for (key, value) in table {
         let flag = key.replace('_', "-");
-        if !known.contains(&flag) {
+        let Some(&(_, repeats)) = known.iter().find(|(l, _)| *l == flag) else {
             return Err(format!("{}: unknown key '{key}'", path.display()));
-        }
-        let value = match value {
-            toml::Value::String(s) => s,
-            toml::Value::Integer(n) => n.to_string(),
-            toml::Value::Float(f) => f.to_string(),
-            toml::Value::Boolean(b) => b.to_string(),
-            _ => {
-                return Err(format!(
-                    "{}: key '{key}': expected a string, number or boolean",
-                    path.display()
-                ))
-            }
         };
-        // Each value is checked alone, so that a bad one is reported by file and key rather
-        // than as a command-line flag.
-        let flag = format!("--{flag}={value}");
-        if let Err(e) = Args::try_parse_from(["tensord", flag.as_str()]) {
-            let reason = std::error::Error::source(&e)
-                .map_or_else(|| e.kind().to_string(), |source| source.to_string());
-            return Err(format!(
-                "{}: key '{key}': invalid value '{value}': {reason}",
-                path.display()
-            ));
+        // A list is the flag repeated (the repeatable flags: load_model, the restrictions).
+        let values = match value {
+            toml::Value::Array(items) if repeats => items,
+            scalar => vec![scalar],
+        };
+        for value in values {
+            let value = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(n) => n.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                _ => {
+                    return Err(format!(
+                        "{}: key '{key}': expected a string, number or boolean, or a list of them",
+                        path.display()
+                    ))
+                }
+            };
+            // Each value is checked alone, so that a bad one is reported by file and key rather
+            // than as a command-line flag.
+            let flag = format!("--{flag}={value}");
+            if let Err(e) = Args::try_parse_from(["tensord", flag.as_str()]) {
+                let reason = std::error::Error::source(&e)
+                    .map_or_else(|| e.kind().to_string(), |source| source.to_string());
+                return Err(format!(
+                    "{}: key '{key}': invalid value '{value}': {reason}",
+                    path.display()
+                ));
+            }
+            flags.push(flag);
         }
-        flags.push(flag);
     }
     Ok(flags)
 }

@@ -65,16 +65,30 @@ fn run(args: &Args, logging: Arc<Logging>) -> Result<(), String> {
     // and delivery goes to the signal iterator.
     let mut signals =
         Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot handle signals: {e}"))?;
+    let access = args.access()?;
+    let tracer = args.tracer()?;
+    let options = args.repository_options()?;
     load_onnxruntime(args);
-    let repository = Repository::open(&args.model_repository)?;
+    let repository = Repository::open(&args.model_repository, options)?;
     let metrics = Arc::new(ServerMetrics::new(config.threads));
-    let engine = Arc::new(Engine::new(repository, args.max_tensor_elements));
+    let engine = Arc::new(Engine::new(
+        repository,
+        args.max_tensor_elements,
+        args.strict_readiness,
+        tracer,
+    ));
+    if let Some(period) = args.poll_period() {
+        engine
+            .start_polling(period)
+            .map_err(|e| format!("cannot start the repository poller: {e}"))?;
+    }
     let compression = args.compress_responses.then_some(args.compress_min_bytes);
     let service = Arc::new(Service::new(
         engine.clone(),
         metrics.clone(),
         compression,
         logging,
+        access,
     ));
     let server = Server::start(config, service, metrics.clone())?;
     systemd::notify(&format!("READY=1\nSTATUS={}", status_line(&engine, 0.0)));
@@ -108,8 +122,10 @@ fn run(args: &Args, logging: Arc<Logging>) -> Result<(), String> {
         tracing::info!("shutting down: finishing requests in progress");
     }
     server.stop();
-    // Traces kept for a file (log_frequency 0) are written once the last request is done.
+    // Traces still queued are written once the last request is done; a load still running
+    // leaves no staged files behind.
     engine.tracer().flush_all();
+    engine.repository().remove_staged();
     tracing::info!("stopped");
     Ok(())
 }

@@ -6,6 +6,7 @@ mod describe;
 pub mod grpc;
 mod parameters;
 mod prometheus;
+mod restricted;
 mod routes;
 mod status;
 pub mod tfs;
@@ -19,6 +20,7 @@ use crate::engine::{Engine, Error};
 use crate::http::{compress, Coding, HttpError, Method, Request, Response};
 use crate::logging::Logging;
 use crate::metrics::ServerMetrics;
+pub use restricted::{Group, Restrictions};
 use routes::{route, Route, V2Route};
 
 /// Extensions this server implements, as listed in server metadata.
@@ -40,6 +42,15 @@ pub struct Service {
     /// (`None`: never).
     compress_min_bytes: Option<u64>,
     logging: Arc<Logging>,
+    restrictions: Access,
+}
+
+/// The restricted API groups of each protocol (Triton's `--http-restricted-api` and
+/// `--grpc-restricted-protocol`).
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    pub http: Restrictions,
+    pub grpc: Restrictions,
 }
 
 /// Which endpoints a listener serves.
@@ -56,12 +67,14 @@ impl Service {
         metrics: Arc<ServerMetrics>,
         compress_min_bytes: Option<u64>,
         logging: Arc<Logging>,
+        restrictions: Access,
     ) -> Service {
         Service {
             engine,
             metrics,
             compress_min_bytes,
             logging,
+            restrictions,
         }
     }
 
@@ -91,6 +104,20 @@ impl Service {
         endpoints: Endpoints,
     ) -> Result<Response, HttpError> {
         let route = route(request.head.method, request.head.path())?;
+        if endpoints == Endpoints::MetricsOnly && route != Route::Metrics {
+            return Err(HttpError::new(404, "this port serves /metrics only"));
+        }
+        if let Some(group) = route.group() {
+            self.restrictions
+                .http
+                .check(group, |name| request.head.header(name))
+                .map_err(|header| {
+                    HttpError::new(
+                        403,
+                        format!("This API is restricted, expecting header '{header}'"),
+                    )
+                })?;
+        }
         // As Triton does, only infer responses are compressed.
         let compressible = matches!(route, Route::V2(V2Route::Infer(_)));
         let engine = &self.engine;
@@ -104,9 +131,6 @@ impl Service {
                     &self.metrics,
                 ))],
             }),
-            _ if endpoints == Endpoints::MetricsOnly => {
-                Err(Error::not_found("this port serves /metrics only"))
-            }
             Route::Logging if request.head.method == Method::Post => self
                 .logging
                 .update(&request.body)

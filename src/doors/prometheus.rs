@@ -219,7 +219,7 @@ fn triton_reason(kind: ErrorKind) -> &'static str {
     match kind {
         ErrorKind::NotReady | ErrorKind::Overloaded | ErrorKind::TimedOut => "REJECTED",
         ErrorKind::Internal => "BACKEND",
-        ErrorKind::Invalid | ErrorKind::NotFound => "OTHER",
+        ErrorKind::Invalid | ErrorKind::NotFound | ErrorKind::Unsupported => "OTHER",
     }
 }
 

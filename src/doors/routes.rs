@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 
+use super::restricted::Group;
 use crate::engine::Error;
 use crate::http::{HttpError, Method};
 
@@ -49,6 +50,31 @@ pub struct ModelRef<'a> {
 }
 
 impl Route<'_> {
+    /// The restricted-API group the route belongs to (`/metrics` is in none, as in Triton,
+    /// where it has a port of its own).
+    pub fn group(&self) -> Option<Group> {
+        Some(match self {
+            Route::Metrics => return None,
+            Route::Logging => Group::Logging,
+            Route::V2(route) => match route {
+                V2Route::Live | V2Route::Ready | V2Route::ModelReady(_) => Group::Health,
+                V2Route::ServerMetadata | V2Route::ModelMetadata(_) => Group::Metadata,
+                V2Route::ModelConfig(_) => Group::ModelConfig,
+                V2Route::ModelStats(_) => Group::Statistics,
+                V2Route::Infer(_) => Group::Inference,
+                V2Route::RepositoryIndex | V2Route::Load(_) | V2Route::Unload(_) => {
+                    Group::ModelRepository
+                }
+                V2Route::TraceSetting(_) => Group::Trace,
+            },
+            Route::Tfs(route) => match route {
+                TfsRoute::Status(_) => Group::Health,
+                TfsRoute::Metadata(_) => Group::Metadata,
+                TfsRoute::Predict(_) => Group::Inference,
+            },
+        })
+    }
+
     /// The methods the route takes (HEAD counts as GET).
     pub fn methods(&self) -> &'static [Method] {
         let post = match self {

@@ -10,6 +10,7 @@ impl From<Error> for HttpError {
             ErrorKind::NotFound => 404,
             ErrorKind::NotReady | ErrorKind::Overloaded | ErrorKind::TimedOut => 503,
             ErrorKind::Internal => 500,
+            ErrorKind::Unsupported => 501,
         };
         let mut error = HttpError::new(status, e.message);
         if e.kind == ErrorKind::Overloaded {

@@ -19,16 +19,19 @@ pub enum ErrorKind {
     TimedOut,
     /// The model or the server failed.
     Internal,
+    /// The server does not do what was asked (Triton's UNSUPPORTED).
+    Unsupported,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 6] = [
+    pub const ALL: [ErrorKind; 7] = [
         ErrorKind::Invalid,
         ErrorKind::NotFound,
         ErrorKind::NotReady,
         ErrorKind::Overloaded,
         ErrorKind::TimedOut,
         ErrorKind::Internal,
+        ErrorKind::Unsupported,
     ];
 }
 
@@ -60,6 +63,10 @@ impl Error {
 
     pub fn internal(message: impl Into<String>) -> Error {
         Error::new(ErrorKind::Internal, message)
+    }
+
+    pub fn unsupported(message: impl Into<String>) -> Error {
+        Error::new(ErrorKind::Unsupported, message)
     }
 }
 

@@ -12,16 +12,17 @@ mod repository;
 mod request;
 mod served;
 mod trace;
+mod trace_file;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 pub use error::{Error, ErrorKind};
 pub use pipeline::{counted, Counted};
-pub use repository::{IndexEntry, Overrides, Repository};
+pub use repository::{IndexEntry, ModelControl, Options, Overrides, Repository};
 pub use request::{InferRequest, InferResponse, Input, Output, WantedOutput};
 pub use served::{LoadedVersion, ModelVersion, ServedModel};
-pub use trace::{Timeline, Trace, Tracer};
+pub use trace::{Timeline, Trace, TraceFile, Tracer};
 
 /// A model, and which of its loaded versions a statistics request covers.
 pub type StatisticsOf = (Arc<ServedModel>, Vec<u64>);
@@ -29,18 +30,41 @@ pub type StatisticsOf = (Arc<ServedModel>, Vec<u64>);
 pub struct Engine {
     repository: Arc<Repository>,
     max_tensor_elements: u64,
+    /// Triton's strict readiness: ready only while every model that should be loaded is.
+    strict_readiness: bool,
     draining: AtomicBool,
     tracer: Tracer,
 }
 
+/// Triton's words for a load or unload outside explicit mode (whatever the mode).
+const NO_MODEL_CONTROL: &str = "explicit model load / unload is not allowed if polling is enabled";
+
 impl Engine {
-    pub fn new(repository: Repository, max_tensor_elements: u64) -> Engine {
+    pub fn new(
+        repository: Repository,
+        max_tensor_elements: u64,
+        strict_readiness: bool,
+        tracer: Tracer,
+    ) -> Engine {
         Engine {
             repository: Arc::new(repository),
             max_tensor_elements,
+            strict_readiness,
             draining: AtomicBool::new(false),
-            tracer: Tracer::default(),
+            tracer,
         }
+    }
+
+    /// Poll mode: rescans the repository every `period` on a thread of its own.
+    pub fn start_polling(&self, period: std::time::Duration) -> std::io::Result<()> {
+        let repository = self.repository.clone();
+        std::thread::Builder::new()
+            .name("tensord-poll".into())
+            .spawn(move || loop {
+                std::thread::sleep(period);
+                repository.poll();
+            })
+            .map(drop)
     }
 
     /// Trace settings and the traces of sampled requests.
@@ -73,7 +97,7 @@ impl Engine {
     }
 
     pub fn is_ready(&self) -> bool {
-        !self.is_draining() && self.repository.all_ready()
+        !self.is_draining() && (!self.strict_readiness || self.repository.all_ready())
     }
 
     /// The models whose statistics a request asks for: one model (`name`), or every one; each
@@ -106,10 +130,25 @@ impl Engine {
 
     /// (Re)loads a model from disk, or from what the request carries, on a thread of its own
     /// while the caller awaits it.
+    /// Explicit mode only.
     pub async fn load(&self, name: &str, overrides: Overrides) -> Result<(), Error> {
+        self.model_control()?;
         let (repository, name) = (self.repository.clone(), name.to_string());
         offthread::on_loader_thread("model loader", move || repository.load(&name, overrides))
             .await?
             .map_err(Error::invalid)
+    }
+
+    /// Stops serving a model (explicit mode only); requests already running finish on it.
+    pub fn unload(&self, name: &str) -> Result<(), Error> {
+        self.model_control()?;
+        self.repository.unload(name)
+    }
+
+    fn model_control(&self) -> Result<(), Error> {
+        match self.repository.control() {
+            ModelControl::Explicit => Ok(()),
+            ModelControl::None | ModelControl::Poll => Err(Error::not_ready(NO_MODEL_CONTROL)),
+        }
     }
 }

@@ -1,10 +1,12 @@
 //! The model repository: one folder per model, `config.toml` (or `config.pbtxt`) inside,
-//! numbered version folders beside it. Models can be loaded and unloaded while serving:
-//! the set of models is swapped whole, so a request sees either the old model or the new one.
+//! numbered version folders beside it. Models can be loaded and unloaded while serving (through
+//! the API in explicit mode, from the disk in poll mode): the set of models is swapped whole, so
+//! a request sees either the old model or the new one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
@@ -21,27 +23,128 @@ pub struct IndexEntry {
     pub reason: Option<String>,
 }
 
+/// Who changes which models are served (Triton's `--model-control-mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelControl {
+    /// Every model in the repository at start, and no others: load and unload are refused.
+    None,
+    /// The repository API loads and unloads models; `--load-model` chooses those loaded at start.
+    Explicit,
+    /// The repository is rescanned: new folders load, changed ones reload, removed ones unload.
+    Poll,
+}
+
+/// How a repository opens.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub control: ModelControl,
+    /// Explicit mode: the models loaded at start (`*`: all of them).
+    pub load_at_start: Vec<String>,
+    /// Where a load request's files are staged, each load in a private folder of its own.
+    pub staging_dir: PathBuf,
+}
+
+/// What poll mode compares: each file and folder of a model, with its size and mtime.
+type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
+
 pub struct Repository {
     dir: PathBuf,
     models: ArcSwap<BTreeMap<String, Arc<ServedModel>>>,
     /// Serialises loads and unloads (readers never wait on it).
     changing: Mutex<()>,
+    control: ModelControl,
+    staging_dir: PathBuf,
+    /// The staging folders of loads in progress, removed at shutdown if a load is still running.
+    staged: Mutex<BTreeSet<PathBuf>>,
+    /// Poll mode: each model folder as last seen.
+    seen: Mutex<BTreeMap<String, Fingerprint>>,
 }
 
 impl Repository {
-    /// Loads every model folder under `dir`. A model that fails to load is kept, not ready,
-    /// with the reason; only an unreadable `dir` is an error.
-    pub fn open(dir: &Path) -> Result<Repository, String> {
+    /// Loads the model folders under `dir` that `options` selects (all of them, except in
+    /// explicit mode). A model that fails to load is kept, not ready, with the reason; an
+    /// unreadable `dir`, or a model named to load at start that has no folder, is an error.
+    pub fn open(dir: &Path, options: Options) -> Result<Repository, String> {
+        let folders = model_folders(dir)?;
+        let selected = match (options.control, options.load_at_start.as_slice()) {
+            (ModelControl::Explicit, [all]) if all == "*" => folders.clone(),
+            (ModelControl::Explicit, named) => {
+                if named.iter().any(|n| n == "*") {
+                    return Err("--load-model '*' must be the only --load-model".into());
+                }
+                if let Some(missing) = named.iter().find(|n| !folders.contains(n)) {
+                    return Err(format!(
+                        "--load-model '{missing}': no such model folder in the repository"
+                    ));
+                }
+                named.to_vec()
+            }
+            (_, []) => folders.clone(),
+            (_, _) => return Err("--load-model needs --model-control-mode explicit".into()),
+        };
         let mut models = BTreeMap::new();
-        for name in model_folders(dir)? {
+        for name in selected {
             let model = load_model(&dir.join(&name), &name, None);
             models.insert(name, Arc::new(model));
         }
+        let seen = match options.control {
+            ModelControl::Poll => (folders.iter())
+                .map(|n| (n.clone(), fingerprint(&dir.join(n))))
+                .collect(),
+            _ => BTreeMap::new(),
+        };
         Ok(Repository {
             dir: dir.to_path_buf(),
             models: ArcSwap::from_pointee(models),
             changing: Mutex::new(()),
+            control: options.control,
+            staging_dir: options.staging_dir,
+            staged: Mutex::new(BTreeSet::new()),
+            seen: Mutex::new(seen),
         })
+    }
+
+    pub fn control(&self) -> ModelControl {
+        self.control
+    }
+
+    /// Poll mode's rescan: loads new model folders, reloads changed ones (a version that fails
+    /// leaves the old model serving), unloads removed ones. Blocking.
+    pub fn poll(&self) {
+        let folders = match model_folders(&self.dir) {
+            Ok(folders) => folders,
+            Err(e) => return tracing::warn!("repository poll: {e}"),
+        };
+        let mut seen = lock(&self.seen);
+        let removed: Vec<String> = (seen.keys())
+            .filter(|n| !folders.contains(n))
+            .cloned()
+            .collect();
+        for name in removed {
+            seen.remove(&name);
+            if self.unload(&name).is_ok() {
+                tracing::info!(model = name, "repository poll: folder removed, model unloaded");
+            }
+        }
+        for name in folders {
+            let now = fingerprint(&self.dir.join(&name));
+            if seen.get(&name) == Some(&now) {
+                continue;
+            }
+            seen.insert(name.clone(), now);
+            match self.load(&name, Overrides::default()) {
+                Ok(()) => tracing::info!(model = name, "repository poll: model (re)loaded"),
+                Err(e) => tracing::error!(model = name, "repository poll: {e}"),
+            }
+        }
+    }
+
+    /// Removes the staging folders of loads still running (at shutdown).
+    pub fn remove_staged(&self) {
+        for dir in std::mem::take(&mut *lock(&self.staged)) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 
     pub fn get(&self, name: &str) -> Result<Arc<ServedModel>, Error> {
@@ -104,7 +207,7 @@ impl Repository {
     /// serving keeps serving until the new one is ready, and keeps serving if the new one fails
     /// (the error is returned). Blocking: run it off the io threads.
     pub fn load(&self, name: &str, overrides: Overrides) -> Result<(), String> {
-        let _one_at_a_time = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        let _one_at_a_time = lock(&self.changing);
         if name.is_empty() || name.contains('/') || name.starts_with('.') {
             return Err(format!("'{name}' is not a model name"));
         }
@@ -121,10 +224,12 @@ impl Repository {
             let config = overrides.config.ok_or(
                 "file: parameters replace the model folder and need a config parameter with them",
             )?;
-            let staged = stage(name, &overrides.files)?;
-            let model = load_model(&staged, name, Some(config));
-            // Every backend has read what it needs into memory by now.
-            let _ = std::fs::remove_dir_all(&staged);
+            let staged = Staged::new(&self.staging_dir, &self.staged, &overrides.files)
+                .map_err(|e| format!("model '{name}': {e}"))?;
+            let mut model = load_model(&staged.dir, name, Some(config));
+            // Every backend has read what it needs into memory by now; the folder goes when
+            // `staged` does. No host path leaves in an error.
+            model.hide_path(&staged.dir, "<the load request's files>");
             model
         };
         if let (false, Some(reason)) = (model.is_ready(), model.reason()) {
@@ -146,7 +251,7 @@ impl Repository {
 
     /// Stops serving a model; requests already running finish on it.
     pub fn unload(&self, name: &str) -> Result<(), Error> {
-        let _one_at_a_time = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        let _one_at_a_time = lock(&self.changing);
         let mut models = BTreeMap::clone(&self.models.load());
         models.remove(name).ok_or_else(|| unknown_model(name))?;
         self.models.store(Arc::new(models));
@@ -173,39 +278,106 @@ impl Overrides {
     }
 }
 
-/// Writes a load request's files into a fresh folder of their own; a path that is not
-/// `<version>/<file>` inside it is refused.
-fn stage(name: &str, files: &[(String, Vec<u8>)]) -> Result<PathBuf, String> {
-    static STAGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = STAGED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("tensord-{}-{name}-{n}", std::process::id()));
-    let write = |path: &str, contents: &[u8]| -> Result<(), String> {
-        let relative = Path::new(path);
-        let mut parts = relative.components();
-        let versioned = matches!(parts.next(), Some(std::path::Component::Normal(v))
-            if v.to_str().is_some_and(|v| v.parse::<u64>().is_ok()));
-        if !versioned
-            || parts.clone().next().is_none()
-            || !parts.all(|c| matches!(c, std::path::Component::Normal(_)))
-        {
-            return Err(format!(
-                "file:{path}: a model file must be named <version>/<file> inside the model folder"
-            ));
+/// A load request's files, written into a private folder of their own (a random name,
+/// created exclusively, mode 0700, under the staging dir), which is removed when this is
+/// dropped: after the load, whether it succeeded, failed or panicked.
+struct Staged<'r> {
+    dir: PathBuf,
+    registry: &'r Mutex<BTreeSet<PathBuf>>,
+}
+
+impl<'r> Staged<'r> {
+    /// A path that is not `<version>/<file>` inside the folder is refused.
+    fn new(
+        under: &Path,
+        registry: &'r Mutex<BTreeSet<PathBuf>>,
+        files: &[(String, Vec<u8>)],
+    ) -> Result<Staged<'r>, String> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let mut folder = std::fs::DirBuilder::new();
+        folder.mode(0o700);
+        let dir = (0..8)
+            .map_while(|_| random_hex())
+            .map(|name| under.join(format!("tensord-load-{name}")))
+            .find(|dir| folder.create(dir).is_ok())
+            .ok_or("cannot create a staging folder for the load request's files")?;
+        let staged = Staged { dir, registry };
+        lock(registry).insert(staged.dir.clone());
+        for (path, contents) in files {
+            let relative = Path::new(path);
+            let mut parts = relative.components();
+            let versioned = matches!(parts.next(), Some(std::path::Component::Normal(v))
+                if v.to_str().is_some_and(|v| v.parse::<u64>().is_ok()));
+            if !versioned
+                || parts.clone().next().is_none()
+                || !parts.all(|c| matches!(c, std::path::Component::Normal(_)))
+            {
+                return Err(format!(
+                    "file:{path}: a model file must be named <version>/<file> inside the model folder"
+                ));
+            }
+            let target = staged.dir.join(relative);
+            let parent = target.parent().unwrap_or(&staged.dir);
+            folder.recursive(true);
+            let written = folder.create(parent).and_then(|()| {
+                use std::io::Write;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&target)?
+                    .write_all(contents)
+            });
+            written.map_err(|e| format!("file:{path}: cannot be written: {}", e.kind()))?;
         }
-        let target = dir.join(relative);
-        let parent = target.parent().unwrap_or(&dir);
-        std::fs::create_dir_all(parent)
-            .and_then(|()| std::fs::write(&target, contents))
-            .map_err(|e| format!("file:{path}: cannot write {}: {e}", target.display()))
-    };
-    let written = files
-        .iter()
-        .try_for_each(|(path, contents)| write(path, contents));
-    if let Err(e) = written {
-        let _ = std::fs::remove_dir_all(&dir);
-        return Err(e);
+        Ok(staged)
     }
-    Ok(dir)
+}
+
+impl Drop for Staged<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        lock(self.registry).remove(&self.dir);
+    }
+}
+
+/// 128 random bits in hex, from the kernel.
+fn random_hex() -> Option<String> {
+    let mut bytes = [0u8; 16];
+    // SAFETY: getrandom writes at most `bytes.len()` bytes into the array it is given.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    (n == bytes.len() as isize).then(|| bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Each file and folder of a model folder (three levels deep, at most 10,000), with its size
+/// and modification time: what poll mode compares.
+fn fingerprint(dir: &Path) -> Fingerprint {
+    const MAX_ENTRIES: usize = 10_000;
+    let mut out = Vec::new();
+    let mut folders = vec![(dir.to_path_buf(), 0)];
+    while let Some((folder, depth)) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if out.len() >= MAX_ENTRIES {
+                break;
+            }
+            if meta.is_dir() && depth < 3 {
+                folders.push((path.clone(), depth + 1));
+            }
+            let relative = path.strip_prefix(dir).unwrap_or(&path).to_path_buf();
+            out.push((relative, meta.len(), meta.modified().ok()));
+        }
+    }
+    out.sort();
+    out
 }
 
 fn unknown_model(name: &str) -> Error {
@@ -310,6 +482,14 @@ mod tests {
     use super::*;
     use crate::engine::ErrorKind;
 
+    fn explicit() -> Options {
+        Options {
+            control: ModelControl::Explicit,
+            load_at_start: vec!["*".into()],
+            staging_dir: std::env::temp_dir(),
+        }
+    }
+
     fn write(dir: &Path, model: &str, config: &str) {
         std::fs::create_dir_all(dir.join(model)).unwrap();
         std::fs::write(dir.join(model).join("config.toml"), config).unwrap();
@@ -339,7 +519,7 @@ mod tests {
             "backend = \"builtin\"\nbuiltin = \"identity\"\nversion_policy = { specific = [4] }\n",
         );
         std::fs::create_dir_all(dir.join("pinned/3")).unwrap();
-        let repo = Repository::open(&dir).unwrap();
+        let repo = Repository::open(&dir, explicit()).unwrap();
 
         let add_sub = repo.get("add_sub").unwrap();
         assert!(add_sub.is_ready());
@@ -418,7 +598,7 @@ mod tests {
             "echo",
             "backend = \"builtin\"\nbuiltin = \"identity\"\n",
         );
-        let repo = Repository::open(&dir).unwrap();
+        let repo = Repository::open(&dir, explicit()).unwrap();
         let config = |text: &str| crate::models::config_from_json(text).unwrap();
         let batching = r#"{"backend": "identity", "max_batch_size": 4, "dynamic_batching": {}}"#;
         repo.load(

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::batching::{BatchPolicy, Executor};
 use super::Error;
-use crate::models::{Loaded, Model, ModelConfig, TensorSpec};
+use crate::models::{inside, Loaded, Model, ModelConfig, TensorSpec};
 
 /// A model as the server sees it: its config and each version it serves.
 pub struct ServedModel {
@@ -47,9 +47,16 @@ impl LoadedVersion {
             .iter()
             .map(|spec| match &spec.label_filename {
                 None => Ok(Vec::new()),
-                Some(file) => std::fs::read_to_string(model_dir.join(file))
-                    .map(|text| text.lines().map(str::to_string).collect())
-                    .map_err(|e| format!("output '{}': label_filename '{file}': {e}", spec.name)),
+                Some(file) => {
+                    let path = inside(model_dir, model_dir, "label_filename", file)
+                        .map_err(|e| format!("output '{}': {e}", spec.name))?;
+                    std::fs::read_to_string(path)
+                        .map(|text| text.lines().map(str::to_string).collect())
+                        .map_err(|e| {
+                            let why = e.kind();
+                            format!("output '{}': label_filename '{file}': {why}", spec.name)
+                        })
+                }
             })
             .collect::<Result<_, _>>()?;
         Ok(LoadedVersion {
@@ -88,6 +95,16 @@ fn executor(
 }
 
 impl ServedModel {
+    /// Replaces `dir` with `label` in every error (a staged load's folder is no client's
+    /// business).
+    pub fn hide_path(&mut self, dir: &Path, label: &str) {
+        let dir = dir.display().to_string();
+        let errors = self.versions.iter_mut().filter_map(|v| v.state.as_mut().err());
+        for e in self.error.iter_mut().chain(errors) {
+            *e = e.replace(&dir, label);
+        }
+    }
+
     pub fn is_ready(&self) -> bool {
         self.error.is_none()
             && !self.versions.is_empty()

@@ -1,18 +1,21 @@
 //! Triton's trace extension: settings (global, and per model on top), and traces of sampled
-//! requests with the timestamps of each stage, written as Triton's trace JSON to the file named.
+//! requests with the timestamps of each stage, written as Triton's trace JSON to the one file
+//! the operator named at start (`trace_file.rs`).
 //!
 //! Settings travel as Triton's JSON: `trace_level` a list (`OFF`, `TIMESTAMPS`), the numbers as
 //! strings. `trace_rate` N traces one request in N; `trace_count` stops after that many traces
-//! (-1: never); `log_frequency` 0 writes the collected traces when the file changes or the server
-//! stops, N writes every N traces to `<trace_file>.<k>`, k counting from 0.
+//! (-1: never); `log_frequency` 0 writes every trace to the file, N writes every N traces to
+//! `<trace_file>.<k>`. The file itself cannot be changed over the network, as in Triton.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
+use super::trace_file::Writer;
+pub use super::trace_file::TraceFile;
 use super::Error;
 
 /// When each stage of one request ran.
@@ -31,7 +34,6 @@ struct Settings {
     rate: u64,
     count: i64,
     log_frequency: u64,
-    file: String,
 }
 
 impl Default for Settings {
@@ -41,21 +43,24 @@ impl Default for Settings {
             rate: 1000,
             count: -1,
             log_frequency: 0,
-            file: String::new(),
         }
     }
 }
 
 impl Settings {
-    fn to_json(&self) -> Value {
+    fn to_json(&self, file: &str) -> Value {
         json!({
             "trace_level": self.level,
             "trace_rate": self.rate.to_string(),
             "trace_count": self.count.to_string(),
             "log_frequency": self.log_frequency.to_string(),
-            "trace_file": self.file,
+            "trace_file": file,
             "trace_mode": "triton",
         })
+    }
+
+    fn timestamps(&self) -> bool {
+        self.level.iter().any(|l| l == "TIMESTAMPS")
     }
 }
 
@@ -66,7 +71,6 @@ struct Overrides {
     rate: Option<u64>,
     count: Option<i64>,
     log_frequency: Option<u64>,
-    file: Option<String>,
 }
 
 /// A trace in progress.
@@ -74,7 +78,6 @@ pub struct Trace {
     id: u64,
     model: String,
     version: u64,
-    file: String,
     log_frequency: u64,
     stamps: Vec<(&'static str, Instant)>,
 }
@@ -134,10 +137,6 @@ struct State {
     seen: BTreeMap<String, u64>,
     /// Traces taken per model (for the count).
     taken: BTreeMap<String, i64>,
-    /// Finished traces not yet written, per file.
-    pending: BTreeMap<String, Vec<Value>>,
-    /// The next `<file>.<k>` per file, with `log_frequency` N.
-    next_index: BTreeMap<String, u64>,
 }
 
 #[derive(Default)]
@@ -147,9 +146,52 @@ pub struct Tracer {
     /// Whether any level (global or a model's own) is TIMESTAMPS: while none is, `start`
     /// answers on every infer request without the lock.
     active: AtomicBool,
+    /// The trace file's writer (none without `--trace-file`: nothing can be traced).
+    writer: Option<Writer>,
 }
 
+/// Triton's words for a `trace_file` setting over the network.
+const FILE_IS_FIXED: &str = "trace file location can not be updated through network protocol";
+
 impl Tracer {
+    /// A tracer writing to `file` (none: tracing cannot be turned on), its thread started.
+    pub fn new(file: Option<TraceFile>) -> std::io::Result<Tracer> {
+        Ok(Tracer {
+            writer: file.map(Writer::start).transpose()?,
+            ..Tracer::default()
+        })
+    }
+
+    /// Applies one of Triton's start-up `--trace-config` settings: `[triton,]<key>=<value>`
+    /// with key `level`, `rate`, `count` or `log-frequency`.
+    pub fn configure(&self, spec: &str) -> Result<(), String> {
+        let setting = spec.strip_prefix("triton,").unwrap_or(spec);
+        let (key, value) = setting.split_once('=').ok_or_else(|| {
+            format!("--trace-config '{spec}': expected [triton,]<setting>=<value>")
+        })?;
+        let (key, value) = match key {
+            "level" => ("trace_level", json!([value.to_ascii_uppercase()])),
+            "rate" => ("trace_rate", json!(value)),
+            "count" => ("trace_count", json!(value)),
+            "log-frequency" => ("log_frequency", json!(value)),
+            "file" => return Err("--trace-config file=: use --trace-file".into()),
+            other => {
+                return Err(format!(
+                    "--trace-config '{spec}': unknown setting '{other}' (level, rate, count, \
+                     log-frequency; mode triton)"
+                ))
+            }
+        };
+        let update = json!({ key: value }).to_string();
+        self.update(None, update.as_bytes())
+            .map(drop)
+            .map_err(|e| format!("--trace-config '{spec}': {e}"))
+    }
+
+    fn file_name(&self) -> String {
+        (self.writer.as_ref()).map_or_else(String::new, |w| w.path().display().to_string())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -164,13 +206,12 @@ impl Tracer {
             rate: o.rate.unwrap_or(g.rate),
             count: o.count.unwrap_or(g.count),
             log_frequency: o.log_frequency.unwrap_or(g.log_frequency),
-            file: o.file.clone().unwrap_or_else(|| g.file.clone()),
         }
     }
 
     /// The settings in Triton's JSON, global or as one model sees them.
     pub fn settings(&self, model: Option<&str>) -> Value {
-        Tracer::effective(&self.lock(), model).to_json()
+        Tracer::effective(&self.lock(), model).to_json(&self.file_name())
     }
 
     /// Applies a POSTed update (global, or for one model where `null` restores the global
@@ -181,6 +222,9 @@ impl Tracer {
             false => serde_json::from_slice(body)
                 .map_err(|e| Error::invalid(format!("invalid trace settings: {e}")))?,
         };
+        if update.contains_key("trace_file") {
+            return Err(Error::unsupported(FILE_IS_FIXED));
+        }
         let mut state = self.lock();
         let mut next = match model {
             Some(m) => state.models.get(m).cloned().unwrap_or_default(),
@@ -200,17 +244,11 @@ impl Tracer {
                 "log_frequency" => {
                     next.log_frequency = (!clear).then(|| number(key, value)).transpose()?
                 }
-                "trace_file" => {
-                    next.file = (!clear)
-                        .then(|| text(key, value))
-                        .transpose()?
-                        .map(str::to_string)
-                }
                 "trace_mode" if value.as_str() == Some("triton") => {}
                 _ => {
                     return Err(Error::invalid(format!(
                         "unknown trace setting '{key}' (trace_level, trace_rate, trace_count, \
-                         log_frequency, trace_file; trace_mode triton)"
+                         log_frequency; trace_mode triton)"
                     )))
                 }
             }
@@ -218,7 +256,13 @@ impl Tracer {
         if next.rate == Some(0) {
             return Err(Error::invalid("trace_rate must be at least 1"));
         }
-        let before = Tracer::effective(&state, model);
+        let tracing_on = next.level.as_ref().is_some_and(|l| l.iter().any(|l| l == "TIMESTAMPS"));
+        if tracing_on && self.writer.is_none() {
+            return Err(Error::invalid(
+                "trace_level TIMESTAMPS needs a trace file, which only the operator sets (tensord \
+                 --trace-file PATH)",
+            ));
+        }
         match model {
             Some(m) => {
                 state.models.insert(m.to_string(), next);
@@ -230,7 +274,6 @@ impl Tracer {
                     rate: next.rate.unwrap_or(g.rate),
                     count: next.count.unwrap_or(g.count),
                     log_frequency: next.log_frequency.unwrap_or(g.log_frequency),
-                    file: next.file.unwrap_or(g.file),
                 };
             }
         }
@@ -239,9 +282,6 @@ impl Tracer {
             || (state.models.values()).any(|o| o.level.as_deref().is_some_and(timestamps));
         self.active.store(active, Ordering::Relaxed);
         let after = Tracer::effective(&state, model);
-        if before.file != after.file {
-            flush(&mut state, &before.file);
-        }
         // New settings start a new count, as in Triton.
         match model {
             Some(m) => {
@@ -253,7 +293,7 @@ impl Tracer {
                 state.taken.clear();
             }
         }
-        Ok(after.to_json())
+        Ok(after.to_json(&self.file_name()))
     }
 
     /// A trace for this request of `model`, if its settings sample it, stamped with the front
@@ -270,7 +310,7 @@ impl Tracer {
         }
         let mut state = self.lock();
         let settings = Tracer::effective(&state, Some(model));
-        if !settings.level.iter().any(|l| l == "TIMESTAMPS") || settings.file.is_empty() {
+        if !settings.timestamps() {
             return None;
         }
         let seen = state.seen.entry(model.to_string()).or_default();
@@ -287,7 +327,6 @@ impl Tracer {
             id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
             model: model.to_string(),
             version,
-            file: settings.file,
             log_frequency: settings.log_frequency,
             stamps: {
                 let mut stamps = Vec::with_capacity(12);
@@ -297,44 +336,20 @@ impl Tracer {
         })
     }
 
-    /// Stamps a trace (if any) with the door's send stage (now) and keeps it, writing its file
-    /// when `log_frequency` says so.
+    /// Stamps a trace (if any) with the door's send stage (now) and hands it to the writer.
     pub fn finish(&self, trace: Option<Trace>, send_start: &'static str) {
-        let Some(mut trace) = trace else {
+        let (Some(mut trace), Some(writer)) = (trace, &self.writer) else {
             return;
         };
         trace.stamps.push((send_start, Instant::now()));
-        let mut state = self.lock();
-        let pending = state.pending.entry(trace.file.clone()).or_default();
-        pending.extend(trace.to_json());
-        if trace.log_frequency > 0 && pending.len() as u64 >= 2 * trace.log_frequency {
-            let traces = std::mem::take(pending);
-            let index = state.next_index.entry(trace.file.clone()).or_default();
-            write(&format!("{}.{index}", trace.file), &traces);
-            *index += 1;
-        }
+        writer.send(trace.to_json(), trace.log_frequency);
     }
 
     /// Writes every trace not yet written (at shutdown).
     pub fn flush_all(&self) {
-        let mut state = self.lock();
-        let files: Vec<String> = state.pending.keys().cloned().collect();
-        for file in files {
-            flush(&mut state, &file);
+        if let Some(writer) = &self.writer {
+            writer.flush(Duration::from_secs(10));
         }
-    }
-}
-
-fn flush(state: &mut State, file: &str) {
-    if let Some(traces) = state.pending.remove(file).filter(|t| !t.is_empty()) {
-        write(file, &traces);
-    }
-}
-
-fn write(file: &str, traces: &[Value]) {
-    let text = Value::Array(traces.to_vec()).to_string();
-    if let Err(e) = std::fs::write(file, text) {
-        tracing::error!(file, "cannot write traces: {e}");
     }
 }
 
@@ -378,10 +393,23 @@ mod tests {
 
     #[test]
     fn settings_global_and_per_model() {
-        let tracer = Tracer::default();
+        let path = std::env::temp_dir().join(format!("tensord-tracer-{}", std::process::id()));
+        let file = TraceFile {
+            path: path.clone(),
+            max_files: 1,
+        };
+        let tracer = Tracer::new(Some(file)).unwrap();
         assert_eq!(tracer.settings(None)["trace_level"], json!(["OFF"]));
-        let global =
-            br#"{"trace_level": ["TIMESTAMPS"], "trace_rate": "2", "trace_file": "/tmp/t.json"}"#;
+        assert_eq!(tracer.settings(None)["trace_file"], json!(path.display().to_string()));
+        // The file is the operator's: refused over the network, with Triton's words and kind.
+        for body in [&br#"{"trace_file": "/tmp/x"}"#[..], br#"{"trace_file": null}"#] {
+            for model in [None, Some("m")] {
+                let e = tracer.update(model, body).unwrap_err();
+                assert_eq!(e.kind, crate::engine::ErrorKind::Unsupported);
+                assert_eq!(e.message, FILE_IS_FIXED);
+            }
+        }
+        let global = br#"{"trace_level": ["TIMESTAMPS"], "trace_rate": "2"}"#;
         tracer.update(None, global).unwrap();
         let model = tracer
             .update(Some("m"), br#"{"trace_rate": "1", "trace_count": "1"}"#)
@@ -413,5 +441,18 @@ mod tests {
         ] {
             assert!(tracer.update(None, bad).is_err());
         }
+        // Without a file, tracing cannot be turned on; the start-up settings go the same way.
+        let fileless = Tracer::new(None).unwrap();
+        let e = fileless.update(None, global).unwrap_err();
+        assert!(e.message.contains("--trace-file"), "{e}");
+        assert!(fileless.configure("level=TIMESTAMPS").is_err());
+        fileless.configure("triton,rate=5").unwrap();
+        fileless.configure("log-frequency=3").unwrap();
+        assert_eq!(fileless.settings(None)["trace_rate"], json!("5"));
+        assert_eq!(fileless.settings(None)["log_frequency"], json!("3"));
+        for bad in ["rate", "speed=1", "count=x", "file=/tmp/y"] {
+            assert!(fileless.configure(bad).is_err(), "{bad}");
+        }
+        let _ = std::fs::remove_file(path);
     }
 }

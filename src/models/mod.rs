@@ -5,6 +5,7 @@ mod backends;
 pub use backends::onnxruntime;
 mod candle_io;
 mod config;
+mod confined;
 pub mod gpu;
 mod model;
 mod pbtxt;
@@ -13,5 +14,6 @@ pub use backends::{load_version, Loaded};
 pub use config::{
     Activation, Architecture, DeviceChoice, ModelConfig, TensorConfig, VersionPolicy,
 };
+pub use confined::inside;
 pub use model::{Model, ModelError, ModelErrorKind, TensorSpec};
 pub use pbtxt::config_from_json;

@@ -82,6 +82,12 @@ async fn call(
         (Ok(coding), Ok(timeout)) => (coding.flatten(), timeout),
         (Err(status), _) | (_, Err(status)) => return respond_with(respond, Err(status)),
     };
+    let restricted = grpc::check_restricted(&ctx.service, &path, |key| {
+        headers.get(key).map(|v| v.as_bytes())
+    });
+    if let Err(status) = restricted {
+        return respond_with(respond, Err(status));
+    }
     let messages = Messages {
         body: request.into_body(),
         buf: BytesMut::new(),

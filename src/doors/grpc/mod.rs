@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use prost::Message;
 
-use crate::doors::{Service, EXTENSIONS};
+use crate::doors::{Group, Service, EXTENSIONS};
 use crate::engine::{Counted, Engine, Error};
 pub use status::Status;
 
@@ -128,6 +128,49 @@ pub async fn call(
             "inference.GRPCInferenceService/{other} is not implemented yet"
         ))),
     }
+}
+
+/// Refuses a call to a restricted API group whose metadata lacks the key and value the group
+/// demands (Triton's `--grpc-restricted-protocol`), with Triton's status and words. `header`
+/// looks metadata up by its lowercase key.
+pub fn check_restricted<'h>(
+    service: &Service,
+    path: &str,
+    header: impl FnOnce(&str) -> Option<&'h [u8]>,
+) -> Result<(), Status> {
+    let Some(group) = group(path) else {
+        return Ok(());
+    };
+    let restrictions = &service.restrictions.grpc;
+    restrictions.check(group, header).map_err(|key| Status {
+        code: 14, // UNAVAILABLE
+        message: format!("This protocol is restricted, expecting header '{key}'"),
+    })
+}
+
+/// The restricted-API group of a call's path (none for an unknown method, which is refused
+/// as unimplemented whatever it carries).
+fn group(path: &str) -> Option<Group> {
+    let method = path.rsplit('/').next()?;
+    Some(match method {
+        "Check" | "ServerLive" | "ServerReady" | "ModelReady" | "GetModelStatus" => Group::Health,
+        "ServerMetadata" | "ModelMetadata" | "GetModelMetadata" => Group::Metadata,
+        "ModelInfer" | "ModelStreamInfer" | "Predict" => Group::Inference,
+        "ModelConfig" => Group::ModelConfig,
+        "ModelStatistics" => Group::Statistics,
+        "RepositoryIndex" | "RepositoryModelLoad" | "RepositoryModelUnload" => {
+            Group::ModelRepository
+        }
+        "TraceSetting" => Group::Trace,
+        "LogSettings" => Group::Logging,
+        "SystemSharedMemoryStatus"
+        | "SystemSharedMemoryRegister"
+        | "SystemSharedMemoryUnregister"
+        | "CudaSharedMemoryStatus"
+        | "CudaSharedMemoryRegister"
+        | "CudaSharedMemoryUnregister" => Group::SharedMemory,
+        _ => return None,
+    })
 }
 
 /// The bidirectional streaming infer call, which the connection serves message by message.

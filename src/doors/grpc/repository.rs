@@ -81,7 +81,7 @@ pub async fn load(
 
 pub fn unload(engine: &Engine, request: &pb::RepositoryModelUnloadRequest) -> Result<Done, Status> {
     let name = model_name(&request.repository_name, &request.model_name)?;
-    engine.repository().unload(&name)?;
+    engine.unload(&name)?;
     Ok(Done {
         model_name: name,
         done: true,

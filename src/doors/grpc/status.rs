@@ -29,6 +29,7 @@ impl From<Error> for Status {
             ErrorKind::Overloaded => 8, // RESOURCE_EXHAUSTED
             ErrorKind::TimedOut => 4,   // DEADLINE_EXCEEDED
             ErrorKind::Internal => 13,  // INTERNAL
+            ErrorKind::Unsupported => 12, // UNIMPLEMENTED
         };
         Status {
             code,

@@ -93,7 +93,7 @@ pub async fn serve(
             Ok(json_response(settings.to_string()))
         }
         Route::Unload(name) => {
-            repository.unload(&name)?;
+            engine.unload(&name)?;
             Ok(empty_ok())
         }
     }

@@ -4,7 +4,7 @@ pub mod builtin;
 pub mod onnxruntime;
 mod safetensors;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::Device;
@@ -34,8 +34,12 @@ fn device(config: &ModelConfig) -> Result<Device, String> {
     }
 }
 
-fn model_file(config: &ModelConfig, dir: &Path, default: &str) -> std::path::PathBuf {
-    dir.join(config.default_model_filename.as_deref().unwrap_or(default))
+/// The model file of version folder `dir`: the config's `default_model_filename`, else
+/// `default`; never outside the model's folder.
+fn model_file(config: &ModelConfig, dir: &Path, default: &str) -> Result<PathBuf, String> {
+    let name = config.default_model_filename.as_deref().unwrap_or(default);
+    let model_dir = dir.parent().unwrap_or(dir);
+    super::confined::inside(model_dir, dir, "default_model_filename", name)
 }
 
 /// Loads the version in `dir` of model `name` as `config` describes it.
@@ -65,7 +69,7 @@ pub fn load_version(name: &str, config: &ModelConfig, dir: &Path) -> Result<Load
             })
         }
         "onnx" => {
-            let path = model_file(config, dir, "model.onnx");
+            let path = model_file(config, dir, "model.onnx")?;
             let (model, inputs, outputs) = onnxruntime::load(&path, config)?;
             Ok(Loaded {
                 model: Arc::new(model),
@@ -79,7 +83,7 @@ pub fn load_version(name: &str, config: &ModelConfig, dir: &Path) -> Result<Load
                 .architecture
                 .as_ref()
                 .ok_or("key 'architecture': required by the safetensors backend")?;
-            let path = model_file(config, dir, "model.safetensors");
+            let path = model_file(config, dir, "model.safetensors")?;
             let (model, input, output) = safetensors::load(&path, architecture, &device(config)?)?;
             let rename = |which: &str, spec: TensorSpec| -> Result<Vec<TensorSpec>, String> {
                 match config.specs(which)?.as_slice() {
