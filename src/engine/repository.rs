@@ -213,10 +213,7 @@ impl Repository {
         }
         let model = if overrides.files.is_empty() {
             if !self.dir.join(name).is_dir() {
-                return Err(format!(
-                    "no model folder '{name}' in {}",
-                    self.dir.display()
-                ));
+                return Err(format!("no model folder '{name}' in the repository"));
             }
             load_model(&self.dir.join(name), name, overrides.config)
         } else {

@@ -15,6 +15,10 @@ BINARY = Path(os.environ.get("TENSORD_BIN", ROOT / "target" / "release" / "tenso
 sys.path.insert(0, str(ROOT / "scripts"))
 from serving import free_port, repository_with_any_identity, start, stop  # noqa: E402
 
+# The flags that let the repository API load and unload (the default mode refuses both), with
+# every model loaded at start.
+EXPLICIT = ("--model-control-mode", "explicit", "--load-model", "*")
+
 # The shipped models, identity taking any datatype and shape: what the tests drive by default.
 TEST_REPO = Path(repository_with_any_identity(tempfile.mkdtemp(prefix="tensord-test-repo-")))
 atexit.register(shutil.rmtree, TEST_REPO, True)
@@ -54,9 +58,10 @@ def url(daemon):
 
 
 @pytest.fixture(scope="module")
-def server(repo):
-    """The daemon on the module's own `repo` fixture (a model repository it writes)."""
-    d = Daemon("--threads", "2", repo=repo)
+def server(request, repo):
+    """The daemon on the module's own `repo` fixture (a model repository it writes), with the
+    module's SERVER_ARGS if it has them."""
+    d = Daemon("--threads", "2", *getattr(request.module, "SERVER_ARGS", ()), repo=repo)
     yield d
     d.stop()
 

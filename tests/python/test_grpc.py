@@ -28,14 +28,16 @@ from ovmsclient.tfs_compat.protos.tensorflow_serving.apis import get_model_metad
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
-from conftest import BINARY, TEST_REPO, Daemon, free_port, start, stop
+from conftest import BINARY, EXPLICIT, TEST_REPO, Daemon, free_port, start, stop
 
 RNG = np.random.default_rng(17)
 
 
 @pytest.fixture(scope="module")
-def grpc_daemon():
-    d = Daemon("--threads", "2")
+def grpc_daemon(tmp_path_factory):
+    trace = tmp_path_factory.mktemp("grpc-trace") / "trace.json"
+    d = Daemon("--threads", "2", *EXPLICIT, "--trace-file", str(trace))
+    d.trace_file = trace
     yield d
     d.stop()
 
@@ -337,12 +339,12 @@ def test_stream_infer_answers_each_request_in_order(grpc_url):
     assert result is None and "Request for unknown model: 'nope' is not found" in str(error)
 
 
-def test_calls_are_traced_and_streams_mark_final_responses(client, grpc_url, tmp_path):
+def test_calls_are_traced_and_streams_mark_final_responses(client, grpc_daemon, grpc_url):
     import json
     import queue
 
-    trace = tmp_path / "grpc.json"
-    on = {"trace_file": str(trace), "trace_level": ["TIMESTAMPS"], "trace_rate": "1", "log_frequency": "1"}
+    trace = grpc_daemon.trace_file
+    on = {"trace_level": ["TIMESTAMPS"], "trace_rate": "1", "log_frequency": "1"}
     client.update_trace_settings(model_name="identity", settings=on)
     x = np.arange(3, dtype=np.float32).reshape(1, 3)
     inp = grpcclient.InferInput("INPUT0", [1, 3], "FP32")
@@ -368,7 +370,11 @@ def test_calls_are_traced_and_streams_mark_final_responses(client, grpc_url, tmp
     order = ["GRPC_WAITREAD_START", "GRPC_WAITREAD_END", "REQUEST_START", "QUEUE_START", "COMPUTE_START",
              "COMPUTE_INPUT_END", "COMPUTE_OUTPUT_START", "COMPUTE_END", "REQUEST_END", "GRPC_SEND_START"]
     for k in range(3):  # the unary call and the two stream messages, one file each
-        head, stages = json.loads((tmp_path / f"grpc.json.{k}").read_text())
+        written = trace.parent / f"{trace.name}.{k}"
+        deadline = time.time() + 10  # the trace writer's thread writes them
+        while not written.exists() and time.time() < deadline:
+            time.sleep(0.02)
+        head, stages = json.loads(written.read_text())
         assert (head["model_name"], head["model_version"]) == ("identity", 1)
         assert [s["name"] for s in stages["timestamps"]] == order
         ns = [s["ns"] for s in stages["timestamps"]]
@@ -392,6 +398,13 @@ def test_log_and_trace_settings(client, tmp_path):
     assert client.get_trace_settings(as_json=True)["settings"]["trace_rate"]["value"] == ["1000"]
     cleared = client.update_trace_settings(model_name="add_sub", settings={"trace_rate": None}, as_json=True)
     assert cleared["settings"]["trace_rate"]["value"] == ["1000"]
+    # The file is the operator's: refused with Triton's status and words, globally and per model.
+    for model in ("", "add_sub"):
+        with pytest.raises(InferenceServerException) as e:
+            client.update_trace_settings(model_name=model, settings={"trace_file": str(tmp_path / "x")})
+        assert e.value.status() == "StatusCode.UNIMPLEMENTED"
+        assert "trace file location can not be updated through network protocol" in str(e.value)
+    assert not (tmp_path / "x").exists()
 
 
 # TF Serving's gRPC API, through ovmsclient (its default protocol) and its generated messages.

@@ -16,7 +16,10 @@ from onnx import TensorProto, helper, numpy_helper
 from tritonclient.utils import InferenceServerException
 
 import model_builders
-from conftest import ROOT
+from conftest import EXPLICIT, ROOT
+
+# The repository API loads and unloads in these tests.
+SERVER_ARGS = EXPLICIT
 from model_builders import (
     cnn_graph, fp32_input, mlp_graph, save_onnx, write_safetensors_cnn, write_safetensors_mlp,
 )

@@ -19,7 +19,10 @@ import tritonclient.http as httpclient
 from onnx import TensorProto, helper
 from tritonclient.utils import InferenceServerException
 
-from conftest import BINARY, ROOT, Daemon
+from conftest import EXPLICIT, BINARY, ROOT, Daemon
+
+# The repository API loads and unloads in these tests.
+SERVER_ARGS = EXPLICIT
 from serving import call
 from model_builders import save_onnx
 

@@ -6,6 +6,7 @@ import asyncio
 import gzip
 import http.client
 import json
+import time
 import zlib
 
 import numpy as np
@@ -211,21 +212,38 @@ def test_logging_settings_change_the_log_while_serving():
     assert log.count("invalid inference request JSON") == 1, log
 
 
+def wait_for_file(path, timeout=10):
+    """The trace writer's thread writes files soon after the requests, not during them."""
+    deadline = time.time() + timeout
+    while not path.exists() and time.time() < deadline:
+        time.sleep(0.02)
+    return path
+
+
 def test_trace_settings_and_trace_files(tmp_path):
-    d = Daemon("--threads", "1")
+    path = tmp_path / "trace.json"
+    d = Daemon("--threads", "1", "--trace-file", str(path), "--trace-config", "triton,rate=1",
+               "--trace-config", "level=TIMESTAMPS", "--trace-file-max", "2")
     try:
         c = httpclient.InferenceServerClient(d.url)
-        assert c.get_trace_settings()["trace_level"] == ["OFF"]
-        first, second = tmp_path / "first.json", tmp_path / "second.json"
-        settings = c.update_trace_settings(settings={
-            "trace_file": str(first), "trace_level": ["TIMESTAMPS"], "trace_rate": "1", "log_frequency": "0"})
-        assert (settings["trace_rate"], settings["trace_count"]) == ("1", "-1")
+        settings = c.get_trace_settings()
+        assert settings["trace_level"] == ["TIMESTAMPS"] and settings["trace_file"] == str(path)
+        assert (settings["trace_rate"], settings["trace_count"], settings["log_frequency"]) == ("1", "-1", "0")
         array = np.ones((1, 4), dtype=np.float32)
         for _ in range(3):
             c.infer("identity", identity_inputs(httpclient, array))
-        assert not first.exists()  # log_frequency 0: written when the file changes
-        c.update_trace_settings(settings={"trace_file": str(second), "log_frequency": "2"})
-        traces = json.loads(first.read_text())
+        # log_frequency 2: the traces taken under 0 go to the file first, then every two
+        # traces to <file>.<k>, the newest two kept.
+        c.update_trace_settings(settings={"log_frequency": "2"})
+        for _ in range(6):
+            c.infer("identity", identity_inputs(httpclient, array))
+        indexed = [tmp_path / f"trace.json.{k}" for k in range(3)]
+        wait_for_file(indexed[2])
+        time.sleep(0.1)
+        assert [p.exists() for p in indexed] == [False, True, True]
+        for p in indexed[1:]:
+            assert len([t for t in json.loads(p.read_text()) if "model_name" in t]) == 2
+        traces = json.loads(wait_for_file(path).read_text())
         heads = [t for t in traces if "model_name" in t]
         assert [(t["model_name"], t["model_version"]) for t in heads] == [("identity", 1)] * 3
         stages = [t for t in traces if "timestamps" in t]
@@ -236,12 +254,7 @@ def test_trace_settings_and_trace_files(tmp_path):
             assert names == order, names
             ns = [s["ns"] for s in trace["timestamps"]]
             assert ns == sorted(ns) and ns[0] > 0
-        # log_frequency 2: every two traces go to <file>.<k>.
-        for _ in range(4):
-            c.infer("identity", identity_inputs(httpclient, array))
-        for k in (0, 1):
-            written = json.loads((tmp_path / f"second.json.{k}").read_text())
-            assert len([t for t in written if "model_name" in t]) == 2
+        assert oct(path.stat().st_mode & 0o777) == "0o600"
         # Per model: its own rate and count on top of the global settings; null restores.
         model = c.update_trace_settings(model_name="identity", settings={"trace_count": "1"})
         assert (model["trace_count"], model["trace_rate"]) == ("1", "1")
@@ -252,11 +265,10 @@ def test_trace_settings_and_trace_files(tmp_path):
                 c.update_trace_settings(settings=bad)
             assert e.value.status() == "400"
         assert "trace" in c.get_server_metadata()["extensions"]
-        # Traces still held for a file are written when the server stops.
-        third = tmp_path / "third.json"
-        c.update_trace_settings(settings={"trace_file": str(third), "log_frequency": "0"})
+        # Traces still queued are written when the server stops.
+        c.update_trace_settings(settings={"log_frequency": "0"})
         c.infer("identity", identity_inputs(httpclient, array))
         c.close()
     finally:
         d.stop()
-    assert [t["model_name"] for t in json.loads(third.read_text()) if "model_name" in t] == ["identity"]
+    assert len([t for t in json.loads(path.read_text()) if "model_name" in t]) == 4

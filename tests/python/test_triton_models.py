@@ -16,7 +16,10 @@ import tritonclient.http as httpclient
 from onnx import helper
 from tritonclient.utils import InferenceServerException
 
-from conftest import Daemon
+from conftest import EXPLICIT, Daemon
+
+# The repository API loads and unloads in these tests.
+SERVER_ARGS = EXPLICIT
 from model_builders import fp32_input, save_onnx
 
 # L0_batcher's setup: preferred sizes 2 and 6, max_batch_size 8, a long delay (3 s here, 10 s
