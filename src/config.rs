@@ -241,7 +241,8 @@ impl Args {
             path,
             max_files: self.trace_file_max.max(1),
         });
-        let tracer = Tracer::new(file).map_err(|e| format!("cannot start the trace writer: {e}"))?;
+        let tracer =
+            Tracer::new(file).map_err(|e| format!("cannot start the trace writer: {e}"))?;
         for spec in &self.trace_config {
             tracer.configure(spec)?;
         }
@@ -298,7 +299,12 @@ fn file_flags(path: &std::path::Path) -> Result<Vec<String>, String> {
         .get_arguments()
         .filter_map(|a| Some((a.get_long()?, a)))
         .filter(|(l, _)| !["config", "print-config", "help", "version"].contains(l))
-        .map(|(l, a)| (l.to_string(), matches!(a.get_action(), clap::ArgAction::Append)))
+        .map(|(l, a)| {
+            (
+                l.to_string(),
+                matches!(a.get_action(), clap::ArgAction::Append),
+            )
+        })
         .collect();
     let mut flags = Vec::new();
     for (key, value) in table {

@@ -79,7 +79,10 @@ impl Restrictions {
             if groups.is_empty() || header.is_empty() || value.is_empty() {
                 return Err(bad());
             }
-            if !header.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            if !header
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
                 return Err(format!(
                     "--{flag}: header name '{header}' is not a valid header name"
                 ));
@@ -175,15 +178,25 @@ mod tests {
         assert!(r.is_restricted(Group::Inference) && !r.is_restricted(Group::Logging));
         assert!(!format!("{r:?}").contains("s3cret"));
 
-        let grpc = Restrictions::parse(&specs(&["health:k=v"]), "triton-grpc-protocol-", "g")
-            .unwrap();
+        let grpc =
+            Restrictions::parse(&specs(&["health:k=v"]), "triton-grpc-protocol-", "g").unwrap();
         assert_eq!(
             grpc.check(Group::Health, |_| None),
             Err("triton-grpc-protocol-k")
         );
 
-        for bad in ["inference", "inference:k", "inference:=v", ":k=v", "infer:k=v", "trace:k v=1"] {
-            assert!(Restrictions::parse(&specs(&[bad]), "", "f").is_err(), "{bad}");
+        for bad in [
+            "inference",
+            "inference:k",
+            "inference:=v",
+            ":k=v",
+            "infer:k=v",
+            "trace:k v=1",
+        ] {
+            assert!(
+                Restrictions::parse(&specs(&[bad]), "", "f").is_err(),
+                "{bad}"
+            );
         }
         let twice = Restrictions::parse(&specs(&["trace:a=1", "trace:b=2"]), "", "f");
         assert!(twice.unwrap_err().contains("multiple config groups"));

@@ -124,7 +124,10 @@ impl Repository {
         for name in removed {
             seen.remove(&name);
             if self.unload(&name).is_ok() {
-                tracing::info!(model = name, "repository poll: folder removed, model unloaded");
+                tracing::info!(
+                    model = name,
+                    "repository poll: folder removed, model unloaded"
+                );
             }
         }
         for name in folders {

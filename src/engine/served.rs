@@ -99,7 +99,10 @@ impl ServedModel {
     /// business).
     pub fn hide_path(&mut self, dir: &Path, label: &str) {
         let dir = dir.display().to_string();
-        let errors = self.versions.iter_mut().filter_map(|v| v.state.as_mut().err());
+        let errors = self
+            .versions
+            .iter_mut()
+            .filter_map(|v| v.state.as_mut().err());
         for e in self.error.iter_mut().chain(errors) {
             *e = e.replace(&dir, label);
         }

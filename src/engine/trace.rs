@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
-use super::trace_file::Writer;
 pub use super::trace_file::TraceFile;
+use super::trace_file::Writer;
 use super::Error;
 
 /// When each stage of one request ran.
@@ -256,7 +256,10 @@ impl Tracer {
         if next.rate == Some(0) {
             return Err(Error::invalid("trace_rate must be at least 1"));
         }
-        let tracing_on = next.level.as_ref().is_some_and(|l| l.iter().any(|l| l == "TIMESTAMPS"));
+        let tracing_on = next
+            .level
+            .as_ref()
+            .is_some_and(|l| l.iter().any(|l| l == "TIMESTAMPS"));
         if tracing_on && self.writer.is_none() {
             return Err(Error::invalid(
                 "trace_level TIMESTAMPS needs a trace file, which only the operator sets (tensord \
@@ -400,9 +403,15 @@ mod tests {
         };
         let tracer = Tracer::new(Some(file)).unwrap();
         assert_eq!(tracer.settings(None)["trace_level"], json!(["OFF"]));
-        assert_eq!(tracer.settings(None)["trace_file"], json!(path.display().to_string()));
+        assert_eq!(
+            tracer.settings(None)["trace_file"],
+            json!(path.display().to_string())
+        );
         // The file is the operator's: refused over the network, with Triton's words and kind.
-        for body in [&br#"{"trace_file": "/tmp/x"}"#[..], br#"{"trace_file": null}"#] {
+        for body in [
+            &br#"{"trace_file": "/tmp/x"}"#[..],
+            br#"{"trace_file": null}"#,
+        ] {
             for model in [None, Some("m")] {
                 let e = tracer.update(model, body).unwrap_err();
                 assert_eq!(e.kind, crate::engine::ErrorKind::Unsupported);

@@ -66,9 +66,13 @@ impl Writer {
 
     /// Queues one trace; never blocks.
     pub fn send(&self, trace: Vec<Value>, log_frequency: u64) {
-        if let Err(TrySendError::Full(_)) = self.queue.try_send(Message::Trace(trace, log_frequency)) {
+        if let Err(TrySendError::Full(_)) =
+            self.queue.try_send(Message::Trace(trace, log_frequency))
+        {
             if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
-                tracing::warn!("the trace writer is behind: traces are dropped until it catches up");
+                tracing::warn!(
+                    "the trace writer is behind: traces are dropped until it catches up"
+                );
             }
         }
     }
@@ -244,7 +248,10 @@ mod tests {
         }
         writer.flush(Duration::from_secs(5));
         let exists = |k| indexed(&path, k).exists();
-        assert_eq!((0..5).map(exists).collect::<Vec<_>>(), [false, false, true, true, false]);
+        assert_eq!(
+            (0..5).map(exists).collect::<Vec<_>>(),
+            [false, false, true, true, false]
+        );
         let last: Vec<Value> =
             serde_json::from_str(&std::fs::read_to_string(indexed(&path, 3)).unwrap()).unwrap();
         assert_eq!(last[0]["id"], 6);

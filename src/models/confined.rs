@@ -131,7 +131,15 @@ mod tests {
         ] {
             assert_eq!(refused(a).replace(a, "X"), refused(b).replace(b, "X"));
         }
-        for name in ["absolute", "sneaky", "loop", "", ".", "1/../labels.txt", "/etc/passwd"] {
+        for name in [
+            "absolute",
+            "sneaky",
+            "loop",
+            "",
+            ".",
+            "1/../labels.txt",
+            "/etc/passwd",
+        ] {
             assert!(inside(&model, &model, "k", name).is_err(), "{name}");
         }
         std::fs::remove_dir_all(&base).unwrap();

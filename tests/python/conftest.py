@@ -28,14 +28,17 @@ class Daemon:
     """The real binary on a free port; waits until it answers (live, not ready: a repository
     with a broken model is never ready)."""
 
-    def __init__(self, *args, repo=TEST_REPO, port=None, preexec_fn=None, env=None, binary=BINARY):
+    def __init__(self, *args, repo=TEST_REPO, port=None, preexec_fn=None, env=None, binary=BINARY,
+                 wait_for="/v2/health/live"):
         self.port = port or free_port()
         self.url = f"127.0.0.1:{self.port}"
         self.grpc_url = f"127.0.0.1:{free_port()}"
         # The last --drain-delay (or --grpc-addr) wins: `args` may set another.
         cmd = [str(binary), "--http-addr", self.url, "--grpc-addr", self.grpc_url, "--model-repository", str(repo),
                "--drain-delay", "0", *args]
-        self.proc = start(cmd, self.port, stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn, env=env)
+        # wait_for None: until the port accepts a connection (when health itself is restricted).
+        self.proc = start(cmd, self.port, wait_for, stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn,
+                          env=env)
 
     def stop(self):
         code = stop(self.proc)
