@@ -656,4 +656,40 @@ mod tests {
         assert!(repo.get("other").is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn staged_files_live_in_a_private_random_folder_removed_after() {
+        use std::os::unix::fs::MetadataExt;
+        let under = std::env::temp_dir().join(format!("tensord-staging-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&under);
+        std::fs::create_dir_all(&under).unwrap();
+        let registry = Mutex::new(BTreeSet::new());
+        let files = vec![("1/model.onnx".to_string(), b"graph".to_vec())];
+        let first = Staged::new(&under, &registry, &files).unwrap();
+        let second = Staged::new(&under, &registry, &files).unwrap();
+        let name = first.dir.file_name().unwrap().to_str().unwrap().to_string();
+        let random = name.strip_prefix("tensord-load-").unwrap();
+        assert!(random.len() == 32 && random.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(first.dir, second.dir);
+        assert!(!name.contains(&std::process::id().to_string()));
+        assert_eq!(std::fs::metadata(&first.dir).unwrap().mode() & 0o777, 0o700);
+        let file = first.dir.join("1/model.onnx");
+        assert_eq!(std::fs::read(&file).unwrap(), b"graph");
+        assert_eq!(std::fs::metadata(&file).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(lock(&registry).len(), 2);
+        let dir = first.dir.clone();
+        drop(first);
+        assert!(!dir.exists());
+        assert_eq!(lock(&registry).len(), 1);
+        // A bad name fails the load, and its folder goes too; the error names no host path.
+        let bad = vec![("1/../../x".to_string(), b"x".to_vec())];
+        let e = Staged::new(&under, &registry, &bad).err().unwrap();
+        assert!(
+            e.contains("<version>/<file>") && !e.contains("tensord-load"),
+            "{e}"
+        );
+        drop(second);
+        assert_eq!(std::fs::read_dir(&under).unwrap().count(), 0);
+        std::fs::remove_dir_all(&under).unwrap();
+    }
 }
