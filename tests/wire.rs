@@ -569,6 +569,21 @@ fn limits_and_framing_errors() {
             501,
         ),
         (
+            "endless trailers",
+            [
+                &b"POST /v2/models/identity/infer HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n"[..],
+                &b"X-T: 1\r\n".repeat(3000),
+            ]
+            .concat(),
+            431,
+        ),
+        (
+            "415 names its reason",
+            b"POST /v2/models/identity/infer HTTP/1.1\r\nContent-Encoding: br\r\nContent-Length: 1\r\n\r\nx"
+                .to_vec(),
+            415,
+        ),
+        (
             "half a head, then silence",
             b"GET /v2 HTTP/1.1\r\nHost: x".to_vec(),
             408,
@@ -579,6 +594,8 @@ fn limits_and_framing_errors() {
         s.write_all(&request).unwrap();
         let r = read_response(&mut s);
         assert_eq!(r.status, status, "{what}: {}", r.text());
+        let phrase = r.head.lines().next().unwrap_or_default();
+        assert!(!phrase.ends_with("Unknown"), "{what}: {phrase}");
         assert!(!r.json_error().is_empty());
         assert_eq!(r.header("connection"), Some("close"), "{what}");
         assert_closed(&mut s);

@@ -24,7 +24,7 @@ pub fn render(models: &[std::sync::Arc<ServedModel>], server: &ServerMetrics) ->
         .iter()
         .flat_map(|m| {
             m.loaded().map(move |(version, loaded)| {
-                let name = m.name.replace('"', "\\\"");
+                let name = label_value(&m.name);
                 let labels = format!("model=\"{name}\",version=\"{version}\"");
                 (labels, loaded.executor.stats(), loaded.executor.pending())
             })
@@ -213,6 +213,21 @@ fn gpu_memory(out: &mut String, gpus: &[GpuMemory]) {
     }
 }
 
+/// A label value as the text format requires: backslash, double quote and newline escaped
+/// (a model name is a client's or a folder's, and must not inject samples or break the scrape).
+fn label_value(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Triton's failure reason for an error kind: refused or expired before running, the model
 /// failed, or anything else (a bad request).
 fn triton_reason(kind: ErrorKind) -> &'static str {
@@ -226,6 +241,12 @@ fn triton_reason(kind: ErrorKind) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_values_are_escaped_as_the_text_format_says() {
+        assert_eq!(label_value("plain"), "plain");
+        assert_eq!(label_value("a\\b\"c\nd\\"), "a\\\\b\\\"c\\nd\\\\");
+    }
 
     #[test]
     fn gpu_memory_is_written_as_triton_writes_it() {

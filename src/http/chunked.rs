@@ -9,6 +9,11 @@ use super::HttpError;
 
 /// Longest chunk-size or trailer line accepted.
 const MAX_LINE: usize = 4096;
+/// Most bytes of chunk extensions (`;name=value` after a size) in one body, and of trailer
+/// lines after it: neither carries anything tensord reads, so each is capped as hyper caps
+/// them, rather than only line by line.
+const MAX_EXTENSIONS: usize = 16 * 1024;
+const MAX_TRAILERS: usize = 16 * 1024;
 
 #[derive(Debug, PartialEq, Eq)]
 enum State {
@@ -26,6 +31,8 @@ pub struct ChunkedDecoder {
     /// Chunk bytes announced so far (the body may have been taken in parts).
     received: u64,
     limit: u64,
+    extension_bytes: usize,
+    trailer_bytes: usize,
 }
 
 impl ChunkedDecoder {
@@ -35,6 +42,8 @@ impl ChunkedDecoder {
             body: Vec::new(),
             received: 0,
             limit,
+            extension_bytes: 0,
+            trailer_bytes: 0,
         }
     }
 
@@ -87,7 +96,16 @@ impl ChunkedDecoder {
                     return Err(HttpError::bad_request("chunk data longer than its size"))
                 }
                 State::Trailer if line.is_empty() => State::Done,
-                State::Trailer => State::Trailer,
+                State::Trailer => {
+                    self.trailer_bytes += line_len + 1;
+                    if self.trailer_bytes > MAX_TRAILERS {
+                        return Err(HttpError::new(
+                            431,
+                            format!("chunked body trailers over {MAX_TRAILERS} bytes"),
+                        ));
+                    }
+                    State::Trailer
+                }
                 State::Data(_) | State::Done => unreachable!("handled above"),
             };
         }
@@ -100,6 +118,12 @@ impl ChunkedDecoder {
             .next()
             .unwrap_or(b"")
             .trim_ascii();
+        self.extension_bytes += line.len() - size_text.len();
+        if self.extension_bytes > MAX_EXTENSIONS {
+            return Err(HttpError::bad_request(format!(
+                "chunk extensions over {MAX_EXTENSIONS} bytes"
+            )));
+        }
         let size = std::str::from_utf8(size_text)
             .ok()
             .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -123,6 +147,19 @@ mod tests {
     use super::*;
 
     const BODY: &[u8] = b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nTrailer: x\r\n\r\nNEXT";
+
+    #[test]
+    fn trailers_and_extensions_are_capped_in_total() {
+        let mut d = ChunkedDecoder::new(100);
+        let trailers = "0\r\n".to_string() + &"X-T: 1\r\n".repeat(3000);
+        let e = d.feed(trailers.as_bytes()).unwrap_err();
+        assert_eq!(e.status, 431, "{}", e.message);
+        let mut d = ChunkedDecoder::new(100);
+        let chunk = format!("1;{}\r\nx\r\n", "e".repeat(4000));
+        let e = d.feed(chunk.repeat(5).as_bytes()).unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(e.message.contains("chunk extensions"), "{}", e.message);
+    }
 
     #[test]
     fn decodes_in_one_go_and_stops_at_the_end() {

@@ -46,26 +46,28 @@ pub fn write_head(out: &mut Vec<u8>, response: &Response, keep_alive: bool) {
     });
 }
 
+/// The standard reason phrase of every status (IANA's registry, as the `http` crate holds it).
 fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        413 => "Payload Too Large",
-        417 => "Expectation Failed",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        503 => "Service Unavailable",
-        _ => "Unknown",
-    }
+    http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Unknown")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_status_has_its_reason_phrase() {
+        for (status, phrase) in [
+            (403, "Forbidden"),
+            (415, "Unsupported Media Type"),
+            (503, "Service Unavailable"),
+        ] {
+            assert_eq!(reason(status), phrase);
+        }
+    }
 
     #[test]
     fn head_bytes() {

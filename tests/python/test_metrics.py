@@ -83,3 +83,17 @@ def test_metrics_match_the_requests_sent(server, client):
     assert m("tensord_request_bytes_bucket", le="1024") == 6
     assert m("tensord_response_bytes_count") == 5
     assert 5 * 256 < m("tensord_response_bytes_sum") < 5 * 1024
+
+
+def test_a_hostile_model_name_cannot_break_the_scrape(tmp_path):
+    """A model folder named with a backslash, a quote and a newline: escaped, not injected."""
+    hostile = 'x"} 1\nnv_inference_count{model="injected",version="1"} 9\\'
+    (tmp_path / hostile).mkdir()
+    (tmp_path / hostile / "config.toml").write_text('backend = "builtin"\nbuiltin = "identity"\n')
+    d = Daemon("--threads", "1", repo=tmp_path)
+    try:
+        samples = scrape(d.url)
+    finally:
+        d.stop()
+    models = {dict(labels).get("model") for (name, labels) in samples if name == "nv_inference_count"}
+    assert models == {hostile}
