@@ -403,8 +403,9 @@ async fn peer_closed(stream: &TcpStream) {
     }
 }
 
-/// A panic while handling one request fails that request (500), not the io thread.
-struct CatchUnwind<F>(F);
+/// A panic while handling one request fails that request (HTTP 500, gRPC INTERNAL), not the io
+/// thread: monoio 0.2.4 does not catch a task's panic.
+pub(super) struct CatchUnwind<F>(pub(super) F);
 
 impl<F: Future> Future for CatchUnwind<F> {
     type Output = Result<F::Output, ()>;

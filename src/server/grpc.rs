@@ -14,7 +14,7 @@ use h2::{RecvStream, SendStream};
 use monoio::io::IntoPollIo;
 use monoio::net::TcpStream;
 
-use super::connection::{BusyGuard, ConnectionContext, OpenGuard};
+use super::connection::{BusyGuard, CatchUnwind, ConnectionContext, OpenGuard};
 use crate::doors::grpc::{self, Encoded, Status};
 use crate::http::{compress, Coding, Inflater};
 
@@ -102,7 +102,8 @@ async fn call(
     let answer = async {
         let message = messages.only().await?;
         let waitread = [started, Instant::now()];
-        let reply = grpc::call(&ctx.service, &path, message, timeout, waitread).await?;
+        let reply = grpc::call(&ctx.service, &path, message, timeout, waitread);
+        let reply = caught(&path, reply).await?;
         Ok((reply, coding))
     };
     let answer = answer.await;
@@ -128,7 +129,13 @@ async fn stream_calls(
             break;
         };
         let waitread = [waiting, Instant::now()];
-        let reply = grpc::stream_infer(engine, message, timeout, waitread).await;
+        let reply = caught(grpc::STREAM_INFER, async {
+            Ok(grpc::stream_infer(engine, message, timeout, waitread).await)
+        });
+        let reply = match reply.await {
+            Ok(reply) => reply,
+            Err(status) => grpc::stream_error(status),
+        };
         answered.fetch_add(1, Relaxed);
         if send_message(&mut send, frame(reply, coding)).is_err() {
             return;
@@ -138,6 +145,21 @@ async fn stream_calls(
         code: Status::OK,
         message: String::new(),
     }));
+}
+
+/// A call's answer, or INTERNAL if answering it panicked (the connection and its other calls
+/// go on).
+async fn caught<T>(
+    path: &str,
+    answer: impl std::future::Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    CatchUnwind(answer).await.unwrap_or_else(|()| {
+        tracing::error!(path, "gRPC handler panicked");
+        Err(Status {
+            code: 13,
+            message: "internal error while handling the call".into(),
+        })
+    })
 }
 
 /// The length-prefixed messages of a call's body.
@@ -385,6 +407,21 @@ fn percent_encode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panicking_call_answers_internal() {
+        use std::future::Future;
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let panicking = caught::<()>("/x/Y", async { panic!("handler bug") });
+        let status = std::pin::pin!(panicking).poll(&mut cx);
+        assert_eq!(
+            status.map(|r| r.map_err(|s| s.code)),
+            std::task::Poll::Ready(Err(13))
+        );
+        let fine = std::pin::pin!(caught("/x/Y", async { Ok(7) })).poll(&mut cx);
+        assert_eq!(fine.map(|r| r.ok()), std::task::Poll::Ready(Some(7)));
+    }
 
     #[test]
     fn grpc_timeouts_in_every_unit() {

@@ -207,15 +207,20 @@ pub async fn stream_infer(
         }
         Err(status) => Err(status),
     };
-    encode(&match answer {
-        Ok(response) => pb::ModelStreamInferResponse {
+    match answer {
+        Ok(response) => encode(&pb::ModelStreamInferResponse {
             error_message: String::new(),
             infer_response: Some(response),
-        },
-        Err(status) => pb::ModelStreamInferResponse {
-            error_message: status.message,
-            infer_response: None,
-        },
+        }),
+        Err(status) => stream_error(status),
+    }
+}
+
+/// A stream message that failed: the error travels in the response, and the stream goes on.
+pub fn stream_error(status: Status) -> Encoded {
+    encode(&pb::ModelStreamInferResponse {
+        error_message: status.message,
+        infer_response: None,
     })
 }
 
