@@ -9,6 +9,7 @@ mod confined;
 pub mod gpu;
 mod model;
 mod pbtxt;
+mod pbtxt_fields;
 
 pub use backends::{load_version, Loaded};
 pub use config::{

@@ -1,7 +1,8 @@
 //! Triton's model configuration, as `config.pbtxt` (protobuf text format) or as the JSON a
 //! load request carries, read for the fields that map onto tensord's config: name, platform/backend, max_batch_size, input/output, instance_group, version_policy,
 //! default_model_filename, dynamic_batching, and for ONNX Runtime the session `parameters` and
-//! `optimization` (graph level, execution accelerators). Other fields are ignored.
+//! `optimization` (graph level, execution accelerators). Any other field is refused
+//! (`pbtxt_fields.rs`).
 
 use super::config::{
     Dim, DynamicBatching, ExecutionMode, ModelConfig, OnnxRuntimeSettings, OptimizationLevel,
@@ -9,12 +10,12 @@ use super::config::{
 };
 
 #[derive(Debug, Clone, PartialEq)]
-enum Value {
+pub(super) enum Value {
     Scalar(String),
     Message(Vec<(String, Value)>),
 }
 
-type Fields = Vec<(String, Value)>;
+pub(super) type Fields = Vec<(String, Value)>;
 
 struct Parser<'a> {
     text: &'a str,
@@ -195,6 +196,7 @@ fn push_json(fields: &mut Fields, key: &str, value: &serde_json::Value) -> Resul
 }
 
 fn config_from_fields(fields: Fields) -> Result<ModelConfig, String> {
+    super::pbtxt_fields::check(&fields, "")?;
     let backend = match (scalar(&fields, "platform"), scalar(&fields, "backend")) {
         (Some("onnxruntime_onnx"), _) | (_, Some("onnxruntime")) => "onnx".to_string(),
         (_, Some("identity")) => "builtin".to_string(),
