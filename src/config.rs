@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::doors::{Access, Restrictions};
-use crate::engine::{ModelControl, Options, TraceFile, Tracer};
+use crate::engine::{Limits as EngineLimits, ModelControl, Options, TraceFile, Tracer};
 use crate::http::Limits;
 use crate::server::{IoDriver, ServerConfig, Timeouts};
 
@@ -137,6 +137,15 @@ pub struct Args {
     #[arg(long, default_value_t = 1 << 28)]
     pub max_tensor_elements: u64,
 
+    /// Most pixels one JPEG/PNG image may have (its header's width × height, checked before
+    /// decoding); more is a 400 (default 64 Mpx, Pillow's guard).
+    #[arg(long, default_value_t = 1 << 26)]
+    pub max_image_pixels: u64,
+
+    /// Most pixels of all the images of one input together; more is a 400.
+    #[arg(long, default_value_t = 1 << 27)]
+    pub max_request_pixels: u64,
+
     /// Seconds a keep-alive connection may idle between requests (set it above the load balancer's).
     #[arg(long, default_value_t = 75)]
     pub idle_timeout: u64,
@@ -200,6 +209,15 @@ impl Args {
     /// Threads one model execution may use: `--compute-threads`, else every core.
     pub fn compute_threads(&self) -> usize {
         self.compute_threads.unwrap_or_else(cores).max(1)
+    }
+
+    /// What one request may claim of the engine.
+    pub fn limits(&self) -> EngineLimits {
+        EngineLimits {
+            max_tensor_elements: self.max_tensor_elements,
+            max_image_pixels: self.max_image_pixels,
+            max_request_pixels: self.max_request_pixels,
+        }
     }
 
     /// How the repository opens: the control mode, the models to load at start, the staging dir.

@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 use crate::doors::grpc::decode_requests;
 use crate::doors::v2::{decode_infer_request, header_length};
 use crate::http::{parse_head, BodyReader, BodyStep, Coding, Limits};
-use crate::images::{decode_images, ImageOptions, ImageTarget};
+use crate::images::{decode_images, Budget, ImageOptions, ImageTarget};
 use crate::server::grpc::next_message;
 use crate::tensors::{push_bytes_element, DataType, Tensor};
 
@@ -109,7 +109,12 @@ pub fn image(data: &[u8]) {
     ];
     for (datatype, dims, layout) in targets {
         if let Some(target) = ImageTarget::of(datatype, &dims, &[], layout, &options) {
-            let _ = decode_images(&input, &target, MAX_ELEMENTS);
+            let budget = Budget {
+                max_elements: MAX_ELEMENTS,
+                max_image_pixels: 1 << 22,
+                max_request_pixels: 1 << 24,
+            };
+            let _ = decode_images(&input, &target, &budget);
         }
     }
 }

@@ -73,7 +73,7 @@ fn run(args: &Args, logging: Arc<Logging>) -> Result<(), String> {
     let metrics = Arc::new(ServerMetrics::new(config.threads));
     let engine = Arc::new(Engine::new(
         repository,
-        args.max_tensor_elements,
+        args.limits(),
         args.strict_readiness,
         tracer,
     ));

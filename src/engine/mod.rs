@@ -27,9 +27,18 @@ pub use trace::{Timeline, Trace, TraceFile, Tracer};
 /// A model, and which of its loaded versions a statistics request covers.
 pub type StatisticsOf = (Arc<ServedModel>, Vec<u64>);
 
+/// What one request may claim.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_tensor_elements: u64,
+    /// Pixels per image, and of all the images of one input, read from their headers.
+    pub max_image_pixels: u64,
+    pub max_request_pixels: u64,
+}
+
 pub struct Engine {
     repository: Arc<Repository>,
-    max_tensor_elements: u64,
+    limits: Limits,
     /// Triton's strict readiness: ready only while every model that should be loaded is.
     strict_readiness: bool,
     draining: AtomicBool,
@@ -42,13 +51,13 @@ const NO_MODEL_CONTROL: &str = "explicit model load / unload is not allowed if p
 impl Engine {
     pub fn new(
         repository: Repository,
-        max_tensor_elements: u64,
+        limits: Limits,
         strict_readiness: bool,
         tracer: Tracer,
     ) -> Engine {
         Engine {
             repository: Arc::new(repository),
-            max_tensor_elements,
+            limits,
             strict_readiness,
             draining: AtomicBool::new(false),
             tracer,
@@ -78,7 +87,16 @@ impl Engine {
 
     /// The most elements one tensor may have (decoders refuse more before allocating).
     pub fn max_tensor_elements(&self) -> u64 {
-        self.max_tensor_elements
+        self.limits.max_tensor_elements
+    }
+
+    /// What one input's images may cost.
+    fn image_budget(&self) -> crate::images::Budget {
+        crate::images::Budget {
+            max_elements: self.limits.max_tensor_elements,
+            max_image_pixels: self.limits.max_image_pixels,
+            max_request_pixels: self.limits.max_request_pixels,
+        }
     }
 
     /// From now on the server reports not ready (it is shutting down).

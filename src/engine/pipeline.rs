@@ -69,7 +69,7 @@ impl Engine {
         inputs: &mut [Input<'_>],
         loaded: &LoadedVersion,
     ) -> Result<(), Error> {
-        let max = self.max_tensor_elements;
+        let budget = self.image_budget();
         for input in inputs.iter_mut() {
             let tensor = &input.tensor;
             if tensor.datatype != DataType::Bytes || tensor.shape.len() != 1 {
@@ -84,11 +84,11 @@ impl Engine {
             let decoded = if images::is_heavy(tensor) {
                 let tensor = tensor.clone();
                 offthread::on_pool("image decoder", move || {
-                    images::decode_images(&tensor, &target, max)
+                    images::decode_images(&tensor, &target, &budget)
                 })
                 .await?
             } else {
-                images::decode_images(tensor, &target, max)
+                images::decode_images(tensor, &target, &budget)
             };
             input.tensor =
                 decoded.map_err(|e| Error::invalid(format!("input '{}': {e}", input.name)))?;

@@ -21,6 +21,17 @@ pub enum Layout {
     Nchw,
 }
 
+/// What one request's images may cost, checked from their headers before any is decoded.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    /// The most elements the decoded tensor may have.
+    pub max_elements: u64,
+    /// The most pixels one image may have (its header's width × height).
+    pub max_image_pixels: u64,
+    /// The most pixels of all the images of one input together.
+    pub max_request_pixels: u64,
+}
+
 /// What a model input expects of images.
 #[derive(Debug)]
 pub struct ImageTarget {
@@ -98,10 +109,11 @@ pub fn is_heavy(input: &Tensor) -> bool {
 }
 
 /// Decodes the images of a BYTES [N] tensor into the target's tensor. Errors name the image.
+/// Each image's header is read, and the pixel budget checked, before any image is decoded.
 pub fn decode_images(
     input: &Tensor,
     target: &ImageTarget,
-    max_elements: u64,
+    budget: &Budget,
 ) -> Result<Tensor, String> {
     let images: Vec<&[u8]> = input.bytes_elements().collect();
     if images.is_empty() {
@@ -123,8 +135,25 @@ pub fn decode_images(
         .collect();
     let mut sizes = Vec::with_capacity(images.len());
     let mut native_channels = Vec::with_capacity(images.len());
+    let mut pixels = 0u64;
     for (i, data) in images.iter().enumerate() {
         let (w, h, c) = decode::probe(data).map_err(|e| format!("image {i}: {e}"))?;
+        let own = (w as u64).saturating_mul(h as u64);
+        if own > budget.max_image_pixels {
+            return Err(format!(
+                "image {i} is {w}x{h}, {own} pixels: over the limit of {} pixels per image \
+                 (--max-image-pixels)",
+                budget.max_image_pixels
+            ));
+        }
+        pixels += own;
+        if pixels > budget.max_request_pixels {
+            return Err(format!(
+                "images 0 to {i} have {pixels} pixels together: over the limit of {} pixels per \
+                 request (--max-request-pixels)",
+                budget.max_request_pixels
+            ));
+        }
         sizes.push(if orientations[i] >= 5 { (h, w) } else { (w, h) });
         native_channels.push(c);
     }
@@ -154,7 +183,7 @@ pub fn decode_images(
         ));
     }
     let shape = target.shape(images.len(), height, width);
-    element_count(&shape, max_elements).map_err(|e| e.to_string())?;
+    element_count(&shape, budget.max_elements).map_err(|e| e.to_string())?;
     let size = target.datatype.element_size().unwrap_or(1);
     let per_image = height * width * target.channels * size;
     let mut data = vec![0u8; per_image * images.len()];

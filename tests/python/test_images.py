@@ -247,3 +247,40 @@ def test_jpeg_to_class_scores_end_to_end(client):
     assert scores.shape == (1, 5)
     # JPEG decoders differ by a little per pixel; the scores follow within a small margin.
     assert np.abs(scores - ref).max() <= 0.02 * np.abs(ref).max() + 0.05
+
+
+def png_bomb(side, bit_depth=8):
+    """A valid grayscale PNG of side × side zeros: under a megabyte on the wire, gigabytes decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = bytes(1 + side * bit_depth // 8)
+    packer = zlib.compressobj(9)
+    idat = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    ihdr = struct.pack(">IIBBBBB", side, side, bit_depth, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def peak_rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
+def test_a_decompression_bomb_is_refused_from_its_header(server):
+    bomb = png_bomb(16384)
+    assert len(bomb) < 1_000_000
+    before = peak_rss_kb(server.proc.pid)
+    import time
+    started = time.monotonic()
+    error = refused(server, "resize_fp32", [bomb])
+    assert time.monotonic() - started < 1.0
+    assert error == ("input 'IMAGE': image 0 is 16384x16384, 268435456 pixels: over the limit of 67108864 "
+                     "pixels per image (--max-image-pixels)"), error
+    # Several images within the per-image limit still may not add up past the request's.
+    error = refused(server, "image_probe", [png_bomb(8192)] * 3)
+    assert "images 0 to 2 have 201326592 pixels together: over the limit of 134217728" in error, error
+    assert peak_rss_kb(server.proc.pid) - before < 256 * 1024
+    assert urllib.request.urlopen(f"http://{server.url}/v2/health/live").status == 200
