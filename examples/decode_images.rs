@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use tensord::images::{decode_images, ImageOptions, ImageTarget};
+use tensord::images::{decode_images, Budget, ImageOptions, ImageTarget};
 use tensord::tensors::{push_bytes_element, DataType, Tensor};
 
 fn request(image: &[u8], n: usize) -> Tensor {
@@ -20,10 +20,10 @@ fn request(image: &[u8], n: usize) -> Tensor {
 
 fn micros_per_image(rounds: usize, input: &Tensor, target: &ImageTarget) -> f64 {
     let n = input.shape[0] as f64;
-    decode_images(input, target, u64::MAX).expect("decodes");
+    decode_images(input, target, &Budget::UNLIMITED).expect("decodes");
     let start = Instant::now();
     for _ in 0..rounds {
-        std::hint::black_box(decode_images(input, target, u64::MAX).expect("decodes"));
+        std::hint::black_box(decode_images(input, target, &Budget::UNLIMITED).expect("decodes"));
     }
     start.elapsed().as_secs_f64() * 1e6 / (rounds as f64 * n)
 }

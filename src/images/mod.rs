@@ -32,6 +32,15 @@ pub struct Budget {
     pub max_request_pixels: u64,
 }
 
+impl Budget {
+    /// No limit (benchmarks).
+    pub const UNLIMITED: Budget = Budget {
+        max_elements: u64::MAX,
+        max_image_pixels: u64::MAX,
+        max_request_pixels: u64::MAX,
+    };
+}
+
 /// What a model input expects of images.
 #[derive(Debug)]
 pub struct ImageTarget {
