@@ -90,6 +90,12 @@ pub struct Args {
     #[arg(long)]
     pub trace_config: Vec<String>,
 
+    /// The most threads one model version may start: its instances' workers, and their ONNX
+    /// Runtime intra-op threads when the config sets them; more fails the load, naming the keys
+    /// [default: 4 × cores, at least 16].
+    #[arg(long)]
+    pub max_model_threads: Option<usize>,
+
     /// With log-frequency N, the most `<trace-file>.<k>` files kept (the oldest is removed).
     #[arg(long, default_value_t = 100)]
     pub trace_file_max: u64,
@@ -232,6 +238,7 @@ impl Args {
             control: self.model_control_mode,
             load_at_start: self.load_model.clone(),
             staging_dir: (self.load_staging_dir.clone()).unwrap_or_else(std::env::temp_dir),
+            max_model_threads: (self.max_model_threads).unwrap_or_else(|| (4 * cores()).max(16)),
         })
     }
 

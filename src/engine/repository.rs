@@ -43,6 +43,8 @@ pub struct Options {
     pub load_at_start: Vec<String>,
     /// Where a load request's files are staged, each load in a private folder of its own.
     pub staging_dir: PathBuf,
+    /// The most threads one model version may start (instances × their intra-op threads).
+    pub max_model_threads: usize,
 }
 
 /// What poll mode compares: each file and folder of a model, with its size and mtime.
@@ -59,6 +61,9 @@ pub struct Repository {
     staged: Mutex<BTreeSet<PathBuf>>,
     /// Poll mode: each model folder as last seen.
     seen: Mutex<BTreeMap<String, Fingerprint>>,
+    /// The models loading now (a second load of one of them is refused, not queued).
+    loading: Mutex<BTreeSet<String>>,
+    max_model_threads: usize,
 }
 
 impl Repository {
@@ -85,7 +90,7 @@ impl Repository {
         };
         let mut models = BTreeMap::new();
         for name in selected {
-            let model = load_model(&dir.join(&name), &name, None);
+            let model = load_model(&dir.join(&name), &name, None, options.max_model_threads);
             models.insert(name, Arc::new(model));
         }
         let seen = match options.control {
@@ -102,6 +107,8 @@ impl Repository {
             staging_dir: options.staging_dir,
             staged: Mutex::new(BTreeSet::new()),
             seen: Mutex::new(seen),
+            loading: Mutex::new(BTreeSet::new()),
+            max_model_threads: options.max_model_threads,
         })
     }
 
@@ -209,16 +216,23 @@ impl Repository {
     /// (Re)loads a model from disk, or from what the load request carries. The model already
     /// serving keeps serving until the new one is ready, and keeps serving if the new one fails
     /// (the error is returned). Blocking: run it off the io threads.
+    /// Loads of different models run side by side, and no lock is held while a model loads:
+    /// a load that hangs (inside a backend) blocks nothing but a second load of its own name.
     pub fn load(&self, name: &str, overrides: Overrides) -> Result<(), String> {
-        let _one_at_a_time = lock(&self.changing);
         if name.is_empty() || name.contains('/') || name.starts_with('.') {
             return Err(format!("'{name}' is not a model name"));
         }
+        let _loading = Loading::claim(&self.loading, name)?;
         let model = if overrides.files.is_empty() {
             if !self.dir.join(name).is_dir() {
                 return Err(format!("no model folder '{name}' in the repository"));
             }
-            load_model(&self.dir.join(name), name, overrides.config)
+            load_model(
+                &self.dir.join(name),
+                name,
+                overrides.config,
+                self.max_model_threads,
+            )
         } else {
             // As Triton: the files are the whole model folder, so its config comes with them.
             let config = overrides.config.ok_or(
@@ -226,12 +240,14 @@ impl Repository {
             )?;
             let staged = Staged::new(&self.staging_dir, &self.staged, &overrides.files)
                 .map_err(|e| format!("model '{name}': {e}"))?;
-            let mut model = load_model(&staged.dir, name, Some(config));
+            let mut model = load_model(&staged.dir, name, Some(config), self.max_model_threads);
             // Every backend has read what it needs into memory by now; the folder goes when
             // `staged` does. No host path leaves in an error.
             model.hide_path(&staged.dir, "<the load request's files>");
             model
         };
+        // Only the check and the swap are serialised with other changes.
+        let _one_at_a_time = lock(&self.changing);
         if let (false, Some(reason)) = (model.is_ready(), model.reason()) {
             if self.get(name).is_ok_and(|old| old.is_ready()) {
                 return Err(format!("model '{name}' kept serving its loaded versions; the new load failed: {reason}"));
@@ -275,6 +291,32 @@ impl Overrides {
             .map_err(|e| Error::invalid(format!("load parameter 'config': {e}")))?;
         self.config = Some(config);
         Ok(())
+    }
+}
+
+/// A model being loaded: its name is in the loading set until this is dropped.
+struct Loading<'r> {
+    name: String,
+    set: &'r Mutex<BTreeSet<String>>,
+}
+
+impl<'r> Loading<'r> {
+    fn claim(set: &'r Mutex<BTreeSet<String>>, name: &str) -> Result<Loading<'r>, String> {
+        if !lock(set).insert(name.to_string()) {
+            return Err(format!(
+                "model '{name}' is already loading; try again when that load ends"
+            ));
+        }
+        Ok(Loading {
+            name: name.to_string(),
+            set,
+        })
+    }
+}
+
+impl Drop for Loading<'_> {
+    fn drop(&mut self) {
+        lock(self.set).remove(&self.name);
     }
 }
 
@@ -400,7 +442,12 @@ fn model_folders(dir: &Path) -> Result<Vec<String>, String> {
 
 /// Reads a model folder: its config (or `config`, a load request's), then each version the
 /// policy selects.
-fn load_model(dir: &Path, name: &str, config: Option<ModelConfig>) -> ServedModel {
+fn load_model(
+    dir: &Path,
+    name: &str,
+    config: Option<ModelConfig>,
+    max_threads: usize,
+) -> ServedModel {
     let source = match &config {
         Some(_) => "the load request's config".to_string(),
         None => config_file(dir).display().to_string(),
@@ -415,6 +462,8 @@ fn load_model(dir: &Path, name: &str, config: Option<ModelConfig>) -> ServedMode
         .map_or_else(|| ModelConfig::load(dir), Ok)
         .and_then(|c| {
             c.validate().map_err(|e| format!("{source}: {e}"))?;
+            c.threads_within(max_threads)
+                .map_err(|e| format!("{source}: {e}"))?;
             Ok(c)
         });
     match config {
@@ -487,6 +536,7 @@ mod tests {
             control: ModelControl::Explicit,
             load_at_start: vec!["*".into()],
             staging_dir: std::env::temp_dir(),
+            max_model_threads: 64,
         }
     }
 

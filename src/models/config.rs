@@ -411,6 +411,28 @@ impl ModelConfig {
     }
 
     /// Checks the settings every backend shares.
+    /// Refuses a config whose threads (each instance's worker, and its ONNX Runtime intra-op
+    /// threads when set) would be more than `max` for one version.
+    pub fn threads_within(&self, max: usize) -> Result<(), String> {
+        let intra = (self.onnxruntime.as_ref()).and_then(|o| o.intra_op_threads);
+        let per_instance = 1 + intra.unwrap_or(0);
+        let threads = self.instance_count.saturating_mul(per_instance);
+        if threads <= max {
+            return Ok(());
+        }
+        let keys = match intra {
+            Some(n) => format!(
+                "keys 'instance_count' ({}) and intra-op threads ({n})",
+                self.instance_count
+            ),
+            None => format!("key 'instance_count' ({})", self.instance_count),
+        };
+        Err(format!(
+            "{keys}: {threads} threads, over the limit of {max} per model version \
+             (--max-model-threads)"
+        ))
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if !BACKENDS.contains(&self.backend.as_str()) {
             return Err(format!(

@@ -250,3 +250,103 @@ def test_out_of_descriptors_waits_then_serves():
         assert d.proc.poll() is None
     finally:
         d.stop()
+
+
+def graph_bytes():
+    from onnx import helper
+
+    from model_builders import fp32_input
+
+    graph = helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"])], "double",
+                              [fp32_input("x", "N", 3)], [fp32_input("y", "N", 3)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_configs_that_ask_for_thousands_of_threads_are_quick_400s(tmp_path):
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    from conftest import EXPLICIT
+
+    d = Daemon("--threads", "1", *EXPLICIT, "--max-model-threads", "32")
+    c = httpclient.InferenceServerClient(d.url)
+    try:
+        tasks = len(os.listdir(f"/proc/{d.proc.pid}/task"))
+        for config, words in (({"backend": "identity", "instance_group": [{"count": 10000}]},
+                               "key 'instance_count' (10000): 10000 threads, over the limit of 32"),
+                              ({"backend": "onnxruntime", "instance_group": [{"count": 2}],
+                                "parameters": {"intra_op_thread_count": {"string_value": "1000"}}},
+                               "keys 'instance_count' (2) and intra-op threads (1000): 2002 threads")):
+            started = time.monotonic()
+            with pytest.raises(InferenceServerException) as e:
+                if config["backend"] == "identity":
+                    c.load_model("identity", config=json.dumps(config))
+                else:
+                    c.load_model("graph", config=json.dumps(config), files={"file:1/model.onnx": graph_bytes()})
+            assert time.monotonic() - started < 1
+            assert e.value.status() == "400" and words in e.value.message(), e.value.message()
+        assert len(os.listdir(f"/proc/{d.proc.pid}/task")) == tasks
+        # The failed new model is kept, not ready (strict readiness), until it is unloaded.
+        c.unload_model("graph")
+        assert c.is_model_ready("identity") and c.is_server_ready()
+    finally:
+        c.close()
+        d.stop()
+
+
+def test_a_stuck_load_blocks_no_other_model(tmp_path):
+    """A model file that is a FIFO nobody writes: its load hangs inside ONNX Runtime. Unloads,
+    the index and inference of other models go on; a second load of it is refused at once."""
+    import shutil
+
+    import numpy as np
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    from conftest import TEST_REPO
+
+    repo = tmp_path / "repo"
+    shutil.copytree(TEST_REPO, repo)
+    (repo / "stuck" / "1").mkdir(parents=True)
+    fifo = repo / "stuck" / "1" / "model.onnx"
+    os.mkfifo(fifo)
+    (repo / "stuck" / "config.toml").write_text('backend = "onnx"\n')
+    d = Daemon("--threads", "2", "--model-control-mode", "explicit", "--load-model", "add_sub",
+               "--load-model", "identity", repo=repo)
+    c = httpclient.InferenceServerClient(d.url)
+    answers = []
+    load = threading.Thread(target=lambda: answers.append(_post_status(d.url, "/v2/repository/models/stuck/load")))
+    load.start()
+    try:
+        time.sleep(0.5)
+        started = time.monotonic()
+        c.unload_model("identity")
+        assert time.monotonic() - started < 1
+        assert {m["name"] for m in c.get_model_repository_index()} >= {"add_sub", "stuck"}
+        a = np.ones((1, 16), dtype=np.int32)
+        inputs = [httpclient.InferInput(n, [1, 16], "INT32") for n in ("INPUT0", "INPUT1")]
+        for i in inputs:
+            i.set_data_from_numpy(a)
+        assert c.infer("add_sub", inputs).as_numpy("OUTPUT0").tolist() == (a + a).tolist()
+        with pytest.raises(InferenceServerException, match="'stuck' is already loading"):
+            c.load_model("stuck")
+    finally:
+        with open(fifo, "wb") as f:  # releases the load: it reads garbage and fails
+            f.write(b"not an onnx graph")
+        load.join(10)
+        c.close()
+        d.stop()
+    assert answers == [400]
+
+
+def _post_status(url, path):
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(f"http://{url}{path}", data=b"", method="POST")) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code

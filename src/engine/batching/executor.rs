@@ -44,14 +44,20 @@ impl Executor {
         let batching = policy.max_batch_size > 0;
         let queue = Arc::new(Queue::new(policy, max_queue_size));
         for i in 0..instances {
-            let (model, queue, stats) = (model.clone(), queue.clone(), stats.clone());
-            std::thread::Builder::new()
+            let (model, worker_queue, stats) = (model.clone(), queue.clone(), stats.clone());
+            let started = std::thread::Builder::new()
                 .name(format!("model-{name}-{i}"))
                 .spawn(move || {
                     precise_timers();
-                    run_worker(model, queue, stats)
-                })
-                .map_err(|e| format!("cannot start a worker thread for model '{name}': {e}"))?;
+                    run_worker(model, worker_queue, stats)
+                });
+            if let Err(e) = started {
+                // The workers already started see the queue closed, and end.
+                queue.close();
+                return Err(format!(
+                    "cannot start a worker thread for model '{name}': {e}"
+                ));
+            }
         }
         Ok(Executor {
             stats,
