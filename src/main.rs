@@ -110,13 +110,17 @@ fn run(args: &Args, logging: Arc<Logging>) -> Result<(), String> {
         );
         engine.start_draining();
         systemd::notify("STOPPING=1\nSTATUS=draining");
-        // A second signal ends it at once.
-        std::thread::spawn(move || {
+        // A second signal ends it at once. Draining needs no new thread: if none can be had
+        // (the process is out of them), it drains without that shortcut.
+        let second = std::thread::Builder::new().spawn(move || {
             if signals.forever().next().is_some() {
                 tracing::warn!("second signal: exiting now");
                 std::process::exit(130);
             }
         });
+        if let Err(e) = second {
+            tracing::warn!("no thread for a second signal ({e}); draining all the same");
+        }
         // Keep serving while the load balancer notices the failing readiness check.
         std::thread::sleep(std::time::Duration::from_secs(args.drain_delay));
         tracing::info!("shutting down: finishing requests in progress");
