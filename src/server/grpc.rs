@@ -35,22 +35,34 @@ pub async fn serve(stream: TcpStream, ctx: Rc<ConnectionContext>) {
         .max_frame_size(MAX_FRAME)
         .max_concurrent_streams(MAX_STREAMS)
         .max_header_list_size(ctx.limits.max_header_bytes as u32)
-        .handshake::<_, Bytes>(io)
-        .await;
-    let Ok(mut connection) = handshake else {
+        // A whole large response may wait for the peer's window, not only h2's default 400 KB.
+        .max_send_buffer_size(WINDOW as usize)
+        .handshake::<_, Bytes>(io);
+    // The preface and SETTINGS within the header timeout, as an HTTP/1 head.
+    let Ok(Ok(mut connection)) = monoio::time::timeout(ctx.timeouts.header, handshake).await else {
         return;
     };
     let mut closing = std::pin::pin!(ctx.closing.closed());
+    let calls = Rc::new(Calls::default());
     // Once the listeners close: GOAWAY, then the calls in progress finish, and the runtime
-    // waits for this connection (busy) until they have.
+    // waits for this connection (busy) until they have. A connection with no call for the
+    // idle timeout gets GOAWAY too.
     let mut draining: Option<BusyGuard> = None;
+    let mut going_away = false;
     loop {
-        let accepted = match draining {
-            Some(_) => connection.accept().await,
-            None => monoio::select! {
+        let accepted = match (&draining, going_away) {
+            (Some(_), _) | (None, true) => connection.accept().await,
+            (None, false) => monoio::select! {
                 () = &mut closing => {
                     connection.graceful_shutdown();
                     draining = Some(BusyGuard::new(&ctx.busy));
+                    continue;
+                }
+                () = monoio::time::sleep(ctx.timeouts.idle) => {
+                    if calls.idle_for(ctx.timeouts.idle) {
+                        connection.graceful_shutdown();
+                        going_away = true;
+                    }
                     continue;
                 }
                 accepted = connection.accept() => accepted,
@@ -59,7 +71,50 @@ pub async fn serve(stream: TcpStream, ctx: Rc<ConnectionContext>) {
         let Some(Ok((request, respond))) = accepted else {
             return;
         };
-        monoio::spawn(call(request, respond, ctx.clone()));
+        let guard = CallGuard::new(calls.clone());
+        let ctx = ctx.clone();
+        monoio::spawn(async move {
+            call(request, respond, ctx).await;
+            drop(guard);
+        });
+    }
+}
+
+/// The calls of one connection in progress, and when the last one ended.
+struct Calls {
+    open: std::cell::Cell<usize>,
+    last: std::cell::Cell<Instant>,
+}
+
+impl Default for Calls {
+    fn default() -> Calls {
+        Calls {
+            open: std::cell::Cell::new(0),
+            last: std::cell::Cell::new(Instant::now()),
+        }
+    }
+}
+
+impl Calls {
+    /// No call in progress, and none ended within `period`.
+    fn idle_for(&self, period: Duration) -> bool {
+        self.open.get() == 0 && self.last.get().elapsed() >= period
+    }
+}
+
+struct CallGuard(Rc<Calls>);
+
+impl CallGuard {
+    fn new(calls: Rc<Calls>) -> CallGuard {
+        calls.open.set(calls.open.get() + 1);
+        CallGuard(calls)
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.0.open.set(self.0.open.get() - 1);
+        self.0.last.set(Instant::now());
     }
 }
 
@@ -80,24 +135,28 @@ async fn call(
     let coding = coding.as_deref().map(message_coding).transpose();
     let (coding, timeout) = match (coding, timeout.transpose()) {
         (Ok(coding), Ok(timeout)) => (coding.flatten(), timeout),
-        (Err(status), _) | (_, Err(status)) => return respond_with(respond, Err(status)),
+        (Err(status), _) | (_, Err(status)) => {
+            return respond_with(respond, Err(status), ctx.timeouts.write).await
+        }
     };
     let restricted = grpc::check_restricted(&ctx.service, &path, |key| {
         headers.get(key).map(|v| v.as_bytes())
     });
     if let Err(status) = restricted {
-        return respond_with(respond, Err(status));
+        return respond_with(respond, Err(status), ctx.timeouts.write).await;
     }
     let messages = Messages {
         body: request.into_body(),
         buf: BytesMut::new(),
         coding,
         limit: ctx.limits.max_body_bytes,
+        waits: (ctx.timeouts.idle, ctx.timeouts.body),
     };
     let answered = &ctx.metrics.cores[ctx.core].grpc_requests;
     if path == grpc::STREAM_INFER {
         let engine = ctx.service.engine();
-        return stream_calls(engine, messages, respond, timeout, answered).await;
+        let write = ctx.timeouts.write;
+        return stream_calls(engine, messages, respond, timeout, answered, write).await;
     }
     let answer = async {
         let message = messages.only().await?;
@@ -108,7 +167,7 @@ async fn call(
     };
     let answer = answer.await;
     answered.fetch_add(1, Relaxed);
-    respond_with(respond, answer);
+    respond_with(respond, answer, ctx.timeouts.write).await;
 }
 
 /// ModelStreamInfer: one response message per request message, in order, then the trailers.
@@ -118,6 +177,7 @@ async fn stream_calls(
     mut respond: SendResponse<Bytes>,
     timeout: Option<Duration>,
     answered: &AtomicU64,
+    write: Duration,
 ) {
     let coding = messages.coding;
     let Ok(mut send) = respond.send_response(response_head(coding), false) else {
@@ -137,7 +197,12 @@ async fn stream_calls(
             Err(status) => grpc::stream_error(status),
         };
         answered.fetch_add(1, Relaxed);
-        if send_message(&mut send, frame(reply, coding)).is_err() {
+        // Back-pressure: the next request message is not read until this answer has gone
+        // into the peer's window (or the write timeout ends the stream).
+        if send_message(&mut send, frame(reply, coding), write)
+            .await
+            .is_err()
+        {
             return;
         }
     }
@@ -168,6 +233,9 @@ struct Messages {
     buf: BytesMut,
     coding: Option<Coding>,
     limit: u64,
+    /// How long to wait for bytes: between messages (the idle timeout) and inside one (the
+    /// body timeout).
+    waits: (Duration, Duration),
 }
 
 impl Messages {
@@ -178,7 +246,17 @@ impl Messages {
             {
                 return Some(message);
             }
-            match self.body.data().await {
+            let wait = match self.buf.is_empty() {
+                true => self.waits.0,
+                false => self.waits.1,
+            };
+            let Ok(data) = monoio::time::timeout(wait, self.body.data()).await else {
+                return Some(Err(Status {
+                    code: 4, // DEADLINE_EXCEEDED
+                    message: format!("no bytes of the request for {} s", wait.as_secs()),
+                }));
+            };
+            match data {
                 Some(Ok(mut chunk)) => {
                     let _ = self.body.flow_control().release_capacity(chunk.len());
                     // A message whole in one chunk is a view of it, not a copy.
@@ -320,9 +398,10 @@ fn parse_timeout(value: &[u8]) -> Result<Duration, Status> {
 
 /// Answers a unary call: headers, the response message (when there is one, compressed as the
 /// request was) and the status trailers.
-fn respond_with(
+async fn respond_with(
     mut respond: SendResponse<Bytes>,
     answer: Result<(Encoded, Option<Coding>), Status>,
+    write: Duration,
 ) {
     let coding = answer.as_ref().ok().and_then(|(_, coding)| *coding);
     let Ok(mut send) = respond.send_response(response_head(coding), false) else {
@@ -330,7 +409,12 @@ fn respond_with(
     };
     let status = match answer {
         Ok((message, coding)) => {
-            let _ = send_message(&mut send, frame(message, coding));
+            if send_message(&mut send, frame(message, coding), write)
+                .await
+                .is_err()
+            {
+                return;
+            }
             Status {
                 code: Status::OK,
                 message: String::new(),
@@ -376,10 +460,42 @@ fn frame(mut parts: Encoded, coding: Option<Coding>) -> Encoded {
 }
 
 /// Sends every chunk of a framed message.
-fn send_message(send: &mut SendStream<Bytes>, chunks: Encoded) -> Result<(), h2::Error> {
-    chunks
-        .into_iter()
-        .try_for_each(|chunk| send.send_data(chunk, false))
+/// Sends a message's parts as the peer's flow-control window takes them, so a peer that does
+/// not read holds at most its window of buffered bytes (h2 would buffer everything). A peer
+/// that takes nothing for `write` gets the stream reset with ENHANCE_YOUR_CALM (gRPC clients
+/// read it as RESOURCE_EXHAUSTED). Parts are split, never copied.
+async fn send_message(
+    send: &mut SendStream<Bytes>,
+    chunks: Encoded,
+    write: Duration,
+) -> Result<(), ()> {
+    for mut chunk in chunks {
+        while !chunk.is_empty() {
+            send.reserve_capacity(chunk.len());
+            let granted = monoio::time::timeout(write, granted_capacity(send)).await;
+            let Ok(Some(room)) = granted else {
+                send.send_reset(h2::Reason::ENHANCE_YOUR_CALM);
+                return Err(());
+            };
+            let part = chunk.split_to(room.min(chunk.len()));
+            send.send_data(part, false).map_err(drop)?;
+        }
+    }
+    Ok(())
+}
+
+/// Waits until the stream may send at least one byte: how many (`None`: the stream is gone).
+async fn granted_capacity(send: &mut SendStream<Bytes>) -> Option<usize> {
+    loop {
+        let room = send.capacity();
+        if room > 0 {
+            return Some(room);
+        }
+        match std::future::poll_fn(|cx| send.poll_capacity(cx)).await {
+            Some(Ok(_)) => continue,
+            _ => return None,
+        }
+    }
 }
 
 fn trailers(status: &Status) -> http::HeaderMap {

@@ -175,3 +175,80 @@ def test_continuation_flood_is_cut_off(daemon):
     assert goaway_code(seen) not in (None, 0), seen[-3:]
     s.close()
     assert_serving(daemon)
+
+
+def rgb_png(side):
+    """A valid RGB PNG of side × side zeros: a few KB sent, side² × 3 bytes decoded."""
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer = zlib.compressobj(9)
+    row = bytes(1 + 3 * side)
+    idat = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def length_delimited(number, payload):
+    """A protobuf length-delimited field (lengths here stay under 2^21)."""
+    n, varint = len(payload), b""
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        varint += bytes([byte | (0x80 if n else 0)])
+        if not n:
+            break
+    return bytes([number << 3 | 2]) + varint + payload
+
+
+def image_probe_request(png):
+    """ModelInferRequest{model_name, inputs: [IMAGE BYTES [1]], raw_input_contents: [png]}."""
+    tensor = length_delimited(1, b"IMAGE") + length_delimited(2, b"BYTES") + length_delimited(3, b"\x01")
+    return (length_delimited(1, b"image_probe") + length_delimited(5, tensor)
+            + length_delimited(7, struct.pack("<I", len(png)) + png))
+
+
+def test_a_stream_client_that_never_reads_is_cut_off_with_bounded_memory():
+    """ModelStreamInfer with a receive window of 0: each answer (12 MB decoded from a 12 KB PNG)
+    waits for the window, so the server stops reading the stream's requests, and after the
+    write timeout resets it. h2 would otherwise buffer every answer."""
+    d = Daemon("--threads", "1", "--write-timeout", "2")
+    try:
+        s = socket.create_connection(("127.0.0.1", int(d.grpc_url.rsplit(":", 1)[1])), timeout=10)
+        s.sendall(PREFACE + frame(SETTINGS, 0, 0, struct.pack(">HI", 0x4, 0)))  # INITIAL_WINDOW_SIZE 0
+        frames(s, until=SETTINGS, limit=2)
+        s.sendall(frame(SETTINGS, 0x1, 0))  # ACK: the server's 4 MiB receive window applies
+        message = image_probe_request(rgb_png(2048))
+        framed = b"\x00" + struct.pack(">I", len(message)) + message
+        before = rss_kb(d.proc.pid)
+        path = b"/inference.GRPCInferenceService/ModelStreamInfer"
+        s.sendall(frame(HEADERS, END_HEADERS, 1, request_headers(path))
+                  + b"".join(frame(DATA, 0, 1, framed) for _ in range(150)))
+        started = time.time()
+        seen = frames(s, until=RST_STREAM, limit=10)
+        resets = [f for f in seen if f[0] == RST_STREAM and f[2] == 1]
+        assert resets and struct.unpack(">I", resets[0][3])[0] == 0xB, seen[-3:]  # ENHANCE_YOUR_CALM
+        assert 1.5 < time.time() - started < 6
+        assert rss_kb(d.proc.pid) - before < 64 * 1024
+        s.close()
+        assert_serving(d)
+    finally:
+        d.stop()
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def test_an_idle_connection_gets_goaway():
+    d = Daemon("--threads", "1", "--idle-timeout", "1")
+    try:
+        s = socket.create_connection(("127.0.0.1", int(d.grpc_url.rsplit(":", 1)[1])), timeout=10)
+        s.sendall(PREFACE + frame(SETTINGS, 0, 0))
+        seen = frames(s, until=GOAWAY, limit=5)
+        assert goaway_code(seen) == 0, seen  # NO_ERROR: a graceful goodbye
+        s.close()
+    finally:
+        d.stop()
