@@ -350,3 +350,29 @@ def _post_status(url, path):
             return r.status
     except urllib.error.HTTPError as e:
         return e.code
+
+
+def test_tracing_every_request_keeps_memory_flat(tmp_path):
+    """Issue 26's trace probe: every request traced with log_frequency 0 once held about 9 KB
+    each until the server stopped. Now traces go to the file in batches, off the io threads."""
+    import subprocess
+
+    from conftest import BINARY
+
+    path = tmp_path / "trace.json"
+    d = Daemon("--threads", "1", "--trace-file", str(path), "--trace-config", "level=TIMESTAMPS",
+               "--trace-config", "rate=1")
+    try:
+        bench = [str(BINARY.parent / "tensord-bench"), "--url", f"http://{d.url}", "--model", "identity",
+                 "--binary", "--shape", "INPUT0:1,16", "--threads", "1", "--concurrency", "8", "--warmup", "0s",
+                 "--quiet", "--json", "--values", "off"]
+        subprocess.run(bench + ["--duration", "1s"], check=True, capture_output=True)
+        before = rss_mb(d.proc.pid)
+        done = subprocess.run(bench + ["--duration", "4s"], check=True, capture_output=True, text=True)
+        sent = sum(r["requests"] for r in json.loads(done.stdout)["results"])
+        assert sent > 10_000, sent
+        assert rss_mb(d.proc.pid) - before < 32, (before, rss_mb(d.proc.pid))
+    finally:
+        d.stop()
+    traces = json.loads(path.read_text())
+    assert len(traces) >= 2 * 10_000 and traces[0]["model_name"] == "identity"
