@@ -376,3 +376,24 @@ def test_tracing_every_request_keeps_memory_flat(tmp_path):
         d.stop()
     traces = json.loads(path.read_text())
     assert len(traces) >= 2 * 10_000 and traces[0]["model_name"] == "identity"
+
+
+def test_declared_lengths_reserve_nothing_until_bytes_arrive(d, baseline):
+    """40 connections each declare a 256 MiB body and send one byte: the server's address space
+    grows by what arrived (64 KiB of room each), not by the 10 GiB declared."""
+    def vm_size_mb():
+        with open(f"/proc/{d.proc.pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmSize:")) / 1024
+
+    before = vm_size_mb()
+    head = ("POST /v2/models/identity/infer HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Length: {256 * 1024 * 1024}\r\n\r\n").encode()
+    sockets = [connect(d) for _ in range(40)]
+    for s in sockets:
+        s.sendall(head + b"{")
+    time.sleep(0.5)
+    grown = vm_size_mb() - before
+    for s in sockets:
+        s.close()
+    assert grown < 512, grown
+    assert_healthy(d, baseline)
