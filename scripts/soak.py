@@ -1,5 +1,6 @@
 """Soak: a mixed load on one tensord for a set time — JSON and binary requests, large tensors,
-bad requests and abrupt disconnects — sampling the daemon's RSS and open descriptors every
+bad requests, abrupt disconnects and the hostile probes of issue 26 (a PNG decompression bomb,
+endless chunked trailers, a declared 256 MiB body that never comes) — sampling the daemon's RSS and open descriptors every
 second. Pass: no error answer to a good request, every bad one answered 4xx, RSS growth under
 5% after warm-up, descriptors back to the baseline afterwards. Called by scripts/soak."""
 
@@ -34,8 +35,21 @@ def with_length(head, body):
     return head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
 
 
+def png_bomb(side):
+    """A valid grayscale PNG of side × side zeros: under a megabyte, side² bytes decoded."""
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer = zlib.compressobj(9)
+    idat = b"".join(packer.compress(bytes(1 + side)) for _ in range(side)) + packer.flush()
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
 def bad_requests(port, stop, tally):
-    """Malformed, lying and abandoned requests, each on a fresh connection."""
+    """Malformed, lying, hostile and abandoned requests, each on a fresh connection."""
     good_header = json.dumps({"inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32",
                                           "parameters": {"binary_data_size": 16}}]}).encode()
     cases = [
@@ -48,6 +62,11 @@ def bad_requests(port, stop, tally):
                                       b'{"inputs":[{"name":"IMAGE","shape":[1],"datatype":"BYTES",'
                                       b'"data":["\\u00ff\\u00d8not an image"]}]}'), True),
         ("half body, then gone", b"POST /v2/models/identity/infer HTTP/1.1\r\nContent-Length: 1000\r\n\r\n{\"in", False),
+        ("image bomb", image_request(png_bomb(16384)), True),
+        ("endless trailers", b"POST /v2/models/identity/infer HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n"
+         + b"X-T: 1\r\n" * 3000, True),
+        ("declared 256 MiB, one byte, gone",
+         b"POST /v2/models/identity/infer HTTP/1.1\r\nContent-Length: 268435456\r\n\r\n{", False),
         ("gone before reading a large answer", None, False),
     ]
     large_header = json.dumps({"inputs": [{"name": "INPUT0", "shape": [1, 1 << 20], "datatype": "FP32",
@@ -71,6 +90,15 @@ def bad_requests(port, stop, tally):
         except (OSError, ValueError) as e:
             tally.setdefault("client errors", []).append(f"{name}: {e}")
         time.sleep(0.01)
+
+
+def image_request(png):
+    """One image to image_probe, binary."""
+    body = struct.pack("<I", len(png)) + png
+    header = json.dumps({"inputs": [{"name": "IMAGE", "shape": [1], "datatype": "BYTES",
+                                     "parameters": {"binary_data_size": len(body)}}]}).encode()
+    return with_length(b"POST /v2/models/image_probe/infer HTTP/1.1\r\nInference-Header-Content-Length: "
+                       + str(len(header)).encode() + b"\r\n", header + body)
 
 
 def main():
