@@ -96,6 +96,11 @@ pub struct Args {
     #[arg(long)]
     pub max_model_threads: Option<usize>,
 
+    /// The most threads all served model versions may start together; a load past it fails
+    /// [default: 16 × cores, at least 64].
+    #[arg(long)]
+    pub max_total_model_threads: Option<usize>,
+
     /// With log-frequency N, the most `<trace-file>.<k>` files kept (the oldest is removed).
     #[arg(long, default_value_t = 100)]
     pub trace_file_max: u64,
@@ -239,6 +244,8 @@ impl Args {
             load_at_start: self.load_model.clone(),
             staging_dir: (self.load_staging_dir.clone()).unwrap_or_else(std::env::temp_dir),
             max_model_threads: (self.max_model_threads).unwrap_or_else(|| (4 * cores()).max(16)),
+            max_total_threads: (self.max_total_model_threads)
+                .unwrap_or_else(|| (16 * cores()).max(64)),
         })
     }
 

@@ -45,6 +45,16 @@ pub struct Options {
     pub staging_dir: PathBuf,
     /// The most threads one model version may start (instances × their intra-op threads).
     pub max_model_threads: usize,
+    /// The most threads all the served models' versions may start together.
+    pub max_total_threads: usize,
+}
+
+/// What a load may start: threads per version, and threads left of the server's total.
+#[derive(Clone, Copy)]
+struct Caps {
+    per_version: usize,
+    total: usize,
+    left: usize,
 }
 
 /// What poll mode compares: each file and folder of a model, with its size and mtime.
@@ -64,6 +74,7 @@ pub struct Repository {
     /// The models loading now (a second load of one of them is refused, not queued).
     loading: Mutex<BTreeSet<String>>,
     max_model_threads: usize,
+    max_total_threads: usize,
 }
 
 impl Repository {
@@ -89,8 +100,15 @@ impl Repository {
             (_, _) => return Err("--load-model needs --model-control-mode explicit".into()),
         };
         let mut models = BTreeMap::new();
+        let mut left = options.max_total_threads;
         for name in selected {
-            let model = load_model(&dir.join(&name), &name, None, options.max_model_threads);
+            let caps = Caps {
+                per_version: options.max_model_threads,
+                total: options.max_total_threads,
+                left,
+            };
+            let model = load_model(&dir.join(&name), &name, None, caps);
+            left = left.saturating_sub(model.threads());
             models.insert(name, Arc::new(model));
         }
         let seen = match options.control {
@@ -109,6 +127,7 @@ impl Repository {
             seen: Mutex::new(seen),
             loading: Mutex::new(BTreeSet::new()),
             max_model_threads: options.max_model_threads,
+            max_total_threads: options.max_total_threads,
         })
     }
 
@@ -223,16 +242,21 @@ impl Repository {
             return Err(format!("'{name}' is not a model name"));
         }
         let _loading = Loading::claim(&self.loading, name)?;
+        // Checked when the load starts: the model it replaces gives its threads back.
+        let used: usize = (self.models.load().values())
+            .filter(|m| m.name != name)
+            .map(|m| m.threads())
+            .sum();
+        let caps = Caps {
+            per_version: self.max_model_threads,
+            total: self.max_total_threads,
+            left: self.max_total_threads.saturating_sub(used),
+        };
         let model = if overrides.files.is_empty() {
             if !self.dir.join(name).is_dir() {
                 return Err(format!("no model folder '{name}' in the repository"));
             }
-            load_model(
-                &self.dir.join(name),
-                name,
-                overrides.config,
-                self.max_model_threads,
-            )
+            load_model(&self.dir.join(name), name, overrides.config, caps)
         } else {
             // As Triton: the files are the whole model folder, so its config comes with them.
             let config = overrides.config.ok_or(
@@ -240,7 +264,7 @@ impl Repository {
             )?;
             let staged = Staged::new(&self.staging_dir, &self.staged, &overrides.files)
                 .map_err(|e| format!("model '{name}': {e}"))?;
-            let mut model = load_model(&staged.dir, name, Some(config), self.max_model_threads);
+            let mut model = load_model(&staged.dir, name, Some(config), caps);
             // Every backend has read what it needs into memory by now; the folder goes when
             // `staged` does. No host path leaves in an error.
             model.hide_path(&staged.dir, "<the load request's files>");
@@ -442,12 +466,7 @@ fn model_folders(dir: &Path) -> Result<Vec<String>, String> {
 
 /// Reads a model folder: its config (or `config`, a load request's), then each version the
 /// policy selects.
-fn load_model(
-    dir: &Path,
-    name: &str,
-    config: Option<ModelConfig>,
-    max_threads: usize,
-) -> ServedModel {
+fn load_model(dir: &Path, name: &str, config: Option<ModelConfig>, caps: Caps) -> ServedModel {
     let source = match &config {
         Some(_) => "the load request's config".to_string(),
         None => config_file(dir).display().to_string(),
@@ -462,7 +481,7 @@ fn load_model(
         .map_or_else(|| ModelConfig::load(dir), Ok)
         .and_then(|c| {
             c.validate().map_err(|e| format!("{source}: {e}"))?;
-            c.threads_within(max_threads)
+            c.threads_within(caps.per_version)
                 .map_err(|e| format!("{source}: {e}"))?;
             Ok(c)
         });
@@ -484,6 +503,19 @@ fn load_model(
         let e = format!(
             "{}: no version folder matches the version policy",
             dir.display()
+        );
+        tracing::error!(model = name, "model not loaded: {e}");
+        model.error = Some(e);
+        return model;
+    }
+    let needed = model.config.threads().saturating_mul(selected.len());
+    if needed > caps.left {
+        let e = format!(
+            "{source}: {needed} threads for {} version(s), but only {} of the server's {} \
+             (--max-total-model-threads) are left",
+            selected.len(),
+            caps.left,
+            caps.total
         );
         tracing::error!(model = name, "model not loaded: {e}");
         model.error = Some(e);
@@ -537,6 +569,7 @@ mod tests {
             load_at_start: vec!["*".into()],
             staging_dir: std::env::temp_dir(),
             max_model_threads: 64,
+            max_total_threads: 256,
         }
     }
 

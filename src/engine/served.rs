@@ -95,6 +95,11 @@ fn executor(
 }
 
 impl ServedModel {
+    /// The threads its loaded versions started.
+    pub fn threads(&self) -> usize {
+        self.config.threads().saturating_mul(self.loaded().count())
+    }
+
     /// Replaces `dir` with `label` in every error (a staged load's folder is no client's
     /// business).
     pub fn hide_path(&mut self, dir: &Path, label: &str) {

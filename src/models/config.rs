@@ -411,12 +411,18 @@ impl ModelConfig {
     }
 
     /// Checks the settings every backend shares.
+    /// The threads one version starts: each instance's worker, and its ONNX Runtime intra-op
+    /// threads when the config sets them.
+    pub fn threads(&self) -> usize {
+        let intra = (self.onnxruntime.as_ref()).and_then(|o| o.intra_op_threads);
+        self.instance_count.saturating_mul(1 + intra.unwrap_or(0))
+    }
+
     /// Refuses a config whose threads (each instance's worker, and its ONNX Runtime intra-op
     /// threads when set) would be more than `max` for one version.
     pub fn threads_within(&self, max: usize) -> Result<(), String> {
         let intra = (self.onnxruntime.as_ref()).and_then(|o| o.intra_op_threads);
-        let per_instance = 1 + intra.unwrap_or(0);
-        let threads = self.instance_count.saturating_mul(per_instance);
+        let threads = self.threads();
         if threads <= max {
             return Ok(());
         }

@@ -270,7 +270,7 @@ def test_configs_that_ask_for_thousands_of_threads_are_quick_400s(tmp_path):
 
     from conftest import EXPLICIT
 
-    d = Daemon("--threads", "1", *EXPLICIT, "--max-model-threads", "32")
+    d = Daemon("--threads", "1", *EXPLICIT, "--max-model-threads", "32", "--max-total-model-threads", "32")
     c = httpclient.InferenceServerClient(d.url)
     try:
         tasks = len(os.listdir(f"/proc/{d.proc.pid}/task"))
@@ -287,6 +287,10 @@ def test_configs_that_ask_for_thousands_of_threads_are_quick_400s(tmp_path):
                     c.load_model("graph", config=json.dumps(config), files={"file:1/model.onnx": graph_bytes()})
             assert time.monotonic() - started < 1
             assert e.value.status() == "400" and words in e.value.message(), e.value.message()
+        # Within the per-version cap, but past what the server's models have left in total.
+        with pytest.raises(InferenceServerException, match="--max-total-model-threads") as e:
+            c.load_model("identity", config=json.dumps({"backend": "identity", "instance_group": [{"count": 32}]}))
+        assert e.value.status() == "400" and "32 threads for 1 version(s), but only" in e.value.message()
         assert len(os.listdir(f"/proc/{d.proc.pid}/task")) == tasks
         # The failed new model is kept, not ready (strict readiness), until it is unloaded.
         c.unload_model("graph")
