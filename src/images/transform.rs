@@ -1,5 +1,8 @@
 //! Pixels to model values: orientation, channel order and count, bilinear resize, normalisation.
-//! Works on f32 HWC planes; the store into the tensor's datatype and layout is in `mod.rs`.
+//! Works on f32 HWC planes; the store into the tensor's datatype and layout is in `mod.rs`. A
+//! resize reads the decoded samples through a view (`Decoded`) that orients and converts each
+//! value as it is read, so an image larger than the model's input never exists as a full-size
+//! f32 plane (four times its 8-bit samples).
 
 use super::decode::{Pixels, Samples};
 use super::options::{ColorOrder, ImageOptions, ResizeMode};
@@ -13,16 +16,111 @@ pub struct Plane {
     pub values: Vec<f32>,
 }
 
-/// Native samples to f32 in the model's channel count and order. 16-bit samples keep their
-/// value, except into 8-bit datatypes (`eight_bit`), where they are scaled to 0..255.
-pub fn to_plane(
-    pixels: Pixels,
+/// Values read by (row, column, channel): what a resize reads from.
+pub trait Image {
+    fn width(&self) -> usize;
+    fn height(&self) -> usize;
+    fn channels(&self) -> usize;
+    fn value(&self, y: usize, x: usize, ch: usize) -> f32;
+}
+
+impl Image for Plane {
+    fn width(&self) -> usize {
+        self.width
+    }
+    fn height(&self) -> usize {
+        self.height
+    }
+    fn channels(&self) -> usize {
+        self.channels
+    }
+    fn value(&self, y: usize, x: usize, ch: usize) -> f32 {
+        self.values[(y * self.width + x) * self.channels + ch]
+    }
+}
+
+/// Decoded samples seen as the model's values: oriented, in its channel count and order,
+/// converted to f32 as they are read (the same arithmetic as `to_plane` and `orient`).
+pub struct Decoded<'p> {
+    pixels: &'p Pixels,
+    source: Vec<Option<usize>>,
+    eight_bit: bool,
+    orientation: u16,
+}
+
+impl<'p> Decoded<'p> {
+    pub fn new(
+        pixels: &'p Pixels,
+        want: usize,
+        options: &ImageOptions,
+        eight_bit: bool,
+        orientation: u16,
+    ) -> Result<Decoded<'p>, String> {
+        Ok(Decoded {
+            source: channel_sources(pixels.channels, want, options)?,
+            pixels,
+            eight_bit,
+            orientation: if (2..=8).contains(&orientation) {
+                orientation
+            } else {
+                1
+            },
+        })
+    }
+
+    fn sample(&self, i: usize) -> f32 {
+        match &self.pixels.samples {
+            Samples::U8(v) => f32::from(v[i]),
+            Samples::U16(v) if self.eight_bit => f32::from(v[i]) / 257.0,
+            Samples::U16(v) => f32::from(v[i]),
+        }
+    }
+}
+
+impl Image for Decoded<'_> {
+    fn width(&self) -> usize {
+        match self.orientation >= 5 {
+            true => self.pixels.height,
+            false => self.pixels.width,
+        }
+    }
+    fn height(&self) -> usize {
+        match self.orientation >= 5 {
+            true => self.pixels.width,
+            false => self.pixels.height,
+        }
+    }
+    fn channels(&self) -> usize {
+        self.source.len()
+    }
+    fn value(&self, y: usize, x: usize, ch: usize) -> f32 {
+        let (w, h) = (self.pixels.width, self.pixels.height);
+        let (sx, sy) = match self.orientation {
+            1 => (x, y),
+            2 => (w - 1 - x, y),
+            3 => (w - 1 - x, h - 1 - y),
+            4 => (x, h - 1 - y),
+            5 => (y, x),
+            6 => (y, h - 1 - x),
+            7 => (w - 1 - y, h - 1 - x),
+            _ => (w - 1 - y, x),
+        };
+        let px = (sy * w + sx) * self.pixels.channels;
+        match self.source[ch] {
+            Some(c) => self.sample(px + c),
+            None => {
+                0.299 * self.sample(px) + 0.587 * self.sample(px + 1) + 0.114 * self.sample(px + 2)
+            }
+        }
+    }
+}
+
+/// For each output channel, the source channel it is read from; `None`: luma of R, G, B.
+fn channel_sources(
+    have: usize,
     want: usize,
     options: &ImageOptions,
-    eight_bit: bool,
-) -> Result<Plane, String> {
-    let have = pixels.channels;
-    // For each output channel, the source channel it is read from; `None`: luma of R, G, B.
+) -> Result<Vec<Option<usize>>, String> {
     let mut source: Vec<Option<usize>> = match (have, want) {
         (h, w) if h == w => (0..h).map(Some).collect(),
         _ if !options.convert_channels => {
@@ -37,6 +135,19 @@ pub fn to_plane(
     if want >= 3 && options.color == ColorOrder::Bgr {
         source.swap(0, 2);
     }
+    Ok(source)
+}
+
+/// Native samples to f32 in the model's channel count and order. 16-bit samples keep their
+/// value, except into 8-bit datatypes (`eight_bit`), where they are scaled to 0..255.
+pub fn to_plane(
+    pixels: Pixels,
+    want: usize,
+    options: &ImageOptions,
+    eight_bit: bool,
+) -> Result<Plane, String> {
+    let have = pixels.channels;
+    let source = channel_sources(have, want, options)?;
     let values = match &pixels.samples {
         Samples::U8(v) => convert(v, have, &source, f32::from),
         Samples::U16(v) if eight_bit => convert(v, have, &source, |s| f32::from(s) / 257.0),
@@ -103,8 +214,8 @@ pub fn orient(plane: Plane, orientation: u16) -> Plane {
 
 /// Bilinear resize with OpenCV's INTER_LINEAR geometry (pixel centres aligned,
 /// src = (dst + 0.5) × scale − 0.5, clamped to the edges).
-pub fn bilinear(plane: &Plane, width: usize, height: usize) -> Plane {
-    let c = plane.channels;
+pub fn bilinear(image: &impl Image, width: usize, height: usize) -> Plane {
+    let c = image.channels();
     let axis = |dst: usize, src: usize| -> Vec<(usize, usize, f32)> {
         let scale = src as f32 / dst as f32;
         (0..dst)
@@ -116,13 +227,12 @@ pub fn bilinear(plane: &Plane, width: usize, height: usize) -> Plane {
             })
             .collect()
     };
-    let (xs, ys) = (axis(width, plane.width), axis(height, plane.height));
+    let (xs, ys) = (axis(width, image.width()), axis(height, image.height()));
     let mut out = Vec::with_capacity(width * height * c);
-    let row = plane.width * c;
     for &(y0, y1, fy) in &ys {
         for &(x0, x1, fx) in &xs {
             for ch in 0..c {
-                let p = |y: usize, x: usize| plane.values[y * row + x * c + ch];
+                let p = |y: usize, x: usize| image.value(y, x, ch);
                 let top = p(y0, x0) + (p(y0, x1) - p(y0, x0)) * fx;
                 let bottom = p(y1, x0) + (p(y1, x1) - p(y1, x0)) * fx;
                 out.push(top + (bottom - top) * fy);
@@ -137,22 +247,19 @@ pub fn bilinear(plane: &Plane, width: usize, height: usize) -> Plane {
     }
 }
 
-/// Brings a plane to exactly `width` × `height` by the configured mode; letterbox padding is
-/// `pad`.
-pub fn fit(plane: Plane, width: usize, height: usize, mode: ResizeMode, pad: f32) -> Plane {
-    if plane.width == width && plane.height == height {
-        return plane;
-    }
-    let (sw, sh) = (plane.width as f32, plane.height as f32);
+/// Brings an image of another size to exactly `width` × `height` by the configured mode;
+/// letterbox padding is `pad`.
+pub fn fit(image: &impl Image, width: usize, height: usize, mode: ResizeMode, pad: f32) -> Plane {
+    let (sw, sh) = (image.width() as f32, image.height() as f32);
     let scale = match mode {
-        ResizeMode::Stretch => return bilinear(&plane, width, height),
+        ResizeMode::Stretch => return bilinear(image, width, height),
         ResizeMode::Letterbox => (width as f32 / sw).min(height as f32 / sh),
         ResizeMode::CenterCrop => (width as f32 / sw).max(height as f32 / sh),
     };
     let rw = ((sw * scale).round() as usize).max(1);
     let rh = ((sh * scale).round() as usize).max(1);
-    let scaled = bilinear(&plane, rw, rh);
-    let c = plane.channels;
+    let scaled = bilinear(image, rw, rh);
+    let c = image.channels();
     let mut out = vec![pad; width * height * c];
     // Offsets of the scaled image in the output (letterbox) or of the output in it (crop).
     let ox = (width as isize - rw as isize) / 2;
@@ -238,11 +345,11 @@ mod tests {
     #[test]
     fn letterbox_pads_and_crop_cuts() {
         let wide = plane(4, 2, vec![1.0; 8]);
-        let boxed = fit(wide, 4, 4, ResizeMode::Letterbox, 0.0);
+        let boxed = fit(&wide, 4, 4, ResizeMode::Letterbox, 0.0);
         assert_eq!(boxed.values[..4], [0.0; 4], "top padding row");
         assert_eq!(boxed.values[4..12], [1.0; 8]);
         let gray = fit(
-            plane(4, 2, vec![1.0; 8]),
+            &plane(4, 2, vec![1.0; 8]),
             4,
             4,
             ResizeMode::Letterbox,
@@ -255,13 +362,41 @@ mod tests {
         );
         assert_eq!(gray.values[12..], [114.0; 4], "bottom padding row");
         let cropped = fit(
-            plane(4, 2, vec![1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0]),
+            &plane(4, 2, vec![1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0]),
             2,
             2,
             ResizeMode::CenterCrop,
             0.0,
         );
         assert_eq!(cropped.values, vec![2.0, 3.0, 2.0, 3.0]);
+    }
+
+    #[test]
+    fn the_decoded_view_reads_what_the_full_plane_holds() {
+        let pixels = || Pixels {
+            width: 3,
+            height: 2,
+            channels: 4,
+            samples: Samples::U16((0..24).map(|v| v * 2700).collect()),
+        };
+        let options = ImageOptions {
+            convert_channels: true,
+            ..Default::default()
+        };
+        for (want, eight_bit) in [(3, true), (1, false), (3, false)] {
+            for orientation in 1..=8 {
+                let source = pixels();
+                let view = Decoded::new(&source, want, &options, eight_bit, orientation).unwrap();
+                let full = orient(
+                    to_plane(pixels(), want, &options, eight_bit).unwrap(),
+                    orientation,
+                );
+                assert_eq!((view.width(), view.height()), (full.width, full.height));
+                for (w, h) in [(2, 2), (5, 3), (1, 1)] {
+                    assert_eq!(bilinear(&view, w, h).values, bilinear(&full, w, h).values);
+                }
+            }
+        }
     }
 
     #[test]
