@@ -174,6 +174,14 @@ pub struct Args {
     #[arg(long, default_value_t = 30)]
     pub write_timeout: u64,
 
+    /// gRPC: milliseconds between HTTP/2 PINGs on a connection (Triton's default, 2 hours).
+    #[arg(long, default_value_t = 7_200_000)]
+    pub grpc_keepalive_time: u64,
+
+    /// gRPC: milliseconds a PING's answer may take; then the connection is dropped.
+    #[arg(long, default_value_t = 20_000)]
+    pub grpc_keepalive_timeout: u64,
+
     /// Seconds between SIGTERM (readiness turns 503) and closing the listeners, so the load
     /// balancer sees the server leave before it stops taking requests.
     #[arg(long, default_value_t = 5)]
@@ -303,6 +311,8 @@ impl Args {
                 header: Duration::from_secs(self.header_timeout),
                 body: Duration::from_secs(self.body_timeout),
                 write: Duration::from_secs(self.write_timeout),
+                keepalive: Duration::from_millis(self.grpc_keepalive_time.max(1)),
+                keepalive_timeout: Duration::from_millis(self.grpc_keepalive_timeout.max(1)),
             },
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
             cancel_on_disconnect: self.cancel_on_disconnect,

@@ -39,6 +39,10 @@ pub struct Timeouts {
     pub body: Duration,
     /// Longest wait for a client to take more bytes of a response; then the connection closes.
     pub write: Duration,
+    /// gRPC: how often an HTTP/2 connection is PINGed, and how long the answer may take before
+    /// the connection is dropped (Triton's keepalive time and timeout).
+    pub keepalive: Duration,
+    pub keepalive_timeout: Duration,
 }
 
 /// What every connection of one runtime shares.

@@ -49,6 +49,15 @@ pub async fn serve(stream: TcpStream, ctx: Rc<ConnectionContext>) {
     // idle timeout gets GOAWAY too.
     let mut draining: Option<BusyGuard> = None;
     let mut going_away = false;
+    let timeouts = ctx.timeouts;
+    // Keepalive: a PING every `keepalive`; a connection whose answer takes longer than
+    // `keepalive_timeout` is dropped (a peer that vanished without a FIN).
+    let mut pings = connection.ping_pong();
+    let (mut last_ping, mut awaiting_pong) = (Instant::now(), None::<Instant>);
+    let tick = timeouts
+        .idle
+        .min(timeouts.keepalive)
+        .min(timeouts.keepalive_timeout);
     loop {
         let accepted = match (&draining, going_away) {
             (Some(_), _) | (None, true) => connection.accept().await,
@@ -58,11 +67,31 @@ pub async fn serve(stream: TcpStream, ctx: Rc<ConnectionContext>) {
                     draining = Some(BusyGuard::new(&ctx.busy));
                     continue;
                 }
-                () = monoio::time::sleep(ctx.timeouts.idle) => {
-                    if calls.idle_for(ctx.timeouts.idle) {
+                () = monoio::time::sleep(tick) => {
+                    if calls.idle_for(timeouts.idle) {
                         connection.graceful_shutdown();
                         going_away = true;
+                        continue;
                     }
+                    match (awaiting_pong, pings.as_mut()) {
+                        (Some(sent), _) if sent.elapsed() >= timeouts.keepalive_timeout => {
+                            tracing::debug!("gRPC connection dropped: no answer to a PING");
+                            return;
+                        }
+                        (None, Some(p)) if last_ping.elapsed() >= timeouts.keepalive => {
+                            if p.send_ping(h2::Ping::opaque()).is_ok() {
+                                awaiting_pong = Some(Instant::now());
+                            }
+                        }
+                        _ => {}
+                    }
+                    continue;
+                }
+                _ = std::future::poll_fn(|cx| match pings.as_mut() {
+                    Some(p) => p.poll_pong(cx),
+                    None => std::task::Poll::Pending,
+                }), if awaiting_pong.is_some() => {
+                    (awaiting_pong, last_ping) = (None, Instant::now());
                     continue;
                 }
                 accepted = connection.accept() => accepted,

@@ -12,7 +12,7 @@ import pytest
 from conftest import Daemon
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-DATA, HEADERS, RST_STREAM, SETTINGS, GOAWAY, CONTINUATION = 0x0, 0x1, 0x3, 0x4, 0x7, 0x9
+DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, CONTINUATION = 0x0, 0x1, 0x3, 0x4, 0x6, 0x7, 0x9
 END_STREAM, END_HEADERS = 0x1, 0x4
 
 
@@ -250,5 +250,31 @@ def test_an_idle_connection_gets_goaway():
         seen = frames(s, until=GOAWAY, limit=5)
         assert goaway_code(seen) == 0, seen  # NO_ERROR: a graceful goodbye
         s.close()
+    finally:
+        d.stop()
+
+
+def test_a_peer_that_does_not_answer_pings_is_dropped():
+    """Triton's keepalive flags: a PING every --grpc-keepalive-time ms; no answer within
+    --grpc-keepalive-timeout ms ends the connection. A peer that answers stays."""
+    d = Daemon("--threads", "1", "--grpc-keepalive-time", "300", "--grpc-keepalive-timeout", "300")
+    try:
+        port = int(d.grpc_url.rsplit(":", 1)[1])
+        silent = socket.create_connection(("127.0.0.1", port), timeout=10)
+        silent.sendall(PREFACE + frame(SETTINGS, 0, 0))
+        seen = frames(silent, until="closed", limit=5)
+        assert any(f[0] == PING for f in seen[:-1]), seen
+        assert seen[-1] == ("closed",), seen
+        # One that answers every PING is still open after several rounds.
+        polite = socket.create_connection(("127.0.0.1", port), timeout=10)
+        polite.sendall(PREFACE + frame(SETTINGS, 0, 0))
+        deadline = time.time() + 2
+        while time.time() < deadline:
+            for f in frames(polite, until=PING, limit=1):
+                if f[0] == PING and not f[1] & 0x1:
+                    polite.sendall(frame(PING, 0x1, 0, f[3]))  # ACK with the same payload
+                assert f != ("closed",), "a connection that answers PINGs was dropped"
+        polite.close()
+        silent.close()
     finally:
         d.stop()
