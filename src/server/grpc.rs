@@ -73,15 +73,15 @@ pub async fn serve(stream: TcpStream, ctx: Rc<ConnectionContext>) {
                         going_away = true;
                         continue;
                     }
-                    match (awaiting_pong, pings.as_mut()) {
-                        (Some(sent), _) if sent.elapsed() >= timeouts.keepalive_timeout => {
+                    let ping_due = last_ping.elapsed() >= timeouts.keepalive;
+                    match awaiting_pong {
+                        Some(sent) if sent.elapsed() >= timeouts.keepalive_timeout => {
                             tracing::debug!("gRPC connection dropped: no answer to a PING");
                             return;
                         }
-                        (None, Some(p)) if last_ping.elapsed() >= timeouts.keepalive => {
-                            if p.send_ping(h2::Ping::opaque()).is_ok() {
-                                awaiting_pong = Some(Instant::now());
-                            }
+                        None if ping_due => {
+                            let sent = pings.as_mut().map(|p| p.send_ping(h2::Ping::opaque()));
+                            awaiting_pong = matches!(sent, Some(Ok(()))).then(Instant::now);
                         }
                         _ => {}
                     }
