@@ -186,8 +186,9 @@ fn push_float_bytes(out: &mut Vec<u8>, datatype: DataType, v: f64) -> bool {
             x.is_finite()
         }
         DataType::Fp64 => {
+            // JSON has no infinity: an infinite value is a literal past f64's range (4E+535).
             out.extend_from_slice(&v.to_le_bytes());
-            true
+            v.is_finite()
         }
         _ => false,
     }
@@ -707,6 +708,12 @@ mod fast_path_tests {
             .into_iter()
             .filter(|d| !matches!(d, DataType::Bool | DataType::Bytes))
             .collect()
+    }
+
+    #[test]
+    fn a_literal_past_the_range_of_fp64_is_refused_on_both_paths() {
+        assert_eq!(flat_numbers("[4E+535]", DataType::Fp64, 1), None);
+        assert!(decode_any("[4E+535]", DataType::Fp64, &[1], 1).is_err());
     }
 
     /// Whenever the fast path answers, the general decoder gives the same bytes.
