@@ -95,16 +95,7 @@ impl Image for Decoded<'_> {
     }
     fn value(&self, y: usize, x: usize, ch: usize) -> f32 {
         let (w, h) = (self.pixels.width, self.pixels.height);
-        let (sx, sy) = match self.orientation {
-            1 => (x, y),
-            2 => (w - 1 - x, y),
-            3 => (w - 1 - x, h - 1 - y),
-            4 => (x, h - 1 - y),
-            5 => (y, x),
-            6 => (y, h - 1 - x),
-            7 => (w - 1 - y, h - 1 - x),
-            _ => (w - 1 - y, x),
-        };
+        let (sx, sy) = oriented_source(self.orientation, x, y, w, h);
         let px = (sy * w + sx) * self.pixels.channels;
         match self.source[ch] {
             Some(c) => self.sample(px + c),
@@ -181,6 +172,21 @@ fn convert<S: Copy>(
     out
 }
 
+/// Where pixel (x, y) of the image as EXIF orientation `orientation` shows it comes from in
+/// the stored `w` × `h` image.
+fn oriented_source(orientation: u16, x: usize, y: usize, w: usize, h: usize) -> (usize, usize) {
+    match orientation {
+        2 => (w - 1 - x, y),
+        3 => (w - 1 - x, h - 1 - y),
+        4 => (x, h - 1 - y),
+        5 => (y, x),
+        6 => (y, h - 1 - x),
+        7 => (w - 1 - y, h - 1 - x),
+        8 => (w - 1 - y, x),
+        _ => (x, y),
+    }
+}
+
 /// Applies an EXIF orientation (1..=8).
 pub fn orient(plane: Plane, orientation: u16) -> Plane {
     if orientation <= 1 || orientation > 8 {
@@ -191,15 +197,7 @@ pub fn orient(plane: Plane, orientation: u16) -> Plane {
     let mut out = vec![0.0; plane.values.len()];
     for y in 0..dh {
         for x in 0..dw {
-            let (sx, sy) = match orientation {
-                2 => (w - 1 - x, y),
-                3 => (w - 1 - x, h - 1 - y),
-                4 => (x, h - 1 - y),
-                5 => (y, x),
-                6 => (y, h - 1 - x),
-                7 => (w - 1 - y, h - 1 - x),
-                _ => (w - 1 - y, x),
-            };
+            let (sx, sy) = oriented_source(orientation, x, y, w, h);
             let (d, s) = ((y * dw + x) * c, (sy * w + sx) * c);
             out[d..d + c].copy_from_slice(&plane.values[s..s + c]);
         }

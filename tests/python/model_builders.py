@@ -27,6 +27,19 @@ def save_onnx(repo, name, graph, opset=13, version=1, config='backend = "onnx"\n
     return folder / "model.onnx"
 
 
+def double_graph():
+    """y = x + x, FP32 [N, 3]."""
+    return helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"])], "double",
+                             [fp32_input("x", "N", 3)], [fp32_input("y", "N", 3)])
+
+
+def double_graph_bytes():
+    """`double_graph` as a serialized model, as a load request's `file:` carries it."""
+    model = helper.make_model(double_graph(), opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
 def cnn_graph(rng, size=16, channels=(8, 16), classes=5):
     """Conv-BN-ReLU-MaxPool, a strided Conv, HardSigmoid, GlobalAveragePool, Gemm, Softmax."""
     c1, c2 = channels

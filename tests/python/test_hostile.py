@@ -252,23 +252,12 @@ def test_out_of_descriptors_waits_then_serves():
         d.stop()
 
 
-def graph_bytes():
-    from onnx import helper
-
-    from model_builders import fp32_input
-
-    graph = helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"])], "double",
-                              [fp32_input("x", "N", 3)], [fp32_input("y", "N", 3)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    return model.SerializeToString()
-
-
 def test_configs_that_ask_for_thousands_of_threads_are_quick_400s(tmp_path):
     import tritonclient.http as httpclient
     from tritonclient.utils import InferenceServerException
 
     from conftest import EXPLICIT
+    from model_builders import double_graph_bytes
 
     d = Daemon("--threads", "1", *EXPLICIT, "--max-model-threads", "32", "--max-total-model-threads", "32")
     c = httpclient.InferenceServerClient(d.url)
@@ -284,7 +273,7 @@ def test_configs_that_ask_for_thousands_of_threads_are_quick_400s(tmp_path):
                 if config["backend"] == "identity":
                     c.load_model("identity", config=json.dumps(config))
                 else:
-                    c.load_model("graph", config=json.dumps(config), files={"file:1/model.onnx": graph_bytes()})
+                    c.load_model("graph", config=json.dumps(config), files={"file:1/model.onnx": double_graph_bytes()})
             assert time.monotonic() - started < 1
             assert e.value.status() == "400" and words in e.value.message(), e.value.message()
         # Within the per-version cap, but past what the server's models have left in total.

@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from onnx import helper
 from tritonclient.utils import InferenceServerException
 
 from conftest import EXPLICIT, TEST_REPO, Daemon
-from model_builders import fp32_input, save_onnx
+from model_builders import double_graph, double_graph_bytes, save_onnx
 from serving import call
 
 NO_CONTROL = "explicit model load / unload is not allowed if polling is enabled"
@@ -47,14 +46,6 @@ def label_config(label_filename):
     return {"backend": "identity",
             "input": [{"name": "INPUT0", "data_type": "TYPE_FP32", "dims": [4]}],
             "output": [{"name": "OUTPUT0", "data_type": "TYPE_FP32", "dims": [4], "label_filename": label_filename}]}
-
-
-def double_graph_bytes():
-    graph = helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"])], "double",
-                              [fp32_input("x", "N", 3)], [fp32_input("y", "N", 3)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    return model.SerializeToString()
 
 
 ONNX_CONFIG = {"backend": "onnxruntime", "max_batch_size": 8,
@@ -346,9 +337,7 @@ def test_restrictions_from_the_config_file(tmp_path):
 def test_poll_mode_follows_the_folder_with_requests_in_flight(tmp_path):
     repo = tmp_path / "repo"
     shutil.copytree(TEST_REPO, repo)
-    double = helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"])], "double",
-                               [fp32_input("x", "N", 3)], [fp32_input("y", "N", 3)])
-    save_onnx(repo, "graph", double)
+    save_onnx(repo, "graph", double_graph())
     d = Daemon("--threads", "2", "--model-control-mode", "poll", "--repository-poll-secs", "1", repo=repo)
     failures, stop = [], threading.Event()
     x = np.array([[1, 2, 3]], dtype=np.float32)

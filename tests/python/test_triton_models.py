@@ -20,7 +20,7 @@ from conftest import EXPLICIT, Daemon
 
 # The repository API loads and unloads in these tests.
 SERVER_ARGS = EXPLICIT
-from model_builders import fp32_input, save_onnx
+from model_builders import double_graph_bytes, fp32_input, save_onnx
 
 # L0_batcher's setup: preferred sizes 2 and 6, max_batch_size 8, a long delay (3 s here, 10 s
 # there); a request that is released at once comes back long before the delay.
@@ -197,15 +197,6 @@ def test_every_model_counts_its_queue(client):
     assert (after[0] - before[0], after[1] - before[1]) == (3, 3)
 
 
-def add_graph_bytes():
-    graph = helper.make_graph(
-        [helper.make_node("Add", ["x", "x"], ["y"])], "double", [fp32_input("x", "N", 3)], [fp32_input("y", "N", 3)]
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    return model.SerializeToString()
-
-
 def test_load_with_a_config_override(client):
     override = {"backend": "identity", "max_batch_size": 4, "dynamic_batching": {"max_queue_delay_microseconds": 7}}
     client.load_model("plain", config=json.dumps(override))
@@ -226,7 +217,7 @@ def test_load_a_new_model_from_files(server, client):
     config = {"backend": "onnxruntime", "max_batch_size": 8, "dynamic_batching": {},
               "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [3]}],
               "output": [{"name": "y", "data_type": "TYPE_FP32", "dims": [3]}]}
-    client.load_model("fresh", config=json.dumps(config), files={"file:1/model.onnx": add_graph_bytes()})
+    client.load_model("fresh", config=json.dumps(config), files={"file:1/model.onnx": double_graph_bytes()})
     x = np.array([[1, 2, 3]], dtype=np.float32)
     inp = httpclient.InferInput("x", [1, 3], "FP32")
     inp.set_data_from_numpy(x)
@@ -234,7 +225,7 @@ def test_load_a_new_model_from_files(server, client):
     index = {m["name"]: m for m in client.get_model_repository_index()}
     assert index["fresh"]["state"] == "READY"
     with pytest.raises(InferenceServerException, match="config") as e:
-        client.load_model("other", files={"file:1/model.onnx": add_graph_bytes()})
+        client.load_model("other", files={"file:1/model.onnx": double_graph_bytes()})
     assert e.value.status() == "400"
     with pytest.raises(InferenceServerException, match="<version>/<file>"):
         client.load_model("other", config=json.dumps(config), files={"file:../model.onnx": b"x"})
