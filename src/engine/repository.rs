@@ -241,7 +241,9 @@ impl Repository {
         if name.is_empty() || name.contains('/') || name.starts_with('.') {
             return Err(format!("'{name}' is not a model name"));
         }
-        let _loading = Loading::claim(&self.loading, name)?;
+        let _loading = Claim::new(&self.loading, name.to_string()).ok_or_else(|| {
+            format!("model '{name}' is already loading; try again when that load ends")
+        })?;
         // Checked when the load starts: the model it replaces gives its threads back.
         let used: usize = (self.models.load().values())
             .filter(|m| m.name != name)
@@ -264,10 +266,10 @@ impl Repository {
             )?;
             let staged = Staged::new(&self.staging_dir, &self.staged, &overrides.files)
                 .map_err(|e| format!("model '{name}': {e}"))?;
-            let mut model = load_model(&staged.dir, name, Some(config), caps);
+            let mut model = load_model(staged.dir(), name, Some(config), caps);
             // Every backend has read what it needs into memory by now; the folder goes when
             // `staged` does. No host path leaves in an error.
-            model.hide_path(&staged.dir, "<the load request's files>");
+            model.hide_path(staged.dir(), "<the load request's files>");
             model
         };
         // Only the check and the swap are serialised with other changes.
@@ -318,39 +320,31 @@ impl Overrides {
     }
 }
 
-/// A model being loaded: its name is in the loading set until this is dropped.
-struct Loading<'r> {
-    name: String,
-    set: &'r Mutex<BTreeSet<String>>,
+/// An entry of a set for as long as this lives: a model that is loading, a staging folder.
+struct Claim<'r, T: Ord + Clone> {
+    item: T,
+    set: &'r Mutex<BTreeSet<T>>,
 }
 
-impl<'r> Loading<'r> {
-    fn claim(set: &'r Mutex<BTreeSet<String>>, name: &str) -> Result<Loading<'r>, String> {
-        if !lock(set).insert(name.to_string()) {
-            return Err(format!(
-                "model '{name}' is already loading; try again when that load ends"
-            ));
-        }
-        Ok(Loading {
-            name: name.to_string(),
-            set,
-        })
+impl<'r, T: Ord + Clone> Claim<'r, T> {
+    /// `None` when the set holds `item` already.
+    fn new(set: &'r Mutex<BTreeSet<T>>, item: T) -> Option<Claim<'r, T>> {
+        // Lazily: a Claim made and dropped here would take out the holder's entry.
+        let inserted = lock(set).insert(item.clone());
+        inserted.then(|| Claim { item, set })
     }
 }
 
-impl Drop for Loading<'_> {
+impl<T: Ord + Clone> Drop for Claim<'_, T> {
     fn drop(&mut self) {
-        lock(self.set).remove(&self.name);
+        lock(self.set).remove(&self.item);
     }
 }
 
 /// A load request's files, written into a private folder of their own (a random name,
 /// created exclusively, mode 0700, under the staging dir), which is removed when this is
 /// dropped: after the load, whether it succeeded, failed or panicked.
-struct Staged<'r> {
-    dir: PathBuf,
-    registry: &'r Mutex<BTreeSet<PathBuf>>,
-}
+struct Staged<'r>(Claim<'r, PathBuf>);
 
 impl<'r> Staged<'r> {
     /// A path that is not `<version>/<file>` inside the folder is refused.
@@ -367,8 +361,7 @@ impl<'r> Staged<'r> {
             .map(|name| under.join(format!("tensord-load-{name}")))
             .find(|dir| folder.create(dir).is_ok())
             .ok_or("cannot create a staging folder for the load request's files")?;
-        let staged = Staged { dir, registry };
-        lock(registry).insert(staged.dir.clone());
+        let staged = Staged(Claim::new(registry, dir).ok_or("the staging folder is taken")?);
         for (path, contents) in files {
             let relative = Path::new(path);
             let mut parts = relative.components();
@@ -382,8 +375,8 @@ impl<'r> Staged<'r> {
                     "file:{path}: a model file must be named <version>/<file> inside the model folder"
                 ));
             }
-            let target = staged.dir.join(relative);
-            let parent = target.parent().unwrap_or(&staged.dir);
+            let target = staged.dir().join(relative);
+            let parent = target.parent().unwrap_or(staged.dir());
             folder.recursive(true);
             let written = folder.create(parent).and_then(|()| {
                 use std::io::Write;
@@ -401,10 +394,16 @@ impl<'r> Staged<'r> {
     }
 }
 
+impl Staged<'_> {
+    fn dir(&self) -> &Path {
+        &self.0.item
+    }
+}
+
+// The folder goes first; then the claim, dropped after, takes it out of the registry.
 impl Drop for Staged<'_> {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-        lock(self.registry).remove(&self.dir);
+        let _ = std::fs::remove_dir_all(self.dir());
     }
 }
 
@@ -741,6 +740,16 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_claim_leaves_the_holder_in_the_set() {
+        let set = Mutex::new(BTreeSet::new());
+        let first = Claim::new(&set, "m").unwrap();
+        assert!(Claim::new(&set, "m").is_none());
+        assert!(lock(&set).contains("m"));
+        drop(first);
+        assert!(lock(&set).is_empty());
+    }
+
+    #[test]
     fn staged_files_live_in_a_private_random_folder_removed_after() {
         use std::os::unix::fs::MetadataExt;
         let under = std::env::temp_dir().join(format!("tensord-staging-{}", std::process::id()));
@@ -750,17 +759,26 @@ mod tests {
         let files = vec![("1/model.onnx".to_string(), b"graph".to_vec())];
         let first = Staged::new(&under, &registry, &files).unwrap();
         let second = Staged::new(&under, &registry, &files).unwrap();
-        let name = first.dir.file_name().unwrap().to_str().unwrap().to_string();
+        let name = first
+            .dir()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
         let random = name.strip_prefix("tensord-load-").unwrap();
         assert!(random.len() == 32 && random.bytes().all(|b| b.is_ascii_hexdigit()));
-        assert_ne!(first.dir, second.dir);
+        assert_ne!(first.dir(), second.dir());
         assert!(!name.contains(&std::process::id().to_string()));
-        assert_eq!(std::fs::metadata(&first.dir).unwrap().mode() & 0o777, 0o700);
-        let file = first.dir.join("1/model.onnx");
+        assert_eq!(
+            std::fs::metadata(first.dir()).unwrap().mode() & 0o777,
+            0o700
+        );
+        let file = first.dir().join("1/model.onnx");
         assert_eq!(std::fs::read(&file).unwrap(), b"graph");
         assert_eq!(std::fs::metadata(&file).unwrap().mode() & 0o777, 0o600);
         assert_eq!(lock(&registry).len(), 2);
-        let dir = first.dir.clone();
+        let dir = first.dir().to_path_buf();
         drop(first);
         assert!(!dir.exists());
         assert_eq!(lock(&registry).len(), 1);

@@ -60,7 +60,7 @@ impl Settings {
     }
 
     fn timestamps(&self) -> bool {
-        self.level.iter().any(|l| l == "TIMESTAMPS")
+        timestamps(&self.level)
     }
 }
 
@@ -256,11 +256,7 @@ impl Tracer {
         if next.rate == Some(0) {
             return Err(Error::invalid("trace_rate must be at least 1"));
         }
-        let tracing_on = next
-            .level
-            .as_ref()
-            .is_some_and(|l| l.iter().any(|l| l == "TIMESTAMPS"));
-        if tracing_on && self.writer.is_none() {
+        if next.level.as_deref().is_some_and(timestamps) && self.writer.is_none() {
             return Err(Error::invalid(
                 "trace_level TIMESTAMPS needs a trace file, which only the operator sets (tensord \
                  --trace-file PATH)",
@@ -280,7 +276,6 @@ impl Tracer {
                 };
             }
         }
-        let timestamps = |level: &[String]| level.iter().any(|l| l == "TIMESTAMPS");
         let active = timestamps(&state.global.level)
             || (state.models.values()).any(|o| o.level.as_deref().is_some_and(timestamps));
         self.active.store(active, Ordering::Relaxed);
@@ -354,6 +349,11 @@ impl Tracer {
             writer.flush(Duration::from_secs(10));
         }
     }
+}
+
+/// Whether a level list traces (has TIMESTAMPS).
+fn timestamps(level: &[String]) -> bool {
+    level.iter().any(|l| l == "TIMESTAMPS")
 }
 
 fn levels(value: &Value) -> Result<Vec<String>, Error> {

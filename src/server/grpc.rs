@@ -100,11 +100,11 @@ pub async fn serve(stream: TcpStream, ctx: Rc<ConnectionContext>) {
         let Some(Ok((request, respond))) = accepted else {
             return;
         };
-        let guard = CallGuard::new(calls.clone());
-        let ctx = ctx.clone();
+        let (ctx, calls) = (ctx.clone(), calls.clone());
         monoio::spawn(async move {
+            let _open = BusyGuard::new(&calls.open);
             call(request, respond, ctx).await;
-            drop(guard);
+            calls.last.set(Instant::now());
         });
     }
 }
@@ -128,22 +128,6 @@ impl Calls {
     /// No call in progress, and none ended within `period`.
     fn idle_for(&self, period: Duration) -> bool {
         self.open.get() == 0 && self.last.get().elapsed() >= period
-    }
-}
-
-struct CallGuard(Rc<Calls>);
-
-impl CallGuard {
-    fn new(calls: Rc<Calls>) -> CallGuard {
-        calls.open.set(calls.open.get() + 1);
-        CallGuard(calls)
-    }
-}
-
-impl Drop for CallGuard {
-    fn drop(&mut self) {
-        self.0.open.set(self.0.open.get() - 1);
-        self.0.last.set(Instant::now());
     }
 }
 
