@@ -49,12 +49,53 @@ pub struct Options {
     pub max_total_threads: usize,
 }
 
-/// What a load may start: threads per version, and threads left of the server's total.
-#[derive(Clone, Copy)]
-struct Caps {
+/// What a load may start: threads per version, and a share of the server's total.
+struct Caps<'r> {
     per_version: usize,
-    total: usize,
-    left: usize,
+    total: &'r ThreadTotal,
+    /// The threads of the served models, the one being replaced left out.
+    served: &'r dyn Fn() -> usize,
+}
+
+/// The server's cap on model threads, and the threads promised to loads in progress: a
+/// load takes its share under this lock, so two loads checked at once cannot both take the
+/// last threads.
+struct ThreadTotal {
+    cap: usize,
+    promised: Mutex<usize>,
+}
+
+/// Threads promised to one load, given back when it is dropped: after the loaded model is
+/// in the served map, so that every thread is always counted at least once.
+struct Promise<'r> {
+    total: &'r ThreadTotal,
+    threads: usize,
+}
+
+impl ThreadTotal {
+    /// `Err(left)` when fewer than `threads` are left.
+    fn promise<'r>(
+        &'r self,
+        threads: usize,
+        served: &dyn Fn() -> usize,
+    ) -> Result<Promise<'r>, usize> {
+        let mut promised = lock(&self.promised);
+        let left = self.cap.saturating_sub(served().saturating_add(*promised));
+        if threads > left {
+            return Err(left);
+        }
+        *promised += threads;
+        Ok(Promise {
+            total: self,
+            threads,
+        })
+    }
+}
+
+impl Drop for Promise<'_> {
+    fn drop(&mut self) {
+        *lock(&self.total.promised) -= self.threads;
+    }
 }
 
 /// What poll mode compares: each file and folder of a model, with its size and mtime.
@@ -74,7 +115,7 @@ pub struct Repository {
     /// The models loading now (a second load of one of them is refused, not queued).
     loading: Mutex<BTreeSet<String>>,
     max_model_threads: usize,
-    max_total_threads: usize,
+    threads: ThreadTotal,
 }
 
 impl Repository {
@@ -100,15 +141,21 @@ impl Repository {
             (_, _) => return Err("--load-model needs --model-control-mode explicit".into()),
         };
         let mut models = BTreeMap::new();
-        let mut left = options.max_total_threads;
+        let threads = ThreadTotal {
+            cap: options.max_total_threads,
+            promised: Mutex::new(0),
+        };
         for name in selected {
+            let used: usize = models
+                .values()
+                .map(|m: &Arc<ServedModel>| m.threads())
+                .sum();
             let caps = Caps {
                 per_version: options.max_model_threads,
-                total: options.max_total_threads,
-                left,
+                total: &threads,
+                served: &|| used,
             };
-            let model = load_model(&dir.join(&name), &name, None, caps);
-            left = left.saturating_sub(model.threads());
+            let (model, _promise) = load_model(&dir.join(&name), &name, None, caps);
             models.insert(name, Arc::new(model));
         }
         let seen = match options.control {
@@ -127,7 +174,7 @@ impl Repository {
             seen: Mutex::new(seen),
             loading: Mutex::new(BTreeSet::new()),
             max_model_threads: options.max_model_threads,
-            max_total_threads: options.max_total_threads,
+            threads,
         })
     }
 
@@ -244,17 +291,20 @@ impl Repository {
         let _loading = Claim::new(&self.loading, name.to_string()).ok_or_else(|| {
             format!("model '{name}' is already loading; try again when that load ends")
         })?;
-        // Checked when the load starts: the model it replaces gives its threads back.
-        let used: usize = (self.models.load().values())
-            .filter(|m| m.name != name)
-            .map(|m| m.threads())
-            .sum();
+        // The model it replaces gives its threads back.
+        let served = || -> usize {
+            (self.models.load().values())
+                .filter(|m| m.name != name)
+                .map(|m| m.threads())
+                .sum()
+        };
         let caps = Caps {
             per_version: self.max_model_threads,
-            total: self.max_total_threads,
-            left: self.max_total_threads.saturating_sub(used),
+            total: &self.threads,
+            served: &served,
         };
-        let model = if overrides.files.is_empty() {
+        // The promise is given back when this returns, after the swap.
+        let (model, _promise) = if overrides.files.is_empty() {
             if !self.dir.join(name).is_dir() {
                 return Err(format!("no model folder '{name}' in the repository"));
             }
@@ -266,11 +316,11 @@ impl Repository {
             )?;
             let staged = Staged::new(&self.staging_dir, &self.staged, &overrides.files)
                 .map_err(|e| format!("model '{name}': {e}"))?;
-            let mut model = load_model(staged.dir(), name, Some(config), caps);
+            let (mut model, promise) = load_model(staged.dir(), name, Some(config), caps);
             // Every backend has read what it needs into memory by now; the folder goes when
             // `staged` does. No host path leaves in an error.
             model.hide_path(staged.dir(), "<the load request's files>");
-            model
+            (model, promise)
         };
         // Only the check and the swap are serialised with other changes.
         let _one_at_a_time = lock(&self.changing);
@@ -465,7 +515,13 @@ fn model_folders(dir: &Path) -> Result<Vec<String>, String> {
 
 /// Reads a model folder: its config (or `config`, a load request's), then each version the
 /// policy selects.
-fn load_model(dir: &Path, name: &str, config: Option<ModelConfig>, caps: Caps) -> ServedModel {
+/// The model comes with the threads promised to it.
+fn load_model<'r>(
+    dir: &Path,
+    name: &str,
+    config: Option<ModelConfig>,
+    caps: Caps<'r>,
+) -> (ServedModel, Option<Promise<'r>>) {
     let source = match &config {
         Some(_) => "the load request's config".to_string(),
         None => config_file(dir).display().to_string(),
@@ -489,7 +545,7 @@ fn load_model(dir: &Path, name: &str, config: Option<ModelConfig>, caps: Caps) -
         Err(e) => {
             tracing::error!(model = name, "model not loaded: {e}");
             model.error = Some(e);
-            return model;
+            return (model, None);
         }
     }
     let on_disk = version_folders(dir);
@@ -505,21 +561,23 @@ fn load_model(dir: &Path, name: &str, config: Option<ModelConfig>, caps: Caps) -
         );
         tracing::error!(model = name, "model not loaded: {e}");
         model.error = Some(e);
-        return model;
+        return (model, None);
     }
     let needed = model.config.threads().saturating_mul(selected.len());
-    if needed > caps.left {
-        let e = format!(
-            "{source}: {needed} threads for {} version(s), but only {} of the server's {} \
-             (--max-total-model-threads) are left",
-            selected.len(),
-            caps.left,
-            caps.total
-        );
-        tracing::error!(model = name, "model not loaded: {e}");
-        model.error = Some(e);
-        return model;
-    }
+    let promise = match caps.total.promise(needed, caps.served) {
+        Ok(promise) => promise,
+        Err(left) => {
+            let e = format!(
+                "{source}: {needed} threads for {} version(s), but only {left} of the server's {} \
+                 (--max-total-model-threads) are left",
+                selected.len(),
+                caps.total.cap
+            );
+            tracing::error!(model = name, "model not loaded: {e}");
+            model.error = Some(e);
+            return (model, None);
+        }
+    };
     for version in selected {
         let state = load_version(name, &model.config, &dir.join(version.to_string()))
             .and_then(|loaded| LoadedVersion::new(loaded, &model.config, name, dir))
@@ -532,7 +590,7 @@ fn load_model(dir: &Path, name: &str, config: Option<ModelConfig>, caps: Caps) -
         }
         model.versions.push(ModelVersion { version, state });
     }
-    model
+    (model, Some(promise))
 }
 
 fn config_file(dir: &Path) -> PathBuf {
@@ -575,6 +633,45 @@ mod tests {
     fn write(dir: &Path, model: &str, config: &str) {
         std::fs::create_dir_all(dir.join(model)).unwrap();
         std::fs::write(dir.join(model).join("config.toml"), config).unwrap();
+    }
+
+    #[test]
+    fn loads_at_once_cannot_share_the_last_threads() {
+        let dir = std::env::temp_dir().join(format!("tensord-threads-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let options = Options {
+            control: ModelControl::Explicit,
+            load_at_start: Vec::new(),
+            max_total_threads: 10,
+            ..explicit()
+        };
+        let repo = Repository::open(&dir, options).unwrap();
+        let names: Vec<String> = (0..16).map(|i| format!("m{i}")).collect();
+        for name in &names {
+            write(
+                &dir,
+                name,
+                "backend = \"builtin\"\nbuiltin = \"identity\"\ninstance_count = 4\n",
+            );
+        }
+        // Sixteen loads of four threads each start together; only two fit in ten.
+        let start = std::sync::Barrier::new(names.len());
+        std::thread::scope(|s| {
+            for name in &names {
+                let (repo, start) = (&repo, &start);
+                s.spawn(move || {
+                    start.wait();
+                    let _ = repo.load(name, Overrides::default());
+                });
+            }
+        });
+        let ready = repo.models().iter().filter(|m| m.is_ready()).count();
+        assert_eq!(ready, 2);
+        let used: usize = repo.models().iter().map(|m| m.threads()).sum();
+        assert_eq!(used, 8);
+        assert_eq!(*lock(&repo.threads.promised), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
