@@ -552,6 +552,105 @@ mod tests {
         assert_eq!(fine.map(|r| r.ok()), std::task::Poll::Ready(Some(7)));
     }
 
+    /// A handler that panics answers INTERNAL, and its connection and the daemon go on: a
+    /// second call on the same connection is answered.
+    #[test]
+    fn a_panicking_handler_leaves_the_connection_serving() {
+        use crate::config::Args;
+        use clap::Parser;
+        use std::sync::Arc;
+
+        let repo = std::env::temp_dir().join(format!("tensord-grpc-panic-{}", std::process::id()));
+        std::fs::create_dir_all(repo.join("add_sub")).unwrap();
+        std::fs::write(repo.join("add_sub/config.toml"), "backend = \"builtin\"\n").unwrap();
+        let port = |l: std::net::TcpListener| l.local_addr().unwrap().port();
+        let free = || port(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+        let grpc_addr = format!("127.0.0.1:{}", free());
+        let http_addr = format!("127.0.0.1:{}", free());
+        let repo_arg = repo.to_string_lossy().into_owned();
+        let argv = [
+            "tensord",
+            "--model-repository",
+            &repo_arg,
+            "--http-addr",
+            &http_addr,
+        ];
+        let args =
+            Args::try_parse_from(
+                argv.iter()
+                    .chain(&["--grpc-addr", &grpc_addr, "--threads", "1"]),
+            )
+            .unwrap();
+        let repository = crate::engine::Repository::open(
+            &args.model_repository,
+            args.repository_options().unwrap(),
+        )
+        .unwrap();
+        let engine = Arc::new(crate::engine::Engine::new(
+            repository,
+            args.limits(),
+            false,
+            args.tracer().unwrap(),
+        ));
+        let (_, handle) =
+            tracing_subscriber::reload::Layer::new(tracing_subscriber::EnvFilter::new("info"));
+        let metrics = Arc::new(crate::metrics::ServerMetrics::new(1));
+        let service = Arc::new(crate::doors::Service::new(
+            engine,
+            metrics.clone(),
+            None,
+            Arc::new(crate::logging::Logging::new(handle, "info")),
+            args.access().unwrap(),
+        ));
+        let server =
+            super::super::Server::start(args.server_config().unwrap(), service, metrics).unwrap();
+
+        let statuses = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let stream = monoio::net::TcpStream::connect(&grpc_addr).await.unwrap();
+                let (mut client, connection) =
+                    h2::client::handshake(stream.into_poll_io().unwrap())
+                        .await
+                        .unwrap();
+                monoio::spawn(connection);
+                let mut statuses = Vec::new();
+                for path in [
+                    grpc::TEST_PANIC,
+                    "/inference.GRPCInferenceService/ServerLive",
+                ] {
+                    let request = http::Request::post(format!("http://{grpc_addr}{path}"))
+                        .header("content-type", "application/grpc")
+                        .header("te", "trailers")
+                        .body(())
+                        .unwrap();
+                    let (response, mut send) = client.send_request(request, false).unwrap();
+                    send.send_data(Bytes::from_static(&[0, 0, 0, 0, 0]), true)
+                        .unwrap();
+                    let wait = monoio::time::timeout(Duration::from_secs(10), response);
+                    let response = wait.await.expect("no answer in 10 s").unwrap();
+                    let (head, mut body) = response.into_parts();
+                    let mut message = Vec::new();
+                    while let Some(chunk) = body.data().await {
+                        message.extend_from_slice(&chunk.unwrap());
+                    }
+                    let trailers = body.trailers().await.unwrap().unwrap_or_default();
+                    let status = (trailers.get("grpc-status"))
+                        .or(head.headers.get("grpc-status"))
+                        .map(|v| v.to_str().unwrap().to_string());
+                    statuses.push((status, message));
+                }
+                statuses
+            });
+        server.stop();
+        std::fs::remove_dir_all(&repo).unwrap();
+        assert_eq!(statuses[0].0.as_deref(), Some("13"));
+        // ServerLiveResponse { live: true }, length-prefixed.
+        assert_eq!(statuses[1], (Some("0".into()), vec![0, 0, 0, 0, 2, 8, 1]));
+    }
+
     #[test]
     fn grpc_timeouts_in_every_unit() {
         let ok = |text: &str| parse_timeout(text.as_bytes()).unwrap();

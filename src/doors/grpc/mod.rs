@@ -39,6 +39,10 @@ pub mod proto {
 
 use proto::inference as pb;
 
+/// A method whose handler panics, in test builds only: the server's catch is tested with it.
+#[cfg(test)]
+pub const TEST_PANIC: &str = "/tensord.Test/Panic";
+
 /// Answers one call: `path` is `/package.Service/Method`, `message` the request's encoded
 /// message, `timeout` the call's `grpc-timeout`, `waitread` when the server began waiting for
 /// the message and when it had it (for traces). Returns the encoded response message.
@@ -50,6 +54,10 @@ pub async fn call(
     waitread: [Instant; 2],
 ) -> Result<Encoded, Status> {
     let engine = service.engine();
+    #[cfg(test)]
+    if path == TEST_PANIC {
+        panic!("a handler bug, for the test");
+    }
     if let Some(method) = path.strip_prefix("/tensorflow.serving.") {
         return tfs::call(engine, method, message, timeout).await;
     }
