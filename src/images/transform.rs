@@ -1,8 +1,8 @@
 //! Pixels to model values: orientation, channel order and count, bilinear resize, normalisation.
 //! Works on f32 HWC planes; the store into the tensor's datatype and layout is in `mod.rs`. A
-//! resize reads the decoded samples through a view (`Decoded`) that orients and converts each
-//! value as it is read, so an image larger than the model's input never exists as a full-size
-//! f32 plane (four times its 8-bit samples).
+//! resize reads the decoded samples through a view (`Decoded`) that orients and converts the
+//! two rows it reads at a time, so no image exists as a full-size f32 plane (four times its
+//! 8-bit samples): the only f32 plane is the output's.
 
 use super::decode::{Pixels, Samples};
 use super::options::{ColorOrder, ImageOptions, ResizeMode};
@@ -16,12 +16,13 @@ pub struct Plane {
     pub values: Vec<f32>,
 }
 
-/// Values read by (row, column, channel): what a resize reads from.
+/// Values read a row at a time (width × channels, HWC): what a resize reads from.
 pub trait Image {
     fn width(&self) -> usize;
     fn height(&self) -> usize;
     fn channels(&self) -> usize;
-    fn value(&self, y: usize, x: usize, ch: usize) -> f32;
+    /// Replaces `out` with row `y`: the pixels of columns `cols`, or of every column.
+    fn row(&self, y: usize, cols: Option<&[usize]>, out: &mut Vec<f32>);
 }
 
 impl Image for Plane {
@@ -34,8 +35,16 @@ impl Image for Plane {
     fn channels(&self) -> usize {
         self.channels
     }
-    fn value(&self, y: usize, x: usize, ch: usize) -> f32 {
-        self.values[(y * self.width + x) * self.channels + ch]
+    fn row(&self, y: usize, cols: Option<&[usize]>, out: &mut Vec<f32>) {
+        let (len, c) = (self.width * self.channels, self.channels);
+        let row = &self.values[y * len..(y + 1) * len];
+        out.clear();
+        match cols {
+            None => out.extend_from_slice(row),
+            Some(cols) => cols
+                .iter()
+                .for_each(|&x| out.extend_from_slice(&row[x * c..][..c])),
+        }
     }
 }
 
@@ -68,11 +77,38 @@ impl<'p> Decoded<'p> {
         })
     }
 
-    fn sample(&self, i: usize) -> f32 {
-        match &self.pixels.samples {
-            Samples::U8(v) => f32::from(v[i]),
-            Samples::U16(v) if self.eight_bit => f32::from(v[i]) / 257.0,
-            Samples::U16(v) => f32::from(v[i]),
+    /// Row `y` of the oriented image, from `samples` converted by `to_f32`.
+    fn row_of<S: Copy>(
+        &self,
+        samples: &[S],
+        (y, cols): (usize, Option<&[usize]>),
+        out: &mut Vec<f32>,
+        to_f32: impl Fn(S) -> f32,
+    ) {
+        let (w, h, have) = (self.pixels.width, self.pixels.height, self.pixels.channels);
+        out.clear();
+        if cols.is_none() && matches!(self.orientation, 1 | 4) {
+            // A stored row, front to back.
+            let sy = oriented_source(self.orientation, 0, y, w, h).1;
+            return convert(
+                &samples[sy * w * have..][..w * have],
+                have,
+                &self.source,
+                to_f32,
+                out,
+            );
+        }
+        let mut pixel = |x: usize| {
+            let (sx, sy) = oriented_source(self.orientation, x, y, w, h);
+            let px = &samples[(sy * w + sx) * have..][..have];
+            out.extend(self.source.iter().map(|source| match *source {
+                Some(c) => to_f32(px[c]),
+                None => 0.299 * to_f32(px[0]) + 0.587 * to_f32(px[1]) + 0.114 * to_f32(px[2]),
+            }));
+        };
+        match cols {
+            Some(cols) => cols.iter().for_each(|&x| pixel(x)),
+            None => (0..self.width()).for_each(pixel),
         }
     }
 }
@@ -93,15 +129,12 @@ impl Image for Decoded<'_> {
     fn channels(&self) -> usize {
         self.source.len()
     }
-    fn value(&self, y: usize, x: usize, ch: usize) -> f32 {
-        let (w, h) = (self.pixels.width, self.pixels.height);
-        let (sx, sy) = oriented_source(self.orientation, x, y, w, h);
-        let px = (sy * w + sx) * self.pixels.channels;
-        match self.source[ch] {
-            Some(c) => self.sample(px + c),
-            None => {
-                0.299 * self.sample(px) + 0.587 * self.sample(px + 1) + 0.114 * self.sample(px + 2)
-            }
+    fn row(&self, y: usize, cols: Option<&[usize]>, out: &mut Vec<f32>) {
+        let at = (y, cols);
+        match &self.pixels.samples {
+            Samples::U8(v) => self.row_of(v, at, out, f32::from),
+            Samples::U16(v) if self.eight_bit => self.row_of(v, at, out, |s| f32::from(s) / 257.0),
+            Samples::U16(v) => self.row_of(v, at, out, f32::from),
         }
     }
 }
@@ -129,39 +162,21 @@ fn channel_sources(
     Ok(source)
 }
 
-/// Native samples to f32 in the model's channel count and order. 16-bit samples keep their
-/// value, except into 8-bit datatypes (`eight_bit`), where they are scaled to 0..255.
-pub fn to_plane(
-    pixels: Pixels,
-    want: usize,
-    options: &ImageOptions,
-    eight_bit: bool,
-) -> Result<Plane, String> {
-    let have = pixels.channels;
-    let source = channel_sources(have, want, options)?;
-    let values = match &pixels.samples {
-        Samples::U8(v) => convert(v, have, &source, f32::from),
-        Samples::U16(v) if eight_bit => convert(v, have, &source, |s| f32::from(s) / 257.0),
-        Samples::U16(v) => convert(v, have, &source, f32::from),
-    };
-    Ok(Plane {
-        width: pixels.width,
-        height: pixels.height,
-        channels: want,
-        values,
-    })
-}
-
 /// One pass over the samples, picking and converting each output value.
 fn convert<S: Copy>(
     samples: &[S],
     have: usize,
     source: &[Option<usize>],
     to_f32: impl Fn(S) -> f32,
-) -> Vec<f32> {
+    out: &mut Vec<f32>,
+) {
     let want = source.len();
-    let mut out = vec![0.0; samples.len() / have * want];
-    for (px, dst) in samples.chunks_exact(have).zip(out.chunks_exact_mut(want)) {
+    let start = out.len();
+    out.resize(start + samples.len() / have * want, 0.0);
+    for (px, dst) in samples
+        .chunks_exact(have)
+        .zip(out[start..].chunks_exact_mut(want))
+    {
         for (d, src) in dst.iter_mut().zip(source) {
             *d = match *src {
                 Some(c) => to_f32(px[c]),
@@ -169,7 +184,6 @@ fn convert<S: Copy>(
             };
         }
     }
-    out
 }
 
 /// Where pixel (x, y) of the image as EXIF orientation `orientation` shows it comes from in
@@ -187,33 +201,24 @@ fn oriented_source(orientation: u16, x: usize, y: usize, w: usize, h: usize) -> 
     }
 }
 
-/// Applies an EXIF orientation (1..=8).
-pub fn orient(plane: Plane, orientation: u16) -> Plane {
-    if orientation <= 1 || orientation > 8 {
-        return plane;
-    }
-    let (w, h, c) = (plane.width, plane.height, plane.channels);
-    let (dw, dh) = if orientation >= 5 { (h, w) } else { (w, h) };
-    let mut out = vec![0.0; plane.values.len()];
-    for y in 0..dh {
-        for x in 0..dw {
-            let (sx, sy) = oriented_source(orientation, x, y, w, h);
-            let (d, s) = ((y * dw + x) * c, (sy * w + sx) * c);
-            out[d..d + c].copy_from_slice(&plane.values[s..s + c]);
-        }
-    }
-    Plane {
-        width: dw,
-        height: dh,
-        channels: c,
-        values: out,
-    }
-}
-
 /// Bilinear resize with OpenCV's INTER_LINEAR geometry (pixel centres aligned,
 /// src = (dst + 0.5) × scale − 0.5, clamped to the edges).
 pub fn bilinear(image: &impl Image, width: usize, height: usize) -> Plane {
     let c = image.channels();
+    if (width, height) == (image.width(), image.height()) {
+        // Every weight would be 0: the rows as they are.
+        let (mut values, mut row) = (Vec::with_capacity(width * height * c), Vec::new());
+        for y in 0..height {
+            image.row(y, None, &mut row);
+            values.extend_from_slice(&row);
+        }
+        return Plane {
+            width,
+            height,
+            channels: c,
+            values,
+        };
+    }
     let axis = |dst: usize, src: usize| -> Vec<(usize, usize, f32)> {
         let scale = src as f32 / dst as f32;
         (0..dst)
@@ -225,15 +230,42 @@ pub fn bilinear(image: &impl Image, width: usize, height: usize) -> Plane {
             })
             .collect()
     };
-    let (xs, ys) = (axis(width, image.width()), axis(height, image.height()));
+    let (mut xs, ys) = (axis(width, image.width()), axis(height, image.height()));
+    // Only the columns the output reads are converted (a large downscale reads few); `xs` then
+    // points into them.
+    let mut cols: Vec<usize> = xs.iter().flat_map(|&(x0, x1, _)| [x0, x1]).collect();
+    cols.sort_unstable();
+    cols.dedup();
+    let cols = (cols.len() < image.width()).then(|| {
+        for x in &mut xs {
+            let at = |x| cols.partition_point(|&c| c < x);
+            *x = (at(x.0), at(x.1), x.2);
+        }
+        cols
+    });
+    // The two source rows an output row reads, each converted once as the rows move down: no
+    // full-size f32 copy of the image, and rows between the ones read are never converted.
+    let (mut top, mut bottom) = ((usize::MAX, Vec::new()), (usize::MAX, Vec::new()));
     let mut out = Vec::with_capacity(width * height * c);
     for &(y0, y1, fy) in &ys {
+        if top.0 != y0 {
+            if bottom.0 == y0 {
+                std::mem::swap(&mut top, &mut bottom);
+            } else {
+                image.row(y0, cols.as_deref(), &mut top.1);
+                top.0 = y0;
+            }
+        }
+        if bottom.0 != y1 {
+            image.row(y1, cols.as_deref(), &mut bottom.1);
+            bottom.0 = y1;
+        }
         for &(x0, x1, fx) in &xs {
             for ch in 0..c {
-                let p = |y: usize, x: usize| image.value(y, x, ch);
-                let top = p(y0, x0) + (p(y0, x1) - p(y0, x0)) * fx;
-                let bottom = p(y1, x0) + (p(y1, x1) - p(y1, x0)) * fx;
-                out.push(top + (bottom - top) * fy);
+                let (a, b) = (x0 * c + ch, x1 * c + ch);
+                let upper = top.1[a] + (top.1[b] - top.1[a]) * fx;
+                let lower = bottom.1[a] + (bottom.1[b] - bottom.1[a]) * fx;
+                out.push(upper + (lower - upper) * fy);
             }
         }
     }
@@ -303,6 +335,55 @@ pub fn normalize(plane: &mut Plane, options: &ImageOptions) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The reference the view is checked against: native samples to f32 in the model's channel count and order. 16-bit samples keep their
+    /// value, except into 8-bit datatypes (`eight_bit`), where they are scaled to 0..255.
+    fn to_plane(
+        pixels: Pixels,
+        want: usize,
+        options: &ImageOptions,
+        eight_bit: bool,
+    ) -> Result<Plane, String> {
+        let have = pixels.channels;
+        let source = channel_sources(have, want, options)?;
+        let mut values = Vec::new();
+        match &pixels.samples {
+            Samples::U8(v) => convert(v, have, &source, f32::from, &mut values),
+            Samples::U16(v) if eight_bit => {
+                convert(v, have, &source, |s| f32::from(s) / 257.0, &mut values)
+            }
+            Samples::U16(v) => convert(v, have, &source, f32::from, &mut values),
+        };
+        Ok(Plane {
+            width: pixels.width,
+            height: pixels.height,
+            channels: want,
+            values,
+        })
+    }
+
+    /// The reference for orientation: applies an EXIF orientation (1..=8) to a whole plane.
+    fn orient(plane: Plane, orientation: u16) -> Plane {
+        if orientation <= 1 || orientation > 8 {
+            return plane;
+        }
+        let (w, h, c) = (plane.width, plane.height, plane.channels);
+        let (dw, dh) = if orientation >= 5 { (h, w) } else { (w, h) };
+        let mut out = vec![0.0; plane.values.len()];
+        for y in 0..dh {
+            for x in 0..dw {
+                let (sx, sy) = oriented_source(orientation, x, y, w, h);
+                let (d, s) = ((y * dw + x) * c, (sy * w + sx) * c);
+                out[d..d + c].copy_from_slice(&plane.values[s..s + c]);
+            }
+        }
+        Plane {
+            width: dw,
+            height: dh,
+            channels: c,
+            values: out,
+        }
+    }
 
     fn plane(w: usize, h: usize, values: Vec<f32>) -> Plane {
         Plane {
@@ -390,7 +471,7 @@ mod tests {
                     orientation,
                 );
                 assert_eq!((view.width(), view.height()), (full.width, full.height));
-                for (w, h) in [(2, 2), (5, 3), (1, 1)] {
+                for (w, h) in [(2, 2), (5, 3), (1, 1), (3, 2), (2, 3)] {
                     assert_eq!(bilinear(&view, w, h).values, bilinear(&full, w, h).values);
                 }
             }

@@ -284,3 +284,22 @@ def test_a_decompression_bomb_is_refused_from_its_header(server):
     assert "images 0 to 2 have 201326592 pixels together: over the limit of 134217728" in error, error
     assert peak_rss_kb(server.proc.pid) - before < 256 * 1024
     assert urllib.request.urlopen(f"http://{server.url}/v2/health/live").status == 200
+
+
+def test_a_near_size_image_is_resized_without_a_full_size_float_copy(tmp_path):
+    """A 2048x2048 RGB image into a fixed 1024x1024 UINT8 input: the decoded samples (12 MiB),
+    the output's f32 plane (12 MiB) and the tensor (3 MiB), but no 48 MiB f32 copy of the
+    image before the resize."""
+    probe_model(tmp_path, "near", "UINT8", [-1, 1024, 1024, 3])
+    png = encode(smooth(2048, 2048), "PNG", compress_level=1)
+    d = Daemon("--threads", "1", "--max-body-bytes", str(64 << 20), repo=tmp_path)
+    try:
+        client = httpclient.InferenceServerClient(d.url, network_timeout=60)
+        before = peak_rss_kb(d.proc.pid)
+        got = send(client, "near", [png])
+        grown = (peak_rss_kb(d.proc.pid) - before) // 1024
+        assert got.shape == (1, 1024, 1024, 3)
+        # The body, the decoded image, the output plane and the tensor, with allocator slack.
+        assert grown < len(png) // (1 << 20) + 12 + 12 + 3 + 8, f"peak RSS grew {grown} MiB"
+    finally:
+        d.stop()
