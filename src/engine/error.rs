@@ -39,6 +39,9 @@ impl ErrorKind {
 pub struct Error {
     pub kind: ErrorKind,
     pub message: String,
+    /// The request had reached the model's queue: only then is it a failure in the model's
+    /// statistics, as in Triton (a request refused before it is queued is counted nowhere).
+    pub queued: bool,
 }
 
 impl Error {
@@ -46,6 +49,15 @@ impl Error {
         Error {
             kind,
             message: message.into(),
+            queued: false,
+        }
+    }
+
+    /// This error, from a request that had reached the model's queue.
+    pub fn of_queued(self) -> Error {
+        Error {
+            queued: true,
+            ..self
         }
     }
 

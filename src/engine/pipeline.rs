@@ -20,6 +20,8 @@ impl Engine {
         loaded: &'m LoadedVersion,
         mut request: InferRequest<'_>,
     ) -> Result<InferResponse<'m>, Error> {
+        // As Triton: a request the model cannot answer as asked costs no model time.
+        let wanted = wanted_outputs(model, loaded, &request.outputs)?;
         self.decode_images(&mut request.inputs, loaded).await?;
         let inputs = arrange_inputs(model, loaded, &request.inputs)?;
         let batching = model.config.max_batch_size > 0;
@@ -36,30 +38,35 @@ impl Engine {
                 None => Ok(tensor),
             })
             .collect::<Result<_, _>>()?;
-        let (outputs, timeline) = loaded.executor.execute(inputs, request.timeout).await?;
-        if outputs.len() != loaded.outputs.len() {
-            return Err(Error::internal(format!(
-                "model '{}' returned {} outputs, declared {}",
-                model.name,
-                outputs.len(),
-                loaded.outputs.len()
-            )));
-        }
-        let outputs = outputs
-            .into_iter()
-            .zip(&loaded.outputs)
-            .map(|(tensor, spec)| match (&spec.reshape, &spec.dims) {
-                (Some(_), Some(dims)) => reshaped(tensor, batching, &dims[usize::from(batching)..])
-                    .map_err(Error::internal),
-                _ => Ok(tensor),
+        let ran = async {
+            let (outputs, timeline) = loaded.executor.execute(inputs, request.timeout).await?;
+            if outputs.len() != loaded.outputs.len() {
+                return Err(Error::internal(format!(
+                    "model '{}' returned {} outputs, declared {}",
+                    model.name,
+                    outputs.len(),
+                    loaded.outputs.len()
+                )));
+            }
+            let outputs = outputs
+                .into_iter()
+                .zip(&loaded.outputs)
+                .map(|(tensor, spec)| match (&spec.reshape, &spec.dims) {
+                    (Some(_), Some(dims)) => {
+                        reshaped(tensor, batching, &dims[usize::from(batching)..])
+                            .map_err(Error::internal)
+                    }
+                    _ => Ok(tensor),
+                })
+                .collect::<Result<_, _>>()?;
+            let outputs = select_outputs(model, loaded, &wanted, outputs)?;
+            Ok(InferResponse {
+                outputs,
+                rows,
+                timeline,
             })
-            .collect::<Result<_, _>>()?;
-        let outputs = select_outputs(model, loaded, &request.outputs, outputs)?;
-        Ok(InferResponse {
-            outputs,
-            rows,
-            timeline,
-        })
+        };
+        ran.await.map_err(Error::of_queued)
     }
 
     /// Turns BYTES [N] inputs sent to image inputs (4 dims) into the model's tensors. Heavy
@@ -138,7 +145,8 @@ pub async fn counted<T>(
             stats.record_success(done.rows, started.elapsed());
             stats.response_bytes.observe(done.bytes as f64);
         }
-        Err(e) => stats.record_failure(started.elapsed(), e.kind),
+        Err(e) if e.queued => stats.record_failure(started.elapsed(), e.kind),
+        Err(_) => {}
     }
     result.map(|done| done.reply)
 }
@@ -195,12 +203,53 @@ fn arrange_inputs(
         .collect()
 }
 
+/// The requested outputs as (index in the model's outputs, classes asked), checked before the
+/// model runs: each names an output of the model, once, and classification asks a numeric one.
+/// `classification: 0` is no classification, as in Triton (tritonclient's default class_count).
+fn wanted_outputs(
+    model: &ServedModel,
+    loaded: &LoadedVersion,
+    wanted: &[WantedOutput],
+) -> Result<Vec<(usize, Option<u64>)>, Error> {
+    let mut seen = vec![false; loaded.outputs.len()];
+    wanted
+        .iter()
+        .map(
+            |WantedOutput {
+                 name,
+                 classification,
+             }| {
+                let index = (loaded.outputs.iter())
+                    .position(|s| s.name == *name)
+                    .ok_or_else(|| {
+                        Error::invalid(format!(
+                            "unknown output '{name}' for model '{}'",
+                            model.name
+                        ))
+                    })?;
+                if std::mem::replace(&mut seen[index], true) {
+                    return Err(Error::invalid(format!("output '{name}' requested twice")));
+                }
+                let classes = classification.filter(|&k| k > 0);
+                if let (Some(_), Some(datatype @ (DataType::Bool | DataType::Bytes))) =
+                    (classes, loaded.outputs[index].datatype)
+                {
+                    return Err(Error::invalid(format!(
+                        "output '{name}': classification needs a numeric output, not {datatype}"
+                    )));
+                }
+                Ok((index, classes))
+            },
+        )
+        .collect()
+}
+
 /// The outputs wanted, in the order asked (all of them, in model order, when none are), each
 /// replaced by its top classes when asked.
 fn select_outputs<'m>(
     model: &ServedModel,
     loaded: &'m LoadedVersion,
-    wanted: &[WantedOutput],
+    wanted: &[(usize, Option<u64>)],
     outputs: Vec<Tensor>,
 ) -> Result<Vec<Output<'m>>, Error> {
     if wanted.is_empty() {
@@ -217,35 +266,16 @@ fn select_outputs<'m>(
     let mut outputs: Vec<Option<Tensor>> = outputs.into_iter().map(Some).collect();
     wanted
         .iter()
-        .map(
-            |WantedOutput {
-                 name,
-                 classification,
-             }| {
-                let index = loaded
-                    .outputs
-                    .iter()
-                    .position(|s| s.name == *name)
-                    .ok_or_else(|| {
-                        Error::invalid(format!(
-                            "unknown output '{name}' for model '{}'",
-                            model.name
-                        ))
-                    })?;
-                let mut tensor = outputs[index]
-                    .take()
-                    .ok_or_else(|| Error::invalid(format!("output '{name}' requested twice")))?;
-                if let Some(k) = *classification {
-                    let batching = model.config.max_batch_size > 0;
-                    tensor = classify::top_k(&tensor, k, batching, &loaded.labels[index]).map_err(
-                        |e| Error::new(e.kind, format!("output '{name}': {}", e.message)),
-                    )?;
-                }
-                Ok(Output {
-                    name: &loaded.outputs[index].name,
-                    tensor,
-                })
-            },
-        )
+        .map(|&(index, classification)| {
+            let name = &loaded.outputs[index].name;
+            let mut tensor = (outputs[index].take())
+                .ok_or_else(|| Error::internal(format!("output '{name}' taken twice")))?;
+            if let Some(k) = classification {
+                let batching = model.config.max_batch_size > 0;
+                tensor = classify::top_k(&tensor, k, batching, &loaded.labels[index])
+                    .map_err(|e| Error::new(e.kind, format!("output '{name}': {}", e.message)))?;
+            }
+            Ok(Output { name, tensor })
+        })
         .collect()
 }

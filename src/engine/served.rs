@@ -151,6 +151,16 @@ impl ServedModel {
         }
     }
 
+    /// The versions model metadata lists: the one asked for (as Triton answers a per-version
+    /// request), else all of them.
+    pub fn listed_versions(&self, asked: Option<&str>) -> Vec<String> {
+        let asked = asked.and_then(|v| v.parse::<u64>().ok());
+        (self.versions.iter())
+            .filter(|v| asked.is_none_or(|n| v.version == n))
+            .map(|v| v.version.to_string())
+            .collect()
+    }
+
     /// The version a request names, or the newest ready one.
     pub fn version(&self, version: Option<&str>) -> Result<(u64, &LoadedVersion), Error> {
         let not_ready = |reason: String| {

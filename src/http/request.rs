@@ -48,6 +48,10 @@ pub struct Request {
 impl RequestHead {
     /// The request target as sent (path and query).
     pub fn target(&self) -> &str {
+        if self.target.is_empty() {
+            // An absolute-form target with no path (`http://host`) asks for "/".
+            return "/";
+        }
         // httparse only accepts visible ASCII in the target.
         std::str::from_utf8(&self.raw[self.target.clone()]).unwrap_or("")
     }
@@ -117,14 +121,15 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<(ParsedHead, usi
     }
     let parsed = ParsedHead {
         method,
-        target: offset(req.path.unwrap_or("/").as_bytes()),
+        target: offset(origin_form(req.path.unwrap_or("/")).as_bytes()),
         headers: header_ranges,
         framing: framing.body()?,
         expect_continue: framing.expect_continue,
-        keep_alive: match minor {
-            0 => framing.connection_keep_alive,
-            _ => !framing.connection_close,
-        },
+        keep_alive: !framing.smuggling_risk()
+            && match minor {
+                0 => framing.connection_keep_alive,
+                _ => !framing.connection_close,
+            },
     };
     Ok(Some((parsed, len)))
 }
@@ -208,16 +213,37 @@ impl Framing {
         Ok(())
     }
 
+    /// With both Content-Length and Transfer-Encoding (Python's `requests` sends both when a
+    /// caller sets Transfer-Encoding), the chunked framing wins, as RFC 9112 §6.3 says; the
+    /// connection is then closed after the answer (`smuggling_risk`), so no bytes a proxy
+    /// framed otherwise can be read as a next request.
     fn body(&self) -> Result<BodyFraming, HttpError> {
         match (self.chunked, self.content_length) {
-            // Both at once is how requests are smuggled past proxies: refuse it.
-            (true, Some(_)) => Err(HttpError::bad_request(
-                "both Content-Length and Transfer-Encoding given",
-            )),
-            (true, None) => Ok(BodyFraming::Chunked),
+            (true, _) => Ok(BodyFraming::Chunked),
             (false, length) => Ok(BodyFraming::Length(length.unwrap_or(0))),
         }
     }
+
+    fn smuggling_risk(&self) -> bool {
+        self.chunked && self.content_length.is_some()
+    }
+}
+
+/// The path and query of a request target. An absolute-form target
+/// (`http://host:port/path?query`, which proxies send) is read as its path and query, as
+/// RFC 9112 §3.2.2 requires servers to accept; its authority is not used.
+fn origin_form(target: &str) -> &str {
+    let is =
+        |scheme: &str| (target.get(..scheme.len())).is_some_and(|t| t.eq_ignore_ascii_case(scheme));
+    let rest = if is("http://") {
+        &target[7..]
+    } else if is("https://") {
+        &target[8..]
+    } else {
+        return target;
+    };
+    let path_at = rest.find(['/', '?']).unwrap_or(rest.len());
+    &rest[path_at..]
 }
 
 #[cfg(test)]
@@ -228,6 +254,17 @@ mod tests {
         let limits = Limits::default();
         Ok(parse_head(raw, &limits)?
             .map(|(head, len)| head.into_head(Bytes::copy_from_slice(&raw[..len]))))
+    }
+
+    #[test]
+    fn absolute_form_targets_are_read_as_their_path() {
+        let target = |raw: &[u8]| parse(raw).unwrap().unwrap().target().to_string();
+        assert_eq!(
+            target(b"POST http://127.0.0.1:8000/v2/models/m/infer?x=1 HTTP/1.1\r\n\r\n"),
+            "/v2/models/m/infer?x=1"
+        );
+        assert_eq!(target(b"GET HTTPS://host HTTP/1.1\r\n\r\n"), "/");
+        assert_eq!(target(b"GET /http://x HTTP/1.1\r\n\r\n"), "/http://x");
     }
 
     #[test]
@@ -278,9 +315,13 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(!close.keep_alive);
+        let both =
+            parse(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .unwrap()
+                .unwrap();
+        assert!(matches!(both.framing, BodyFraming::Chunked) && !both.keep_alive);
         for bad in [
-            &b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
-            b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            &b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"[..],
             b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
             b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
             b"GET /\x01 HTTP/1.1\r\n\r\n",

@@ -298,11 +298,13 @@ impl ModelConfig {
     }
 
     /// The model's `platform` and `backend` as Triton names them (ONNX graphs: `onnxruntime_onnx`
-    /// on `onnxruntime`); tensord's own backends keep their names.
+    /// on `onnxruntime`; the built-in identity, Triton's `identity` backend, as `identity`);
+    /// tensord's own backends keep their names.
     pub fn triton_platform(&self) -> (&str, &str) {
-        match self.backend.as_str() {
-            "onnx" => ("onnxruntime_onnx", "onnxruntime"),
-            other => (other, other),
+        match (self.backend.as_str(), self.builtin.as_deref()) {
+            ("onnx", _) => ("onnxruntime_onnx", "onnxruntime"),
+            ("builtin", Some("identity")) => ("identity", "identity"),
+            (other, _) => (other, other),
         }
     }
 

@@ -23,6 +23,15 @@ pub enum DataType {
 }
 
 impl DataType {
+    /// INT8..INT64 and UINT8..UINT64.
+    pub fn is_integer(self) -> bool {
+        use DataType::*;
+        matches!(
+            self,
+            Int8 | Int16 | Int32 | Int64 | Uint8 | Uint16 | Uint32 | Uint64
+        )
+    }
+
     pub const ALL: [DataType; 14] = [
         DataType::Bool,
         DataType::Uint8,

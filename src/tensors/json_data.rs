@@ -121,6 +121,12 @@ impl Sink<'_> {
     }
 
     fn push_float<E: de::Error>(&mut self, v: f64, depth: usize) -> Result<(), E> {
+        if v == 0.0 && v.is_sign_negative() && self.datatype.is_integer() {
+            // serde_json reads "-0", JSON's other spelling of 0, as -0.0: for an integer
+            // datatype it is 0, as Triton's parser reads it. (Other float literals, 1.0 or 1E2,
+            // are refused for integers, as Triton refuses them.)
+            return self.push_int(0, depth);
+        }
         self.scalar_at(depth)?;
         self.push_float_value(v, &v)
     }
@@ -613,6 +619,33 @@ mod tests {
                 actual: 3
             }
         );
+    }
+
+    #[test]
+    fn edge_spellings_of_zero() {
+        // "-0" is 0 for every integer datatype, as in Triton; for floats it keeps its sign.
+        for dt in [
+            DataType::Int32,
+            DataType::Uint8,
+            DataType::Int64,
+            DataType::Uint64,
+        ] {
+            let zero = decode("[-0, [-0]]", dt, &[2]).map(|_| ());
+            assert!(zero.is_err(), "nesting still checked");
+            let got = decode("[-0, 0]", dt, &[2]).unwrap();
+            assert!(got.iter().all(|&b| b == 0), "{dt}: {got:?}");
+        }
+        let fp32 = decode("[-0, -0.0, 0e0]", DataType::Fp32, &[3]).unwrap();
+        let values: Vec<u32> = (fp32.chunks(4))
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()).to_bits())
+            .collect();
+        assert_eq!(values, [(-0.0f32).to_bits(), (-0.0f32).to_bits(), 0]);
+        let fp64 = decode("[-0]", DataType::Fp64, &[1]).unwrap();
+        assert!(f64::from_le_bytes(fp64[..].try_into().unwrap()).is_sign_negative());
+        // Float literals are not integers, as Triton's parser has it.
+        for raw in ["[1E2]", "[0e0]", "[1.0]"] {
+            assert!(decode(raw, DataType::Int32, &[1]).is_err(), "{raw}");
+        }
     }
 
     #[test]

@@ -27,11 +27,7 @@ pub fn model_metadata(
     };
     Ok(pb::ModelMetadataResponse {
         name: model.name.clone(),
-        versions: model
-            .versions
-            .iter()
-            .map(|v| v.version.to_string())
-            .collect(),
+        versions: model.listed_versions(super::version(&request.version)),
         platform: model.config.triton_platform().0.to_string(),
         inputs: tensors(&loaded.inputs),
         outputs: tensors(&loaded.outputs),

@@ -16,21 +16,17 @@ pub fn server_metadata() -> Value {
     })
 }
 
-fn version_names(model: &ServedModel) -> Vec<String> {
-    model
-        .versions
-        .iter()
-        .map(|v| v.version.to_string())
-        .collect()
-}
-
 /// Model metadata of `loaded` (the version asked for, or the default one); a model that is not
 /// ready says why in `state`/`reason`.
-pub fn model_metadata(model: &ServedModel, loaded: Option<&LoadedVersion>) -> Value {
+pub fn model_metadata(
+    model: &ServedModel,
+    asked: Option<&str>,
+    loaded: Option<&LoadedVersion>,
+) -> Value {
     let (inputs, outputs) = loaded.map_or((&[][..], &[][..]), |l| (&l.inputs[..], &l.outputs[..]));
     let mut doc = json!({
         "name": model.name,
-        "versions": version_names(model),
+        "versions": model.listed_versions(asked),
         "platform": model.config.triton_platform().0,
         "inputs": inputs.iter().map(tensor_metadata).collect::<Vec<_>>(),
         "outputs": outputs.iter().map(tensor_metadata).collect::<Vec<_>>(),

@@ -35,7 +35,9 @@ pub async fn serve(
         Route::ModelMetadata(m) => {
             let model = repository.get(&m.name)?;
             let loaded = model.described_version(m.version.as_deref())?;
-            Ok(json_response(model_metadata(&model, loaded).to_string()))
+            Ok(json_response(
+                model_metadata(&model, m.version.as_deref(), loaded).to_string(),
+            ))
         }
         Route::ModelConfig(m) => {
             let model = repository.get(&m.name)?;

@@ -312,6 +312,15 @@ pub fn decode_raw_request<'a>(
     let datatype = spec.datatype.unwrap_or(DataType::Uint8);
     let (shape, data) = match datatype.element_size() {
         None => {
+            // As Triton: the element count of a raw BYTES body cannot be known, so the input
+            // must hold exactly one (model shape [1]).
+            let lead = usize::from(batching);
+            if spec.dims.as_deref().and_then(|d| d.get(lead..)) != Some(&[1][..]) {
+                return Err(Error::invalid(format!(
+                    "For BYTE datatype raw input '{}', the model must have input shape [1]",
+                    spec.name
+                )));
+            }
             let mut data = Vec::with_capacity(body.len() + 4);
             crate::tensors::push_bytes_element(&mut data, body)
                 .map_err(|e| Error::invalid(format!("input '{}': {e}", spec.name)))?;

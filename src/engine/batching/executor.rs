@@ -111,10 +111,9 @@ impl Executor {
                 let (reply, answer) = flume::bounded(1);
                 let job = Job::new(inputs, *batching, timeout, reply);
                 let (id, deadline) = (job.id, job.deadline);
-                queue.push(job).map_err(|_| Error {
-                    kind: ErrorKind::Overloaded,
-                    message: "the model's queue is full".into(),
-                })?;
+                queue
+                    .push(job)
+                    .map_err(|_| Error::new(ErrorKind::Overloaded, "the model's queue is full"))?;
                 let stopped = |_| Error::internal("the model's worker stopped");
                 let Some(deadline) = deadline else {
                     return answer.recv_async().await.map_err(stopped)?;

@@ -153,13 +153,13 @@ fn purge(queue: &mut VecDeque<Job>, now: Instant) {
 }
 
 pub fn timed_out(waited: Duration) -> Error {
-    Error {
-        kind: ErrorKind::TimedOut,
-        message: format!(
+    Error::new(
+        ErrorKind::TimedOut,
+        format!(
             "request timed out after {} µs in the queue",
             waited.as_micros()
         ),
-    }
+    )
 }
 
 /// A model's queue, shared by the io threads (which push) and the model's workers (which form
