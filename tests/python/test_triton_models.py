@@ -163,7 +163,7 @@ def test_model_config_is_tritons_json(client):
     assert config["dynamic_batching"]["max_queue_delay_microseconds"] == int(DELAY_S * 1e6)
     assert config["max_batch_size"] == 8
     classes = client.get_model_config("classes")
-    assert classes["backend"] == "builtin"
+    assert classes["backend"] == "identity"
     assert classes["input"] == [{"name": "INPUT0", "data_type": "TYPE_FP32", "dims": [4]}]
     assert classes["output"][0]["label_filename"] == "labels.txt"
     assert classes["instance_group"] == [{"count": 1, "kind": "KIND_CPU"}]
