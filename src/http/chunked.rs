@@ -79,10 +79,12 @@ impl ChunkedDecoder {
                 };
                 continue;
             }
-            let Some(line_len) = rest.iter().position(|&b| b == b'\n') else {
-                if rest.len() > MAX_LINE {
-                    return Err(HttpError::bad_request("chunked body line too long"));
-                }
+            let newline = rest.iter().position(|&b| b == b'\n');
+            // A line is held to the limit whether it arrives in pieces or whole.
+            if newline.unwrap_or(rest.len()) > MAX_LINE {
+                return Err(HttpError::bad_request("chunked body line too long"));
+            }
+            let Some(line_len) = newline else {
                 break;
             };
             let line = rest[..line_len]
@@ -159,6 +161,16 @@ mod tests {
         let e = d.feed(chunk.repeat(5).as_bytes()).unwrap_err();
         assert_eq!(e.status, 400);
         assert!(e.message.contains("chunk extensions"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_long_line_is_refused_whole_or_in_pieces() {
+        let line = format!("1;{}\r\nx\r\n0\r\n\r\n", "e".repeat(15_000));
+        let whole = ChunkedDecoder::new(100).feed(line.as_bytes()).unwrap_err();
+        assert!(whole.message.contains("line too long"), "{}", whole.message);
+        let mut d = ChunkedDecoder::new(100);
+        let first = d.feed(&line.as_bytes()[..5000]).unwrap_err();
+        assert!(first.message.contains("line too long"), "{}", first.message);
     }
 
     #[test]

@@ -10,7 +10,12 @@ use super::runner::Arrival;
 
 /// tensord-bench: a load generator for Open Inference Protocol (KServe V2) HTTP and gRPC servers.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "tensord-bench", version, about, args_override_self = true)]
+#[command(
+    name = "tensord-bench",
+    version,
+    about = "Load generator for Open Inference Protocol servers: V2 REST (JSON or binary) and gRPC, with latency percentiles and plots",
+    args_override_self = true
+)]
 pub struct Options {
     /// The server's root URL.
     #[arg(long, default_value = "http://127.0.0.1:8000")]

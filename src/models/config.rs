@@ -248,7 +248,7 @@ pub enum Architecture {
         #[serde(default = "default_activation")]
         activation: Activation,
     },
-    /// A small ResNet-style image classifier on NCHW input (see `backends::cnn`).
+    /// A small ResNet-style image classifier on NCHW input (see `backends::safetensors`).
     Cnn {
         in_channels: usize,
         /// Channels of each stage; each stage after the first halves the resolution.

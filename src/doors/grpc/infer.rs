@@ -1,4 +1,4 @@
-//! ModelMetadata and ModelInfer: protobuf messages to and from the engine's types.
+//! ModelInfer: protobuf messages to and from the engine's types.
 
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
