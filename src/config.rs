@@ -174,6 +174,12 @@ pub struct Args {
     #[arg(long, default_value_t = 30)]
     pub write_timeout: u64,
 
+    /// gRPC: bytes of answers one connection may hold while its peer does not read them. Past
+    /// half of it, the connection's next calls wait before they run; an answer that would pass
+    /// it is refused with RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub grpc_max_pending_bytes: usize,
+
     /// gRPC: milliseconds between HTTP/2 PINGs on a connection (Triton's default, 2 hours).
     #[arg(long, default_value_t = 7_200_000)]
     pub grpc_keepalive_time: u64,
@@ -305,6 +311,7 @@ impl Args {
             limits: Limits {
                 max_header_bytes: self.max_header_bytes,
                 max_body_bytes: self.max_body_bytes,
+                grpc_max_pending_bytes: self.grpc_max_pending_bytes,
             },
             timeouts: Timeouts {
                 idle: Duration::from_secs(self.idle_timeout),

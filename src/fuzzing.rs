@@ -15,6 +15,7 @@ use crate::tensors::{push_bytes_element, DataType, Tensor};
 const LIMITS: Limits = Limits {
     max_header_bytes: 8 * 1024,
     max_body_bytes: 1 << 20,
+    grpc_max_pending_bytes: 1 << 20,
 };
 const MAX_ELEMENTS: u64 = 1 << 20;
 

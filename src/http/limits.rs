@@ -6,6 +6,9 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Declared or de-chunked body; beyond it: 413.
     pub max_body_bytes: u64,
+    /// gRPC: response bytes one connection may hold while its peer's window is closed; past
+    /// half of it, the connection's calls wait before they run.
+    pub grpc_max_pending_bytes: usize,
 }
 
 impl Default for Limits {
@@ -13,6 +16,7 @@ impl Default for Limits {
         Limits {
             max_header_bytes: 16 * 1024,
             max_body_bytes: 256 * 1024 * 1024,
+            grpc_max_pending_bytes: 64 << 20,
         }
     }
 }

@@ -44,6 +44,7 @@ pub async fn serve(stream: TcpStream, ctx: Rc<ConnectionContext>) {
     };
     let mut closing = std::pin::pin!(ctx.closing.closed());
     let calls = Rc::new(Calls::default());
+    let _closed = Closed(calls.clone());
     // Once the listeners close: GOAWAY, then the calls in progress finish, and the runtime
     // waits for this connection (busy) until they have. A connection with no call for the
     // idle timeout gets GOAWAY too.
@@ -63,6 +64,7 @@ pub async fn serve(stream: TcpStream, ctx: Rc<ConnectionContext>) {
             (Some(_), _) | (None, true) => connection.accept().await,
             (None, false) => monoio::select! {
                 () = &mut closing => {
+                    calls.closing.set(true);
                     connection.graceful_shutdown();
                     draining = Some(BusyGuard::new(&ctx.busy));
                     continue;
@@ -103,16 +105,29 @@ pub async fn serve(stream: TcpStream, ctx: Rc<ConnectionContext>) {
         let (ctx, calls) = (ctx.clone(), calls.clone());
         monoio::spawn(async move {
             let _open = BusyGuard::new(&calls.open);
-            call(request, respond, ctx).await;
+            call(request, respond, ctx, &calls).await;
             calls.last.set(Instant::now());
         });
     }
 }
 
-/// The calls of one connection in progress, and when the last one ended.
+/// The calls of one connection in progress, when the last one ended, and the bytes of their
+/// answers still waiting for the peer's window.
 struct Calls {
     open: std::cell::Cell<usize>,
     last: std::cell::Cell<Instant>,
+    pending: std::cell::Cell<usize>,
+    /// The connection is draining or gone: calls waiting for room are refused.
+    closing: std::cell::Cell<bool>,
+}
+
+/// Marks a connection's calls as closing when the connection ends, however it ends.
+struct Closed(Rc<Calls>);
+
+impl Drop for Closed {
+    fn drop(&mut self) {
+        self.0.closing.set(true);
+    }
 }
 
 impl Default for Calls {
@@ -120,11 +135,97 @@ impl Default for Calls {
         Calls {
             open: std::cell::Cell::new(0),
             last: std::cell::Cell::new(Instant::now()),
+            pending: std::cell::Cell::new(0),
+            closing: std::cell::Cell::new(false),
         }
     }
 }
 
+/// How one call's answers are sent: through its connection's pending-bytes count, within
+/// `max` of them, each taken by the peer within `write`.
+struct Answers<'c> {
+    calls: &'c Calls,
+    max: usize,
+    write: Duration,
+}
+
+impl<'c> Answers<'c> {
+    /// A framed answer counted as pending, or RESOURCE_EXHAUSTED when it would take the
+    /// connection past `max` (an answer alone is always admitted: its size is bounded by the
+    /// message limits, and a large output must stay servable).
+    fn admit(&self, framed: Encoded) -> Result<(Encoded, Pending<'c>), Status> {
+        let bytes: usize = framed.iter().map(Bytes::len).sum();
+        let total = self.calls.pending.get().saturating_add(bytes);
+        if total > self.max && self.calls.pending.get() > 0 {
+            return Err(Status {
+                code: 8,
+                message: format!(
+                    "the answer ({bytes} bytes) would take this connection's unread answers past \
+                     {} bytes (--grpc-max-pending-bytes); the client is not reading",
+                    self.max
+                ),
+            });
+        }
+        self.calls.pending.set(total);
+        Ok((
+            framed,
+            Pending {
+                calls: self.calls,
+                left: bytes,
+            },
+        ))
+    }
+
+    /// A (small) framed answer sent without counting.
+    fn unpending(&self, framed: Encoded) -> (Encoded, Pending<'c>) {
+        (
+            framed,
+            Pending {
+                calls: self.calls,
+                left: 0,
+            },
+        )
+    }
+}
+
+/// An answer's bytes counted in its connection's pending bytes until they are sent (or the
+/// stream ends).
+struct Pending<'c> {
+    calls: &'c Calls,
+    left: usize,
+}
+
+impl Pending<'_> {
+    fn sent(&mut self, bytes: usize) {
+        let bytes = bytes.min(self.left);
+        self.left -= bytes;
+        self.calls.pending.set(self.calls.pending.get() - bytes);
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.sent(self.left);
+    }
+}
+
 impl Calls {
+    /// Back-pressure across the connection's streams: while half of `max` bytes of answers
+    /// wait for the peer, a call waits before it runs (polled: this only happens while the
+    /// peer is not reading).
+    async fn room(&self, max: usize) -> Result<(), Status> {
+        while self.pending.get() >= max / 2 {
+            if self.closing.get() {
+                return Err(Status {
+                    code: 14,
+                    message: "the connection is closing".into(),
+                });
+            }
+            monoio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(())
+    }
+
     /// No call in progress, and none ended within `period`.
     fn idle_for(&self, period: Duration) -> bool {
         self.open.get() == 0 && self.last.get().elapsed() >= period
@@ -136,8 +237,14 @@ async fn call(
     request: http::Request<RecvStream>,
     respond: SendResponse<Bytes>,
     ctx: Rc<ConnectionContext>,
+    calls: &Calls,
 ) {
     let started = Instant::now();
+    let answers = Answers {
+        calls,
+        max: ctx.limits.grpc_max_pending_bytes,
+        write: ctx.timeouts.write,
+    };
     let _busy = BusyGuard::new(&ctx.busy);
     let path = request.uri().path().to_string();
     let headers = request.headers();
@@ -149,14 +256,14 @@ async fn call(
     let (coding, timeout) = match (coding, timeout.transpose()) {
         (Ok(coding), Ok(timeout)) => (coding.flatten(), timeout),
         (Err(status), _) | (_, Err(status)) => {
-            return respond_with(respond, Err(status), ctx.timeouts.write).await
+            return respond_with(respond, Err(status), &answers).await
         }
     };
     let restricted = grpc::check_restricted(&ctx.service, &path, |key| {
         headers.get(key).map(|v| v.as_bytes())
     });
     if let Err(status) = restricted {
-        return respond_with(respond, Err(status), ctx.timeouts.write).await;
+        return respond_with(respond, Err(status), &answers).await;
     }
     let messages = Messages {
         body: request.into_body(),
@@ -168,11 +275,11 @@ async fn call(
     let answered = &ctx.metrics.cores[ctx.core].grpc_requests;
     if path == grpc::STREAM_INFER {
         let engine = ctx.service.engine();
-        let write = ctx.timeouts.write;
-        return stream_calls(engine, messages, respond, timeout, answered, write).await;
+        return stream_calls(engine, messages, respond, timeout, answered, &answers).await;
     }
     let answer = async {
         let message = messages.only().await?;
+        answers.calls.room(answers.max).await?;
         let waitread = [started, Instant::now()];
         let reply = grpc::call(&ctx.service, &path, message, timeout, waitread);
         let reply = caught(&path, reply).await?;
@@ -180,7 +287,7 @@ async fn call(
     };
     let answer = answer.await;
     answered.fetch_add(1, Relaxed);
-    respond_with(respond, answer, ctx.timeouts.write).await;
+    respond_with(respond, answer, &answers).await;
 }
 
 /// ModelStreamInfer: one response message per request message, in order, then the trailers.
@@ -190,7 +297,7 @@ async fn stream_calls(
     mut respond: SendResponse<Bytes>,
     timeout: Option<Duration>,
     answered: &AtomicU64,
-    write: Duration,
+    answers: &Answers<'_>,
 ) {
     let coding = messages.coding;
     let Ok(mut send) = respond.send_response(response_head(coding), false) else {
@@ -201,6 +308,10 @@ async fn stream_calls(
         let Some(message) = messages.next().await else {
             break;
         };
+        if let Err(status) = answers.calls.room(answers.max).await {
+            let _ = send.send_trailers(trailers(&status));
+            return;
+        }
         let waitread = [waiting, Instant::now()];
         let reply = caught(grpc::STREAM_INFER, async {
             Ok(grpc::stream_infer(engine, message, timeout, waitread).await)
@@ -210,9 +321,13 @@ async fn stream_calls(
             Err(status) => grpc::stream_error(status),
         };
         answered.fetch_add(1, Relaxed);
+        let (framed, pending) = match answers.admit(frame(reply, coding)) {
+            Ok(admitted) => admitted,
+            Err(status) => answers.unpending(frame(grpc::stream_error(status), coding)),
+        };
         // Back-pressure: the next request message is not read until this answer has gone
         // into the peer's window (or the write timeout ends the stream).
-        if send_message(&mut send, frame(reply, coding), write)
+        if send_message(&mut send, framed, pending, answers.write)
             .await
             .is_err()
         {
@@ -414,15 +529,15 @@ fn parse_timeout(value: &[u8]) -> Result<Duration, Status> {
 async fn respond_with(
     mut respond: SendResponse<Bytes>,
     answer: Result<(Encoded, Option<Coding>), Status>,
-    write: Duration,
+    answers: &Answers<'_>,
 ) {
     let coding = answer.as_ref().ok().and_then(|(_, coding)| *coding);
     let Ok(mut send) = respond.send_response(response_head(coding), false) else {
         return;
     };
-    let status = match answer {
-        Ok((message, coding)) => {
-            if send_message(&mut send, frame(message, coding), write)
+    let status = match answer.and_then(|(message, coding)| answers.admit(frame(message, coding))) {
+        Ok((framed, pending)) => {
+            if send_message(&mut send, framed, pending, answers.write)
                 .await
                 .is_err()
             {
@@ -480,6 +595,7 @@ fn frame(mut parts: Encoded, coding: Option<Coding>) -> Encoded {
 async fn send_message(
     send: &mut SendStream<Bytes>,
     chunks: Encoded,
+    mut pending: Pending<'_>,
     write: Duration,
 ) -> Result<(), ()> {
     for mut chunk in chunks {
@@ -491,6 +607,7 @@ async fn send_message(
                 return Err(());
             };
             let part = chunk.split_to(room.min(chunk.len()));
+            pending.sent(part.len());
             send.send_data(part, false).map_err(drop)?;
         }
     }
@@ -649,6 +766,30 @@ mod tests {
         assert_eq!(statuses[0].0.as_deref(), Some("13"));
         // ServerLiveResponse { live: true }, length-prefixed.
         assert_eq!(statuses[1], (Some("0".into()), vec![0, 0, 0, 0, 2, 8, 1]));
+    }
+
+    #[test]
+    fn answers_are_admitted_within_the_connection_cap() {
+        let calls = Calls::default();
+        let answers = Answers {
+            calls: &calls,
+            max: 100,
+            write: Duration::from_secs(1),
+        };
+        let answer = |n: usize| vec![Bytes::from(vec![0; n])];
+        let (_, big) = answers.admit(answer(150)).unwrap();
+        assert_eq!(calls.pending.get(), 150, "an answer alone always goes");
+        let refused = answers.admit(answer(1)).unwrap_err();
+        assert_eq!(refused.code, 8);
+        assert!(refused.message.contains("--grpc-max-pending-bytes"));
+        drop(big);
+        let (_, mut first) = answers.admit(answer(60)).unwrap();
+        assert!(answers.admit(answer(60)).is_err());
+        first.sent(30);
+        let (_, second) = answers.admit(answer(60)).unwrap();
+        assert_eq!(calls.pending.get(), 90);
+        drop((first, second));
+        assert_eq!(calls.pending.get(), 0);
     }
 
     #[test]
