@@ -292,6 +292,7 @@ mod tests {
         let limits = Limits {
             max_header_bytes: 32,
             max_body_bytes: 10,
+            ..Limits::default()
         };
         let long = b"GET /v2 HTTP/1.1\r\nX-Long: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
         assert_eq!(parse_head(long, &limits).err().unwrap().status, 431);
