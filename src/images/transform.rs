@@ -25,29 +25,6 @@ pub trait Image {
     fn row(&self, y: usize, cols: Option<&[usize]>, out: &mut Vec<f32>);
 }
 
-impl Image for Plane {
-    fn width(&self) -> usize {
-        self.width
-    }
-    fn height(&self) -> usize {
-        self.height
-    }
-    fn channels(&self) -> usize {
-        self.channels
-    }
-    fn row(&self, y: usize, cols: Option<&[usize]>, out: &mut Vec<f32>) {
-        let (len, c) = (self.width * self.channels, self.channels);
-        let row = &self.values[y * len..(y + 1) * len];
-        out.clear();
-        match cols {
-            None => out.extend_from_slice(row),
-            Some(cols) => cols
-                .iter()
-                .for_each(|&x| out.extend_from_slice(&row[x * c..][..c])),
-        }
-    }
-}
-
 /// Decoded samples seen as the model's values: oriented, in its channel count and order,
 /// converted to f32 as they are read (the same arithmetic as `to_plane` and `orient`).
 pub struct Decoded<'p> {
@@ -101,10 +78,7 @@ impl<'p> Decoded<'p> {
         let mut pixel = |x: usize| {
             let (sx, sy) = oriented_source(self.orientation, x, y, w, h);
             let px = &samples[(sy * w + sx) * have..][..have];
-            out.extend(self.source.iter().map(|source| match *source {
-                Some(c) => to_f32(px[c]),
-                None => 0.299 * to_f32(px[0]) + 0.587 * to_f32(px[1]) + 0.114 * to_f32(px[2]),
-            }));
+            convert(px, have, &self.source, &to_f32, out);
         };
         match cols {
             Some(cols) => cols.iter().for_each(|&x| pixel(x)),
@@ -336,8 +310,32 @@ pub fn normalize(plane: &mut Plane, options: &ImageOptions) {
 mod tests {
     use super::*;
 
-    /// The reference the view is checked against: native samples to f32 in the model's channel count and order. 16-bit samples keep their
-    /// value, except into 8-bit datatypes (`eight_bit`), where they are scaled to 0..255.
+    /// A whole plane read as an image: the reference the view is checked against.
+    impl Image for Plane {
+        fn width(&self) -> usize {
+            self.width
+        }
+        fn height(&self) -> usize {
+            self.height
+        }
+        fn channels(&self) -> usize {
+            self.channels
+        }
+        fn row(&self, y: usize, cols: Option<&[usize]>, out: &mut Vec<f32>) {
+            let (len, c) = (self.width * self.channels, self.channels);
+            let row = &self.values[y * len..(y + 1) * len];
+            out.clear();
+            match cols {
+                None => out.extend_from_slice(row),
+                Some(cols) => cols
+                    .iter()
+                    .for_each(|&x| out.extend_from_slice(&row[x * c..][..c])),
+            }
+        }
+    }
+
+    /// The reference the view is checked against: native samples to f32 in the model's
+    /// channel count and order (16-bit samples scaled to 0..255 into 8-bit datatypes).
     fn to_plane(
         pixels: Pixels,
         want: usize,
