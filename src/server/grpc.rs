@@ -176,6 +176,22 @@ impl<'c> Answers<'c> {
         ))
     }
 
+    /// Back-pressure across the connection's streams: while half of `max` bytes of answers
+    /// wait for the peer, a call waits before it runs (polled: this only happens while the
+    /// peer is not reading).
+    async fn room(&self) -> Result<(), Status> {
+        while self.calls.pending.get() >= self.max / 2 {
+            if self.calls.closing.get() {
+                return Err(Status {
+                    code: 14,
+                    message: "the connection is closing".into(),
+                });
+            }
+            monoio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(())
+    }
+
     /// A (small) framed answer sent without counting.
     fn unpending(&self, framed: Encoded) -> (Encoded, Pending<'c>) {
         (
@@ -210,22 +226,6 @@ impl Drop for Pending<'_> {
 }
 
 impl Calls {
-    /// Back-pressure across the connection's streams: while half of `max` bytes of answers
-    /// wait for the peer, a call waits before it runs (polled: this only happens while the
-    /// peer is not reading).
-    async fn room(&self, max: usize) -> Result<(), Status> {
-        while self.pending.get() >= max / 2 {
-            if self.closing.get() {
-                return Err(Status {
-                    code: 14,
-                    message: "the connection is closing".into(),
-                });
-            }
-            monoio::time::sleep(Duration::from_millis(2)).await;
-        }
-        Ok(())
-    }
-
     /// No call in progress, and none ended within `period`.
     fn idle_for(&self, period: Duration) -> bool {
         self.open.get() == 0 && self.last.get().elapsed() >= period
@@ -279,7 +279,7 @@ async fn call(
     }
     let answer = async {
         let message = messages.only().await?;
-        answers.calls.room(answers.max).await?;
+        answers.room().await?;
         let waitread = [started, Instant::now()];
         let reply = grpc::call(&ctx.service, &path, message, timeout, waitread);
         let reply = caught(&path, reply).await?;
@@ -308,7 +308,7 @@ async fn stream_calls(
         let Some(message) = messages.next().await else {
             break;
         };
-        if let Err(status) = answers.calls.room(answers.max).await {
+        if let Err(status) = answers.room().await {
             let _ = send.send_trailers(trailers(&status));
             return;
         }
