@@ -6,20 +6,24 @@ use half::{bf16, f16};
 use super::Error;
 use crate::tensors::{push_bytes_element, DataType, Tensor};
 
-/// The top `k` classes of `output` (per row when the model batches: shape [rows, k]; else [k]).
-/// Values are written as Triton writes them (`std::to_string`: integers plain, floats with six
-/// decimals); equal values keep their index order.
-pub fn top_k(output: &Tensor, k: u64, batching: bool, labels: &[String]) -> Result<Tensor, Error> {
-    let size = match output.datatype {
+/// The element size of a datatype classification can rank; BOOL and BYTES it cannot.
+pub fn classifiable(datatype: DataType) -> Result<usize, Error> {
+    match datatype {
         DataType::Bool | DataType::Bytes => None,
         numeric => numeric.element_size(),
     }
     .ok_or_else(|| {
         Error::invalid(format!(
-            "classification needs a numeric output, not {}",
-            output.datatype
+            "classification needs a numeric output, not {datatype}"
         ))
-    })?;
+    })
+}
+
+/// The top `k` classes of `output` (per row when the model batches: shape [rows, k]; else [k]).
+/// Values are written as Triton writes them (`std::to_string`: integers plain, floats with six
+/// decimals); equal values keep their index order.
+pub fn top_k(output: &Tensor, k: u64, batching: bool, labels: &[String]) -> Result<Tensor, Error> {
+    let size = classifiable(output.datatype)?;
     let count = output.data.len() / size;
     let rows = match (batching, output.shape.first()) {
         (true, Some(&rows)) => rows as usize,

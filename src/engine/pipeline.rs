@@ -231,12 +231,11 @@ fn wanted_outputs(
                     return Err(Error::invalid(format!("output '{name}' requested twice")));
                 }
                 let classes = classification.filter(|&k| k > 0);
-                if let (Some(_), Some(datatype @ (DataType::Bool | DataType::Bytes))) =
-                    (classes, loaded.outputs[index].datatype)
-                {
-                    return Err(Error::invalid(format!(
-                        "output '{name}': classification needs a numeric output, not {datatype}"
-                    )));
+                // An untyped output (identity) is checked when it exists, by top_k.
+                if let (Some(_), Some(datatype)) = (classes, loaded.outputs[index].datatype) {
+                    classify::classifiable(datatype).map_err(|e| {
+                        Error::new(e.kind, format!("output '{name}': {}", e.message))
+                    })?;
                 }
                 Ok((index, classes))
             },
