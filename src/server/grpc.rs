@@ -43,7 +43,7 @@ pub async fn serve(stream: TcpStream, ctx: Rc<ConnectionContext>) {
         return;
     };
     let mut closing = std::pin::pin!(ctx.closing.closed());
-    let calls = Rc::new(Calls::default());
+    let calls = Rc::new(Calls::new(ctx.limits.grpc_max_pending_bytes));
     let _closed = Closed(calls.clone());
     // Once the listeners close: GOAWAY, then the calls in progress finish, and the runtime
     // waits for this connection (busy) until they have. A connection with no call for the
@@ -64,7 +64,7 @@ pub async fn serve(stream: TcpStream, ctx: Rc<ConnectionContext>) {
             (Some(_), _) | (None, true) => connection.accept().await,
             (None, false) => monoio::select! {
                 () = &mut closing => {
-                    calls.closing.set(true);
+                    calls.close();
                     connection.graceful_shutdown();
                     draining = Some(BusyGuard::new(&ctx.busy));
                     continue;
@@ -119,6 +119,10 @@ struct Calls {
     pending: std::cell::Cell<usize>,
     /// The connection is draining or gone: calls waiting for room are refused.
     closing: std::cell::Cell<bool>,
+    /// Calls waiting for room, woken when answers leave or the connection closes.
+    waiting: std::cell::RefCell<Vec<std::task::Waker>>,
+    /// --grpc-max-pending-bytes.
+    max_pending: usize,
 }
 
 /// Marks a connection's calls as closing when the connection ends, however it ends.
@@ -126,43 +130,31 @@ struct Closed(Rc<Calls>);
 
 impl Drop for Closed {
     fn drop(&mut self) {
-        self.0.closing.set(true);
-    }
-}
-
-impl Default for Calls {
-    fn default() -> Calls {
-        Calls {
-            open: std::cell::Cell::new(0),
-            last: std::cell::Cell::new(Instant::now()),
-            pending: std::cell::Cell::new(0),
-            closing: std::cell::Cell::new(false),
-        }
+        self.0.close();
     }
 }
 
 /// How one call's answers are sent: through its connection's pending-bytes count, within
-/// `max` of them, each taken by the peer within `write`.
+/// its cap, each taken by the peer within `write`.
 struct Answers<'c> {
     calls: &'c Calls,
-    max: usize,
     write: Duration,
 }
 
 impl<'c> Answers<'c> {
     /// A framed answer counted as pending, or RESOURCE_EXHAUSTED when it would take the
-    /// connection past `max` (an answer alone is always admitted: its size is bounded by the
+    /// connection past its cap (an answer alone is always admitted: its size is bounded by the
     /// message limits, and a large output must stay servable).
     fn admit(&self, framed: Encoded) -> Result<(Encoded, Pending<'c>), Status> {
         let bytes: usize = framed.iter().map(Bytes::len).sum();
         let total = self.calls.pending.get().saturating_add(bytes);
-        if total > self.max && self.calls.pending.get() > 0 {
+        let max = self.calls.max_pending;
+        if total > max && self.calls.pending.get() > 0 {
             return Err(Status {
                 code: 8,
                 message: format!(
                     "the answer ({bytes} bytes) would take this connection's unread answers past \
-                     {} bytes (--grpc-max-pending-bytes); the client is not reading",
-                    self.max
+                     {max} bytes (--grpc-max-pending-bytes); the client is not reading"
                 ),
             });
         }
@@ -176,20 +168,24 @@ impl<'c> Answers<'c> {
         ))
     }
 
-    /// Back-pressure across the connection's streams: while half of `max` bytes of answers
-    /// wait for the peer, a call waits before it runs (polled: this only happens while the
-    /// peer is not reading).
+    /// Back-pressure across the connection's streams: while half of the cap of answers
+    /// wait for the peer, a call waits before it runs, woken when answer bytes leave or the
+    /// connection closes (never polled on a timer: many waiting calls cost no io time).
     async fn room(&self) -> Result<(), Status> {
-        while self.calls.pending.get() >= self.max / 2 {
+        std::future::poll_fn(|cx| {
+            if self.calls.has_room() {
+                return std::task::Poll::Ready(Ok(()));
+            }
             if self.calls.closing.get() {
-                return Err(Status {
+                return std::task::Poll::Ready(Err(Status {
                     code: 14,
                     message: "the connection is closing".into(),
-                });
+                }));
             }
-            monoio::time::sleep(Duration::from_millis(2)).await;
-        }
-        Ok(())
+            self.calls.waiting.borrow_mut().push(cx.waker().clone());
+            std::task::Poll::Pending
+        })
+        .await
     }
 
     /// A (small) framed answer sent without counting.
@@ -214,8 +210,14 @@ struct Pending<'c> {
 impl Pending<'_> {
     fn sent(&mut self, bytes: usize) {
         let bytes = bytes.min(self.left);
+        if bytes == 0 {
+            return;
+        }
         self.left -= bytes;
         self.calls.pending.set(self.calls.pending.get() - bytes);
+        if self.calls.has_room() {
+            self.calls.wake_waiting();
+        }
     }
 }
 
@@ -226,6 +228,34 @@ impl Drop for Pending<'_> {
 }
 
 impl Calls {
+    fn new(max_pending: usize) -> Calls {
+        Calls {
+            open: std::cell::Cell::new(0),
+            last: std::cell::Cell::new(Instant::now()),
+            pending: std::cell::Cell::new(0),
+            closing: std::cell::Cell::new(false),
+            waiting: std::cell::RefCell::default(),
+            max_pending,
+        }
+    }
+
+    /// Whether a call may run: under half of the cap of answers waits for the peer.
+    fn has_room(&self) -> bool {
+        self.pending.get() < self.max_pending / 2
+    }
+
+    /// Refuses the calls waiting for room from now on (draining, or the connection is gone).
+    fn close(&self) {
+        self.closing.set(true);
+        self.wake_waiting();
+    }
+
+    fn wake_waiting(&self) {
+        for waker in self.waiting.take() {
+            waker.wake();
+        }
+    }
+
     /// No call in progress, and none ended within `period`.
     fn idle_for(&self, period: Duration) -> bool {
         self.open.get() == 0 && self.last.get().elapsed() >= period
@@ -242,7 +272,6 @@ async fn call(
     let started = Instant::now();
     let answers = Answers {
         calls,
-        max: ctx.limits.grpc_max_pending_bytes,
         write: ctx.timeouts.write,
     };
     let _busy = BusyGuard::new(&ctx.busy);
@@ -770,10 +799,9 @@ mod tests {
 
     #[test]
     fn answers_are_admitted_within_the_connection_cap() {
-        let calls = Calls::default();
+        let calls = Calls::new(100);
         let answers = Answers {
             calls: &calls,
-            max: 100,
             write: Duration::from_secs(1),
         };
         let answer = |n: usize| vec![Bytes::from(vec![0; n])];
