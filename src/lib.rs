@@ -18,5 +18,6 @@ pub mod loadgen;
 pub mod logging;
 pub mod metrics;
 pub mod models;
+pub mod proto;
 pub mod server;
 pub mod tensors;

@@ -4,7 +4,6 @@
 
 mod describe;
 pub mod grpc;
-mod parameters;
 mod prometheus;
 mod restricted;
 mod routes;
@@ -16,7 +15,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::engine::{Engine, Error};
+use crate::engine::{Engine, Error, TracePoints};
 use crate::http::{compress, Coding, HttpError, Method, Request, Response};
 use crate::logging::Logging;
 use crate::metrics::ServerMetrics;
@@ -170,5 +169,16 @@ fn json_response(body: String) -> Response {
         content_type: "application/json",
         headers: Vec::new(),
         body: vec![Bytes::from(body)],
+    }
+}
+
+/// The trace points of an infer request over HTTP (V2 and TF Serving alike).
+fn http_trace_points(request: &Request) -> TracePoints {
+    TracePoints {
+        received: [
+            ("HTTP_RECV_START", request.arrived),
+            ("HTTP_RECV_END", request.read),
+        ],
+        send_start: "HTTP_SEND_START",
     }
 }

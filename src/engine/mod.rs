@@ -4,9 +4,11 @@
 //! statistics, and keeps blocking work off the io threads.
 
 pub mod batching;
+mod call;
 mod classify;
 mod error;
 mod offthread;
+mod parameters;
 mod pipeline;
 mod repository;
 mod request;
@@ -17,8 +19,9 @@ mod trace_file;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+pub use call::{Call, Target, TracePoints};
 pub use error::{Error, ErrorKind};
-pub use pipeline::{counted, Counted};
+pub use parameters::{Known, ParamValue, Parameters, FINAL_RESPONSE, V2_GRPC, V2_REST};
 pub use repository::{IndexEntry, ModelControl, Options, Overrides, Repository};
 pub use request::{InferRequest, InferResponse, Input, Output, WantedOutput};
 pub use served::{LoadedVersion, ModelVersion, ServedModel};

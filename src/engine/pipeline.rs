@@ -14,7 +14,7 @@ use crate::tensors::{fit_dims, DataType, Tensor};
 
 impl Engine {
     /// Runs `request` on one version of `model`.
-    pub async fn infer<'m>(
+    pub(super) async fn infer<'m>(
         &self,
         model: &ServedModel,
         loaded: &'m LoadedVersion,
@@ -121,7 +121,7 @@ fn reshaped(mut tensor: Tensor, batching: bool, dims: &[i64]) -> Result<Tensor, 
 }
 
 /// What one request's handling produced, for its statistics.
-pub struct Counted<T> {
+pub(super) struct Counted<T> {
     pub reply: T,
     /// Rows inferred (the request's batch size).
     pub rows: u64,
@@ -131,7 +131,7 @@ pub struct Counted<T> {
 
 /// Runs `work` (one request's whole handling: decode, infer, encode) and counts it in the
 /// version's statistics: bytes in and out, rows, latency, and failures by kind.
-pub async fn counted<T>(
+pub(super) async fn counted<T>(
     loaded: &LoadedVersion,
     request_bytes: usize,
     work: impl Future<Output = Result<Counted<T>, Error>>,

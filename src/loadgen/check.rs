@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::client::Reply;
 use super::workload::Variant;
-use crate::doors::grpc::proto::inference::ModelInferResponse;
+use crate::proto::inference::ModelInferResponse;
 use crate::tensors::{decode_json_data, fixed_byte_size, DataType};
 
 /// JSON responses larger than this are checked for framing only after the first: parsing a

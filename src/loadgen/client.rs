@@ -54,7 +54,7 @@ pub struct Reply {
     pub header_length: Option<usize>,
     pub body: Bytes,
     /// A gRPC answer's message (then `body` is empty).
-    pub grpc: Option<crate::doors::grpc::proto::inference::ModelInferResponse>,
+    pub grpc: Option<crate::proto::inference::ModelInferResponse>,
     /// Bytes received for the answer's body or message.
     pub size: usize,
 }

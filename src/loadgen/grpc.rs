@@ -8,7 +8,7 @@ use prost::Message;
 
 use super::client::{Reply, Target};
 use super::workload::Inputs;
-use crate::doors::grpc::proto::inference as pb;
+use crate::proto::inference as pb;
 
 pub const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
 

@@ -290,7 +290,7 @@ impl ModelConfig {
         } else if pbtxt_path.exists() {
             let text = std::fs::read_to_string(&pbtxt_path)
                 .map_err(|e| format!("{}: {e}", pbtxt_path.display()))?;
-            super::pbtxt::config_from_pbtxt(&text)
+            super::triton_config::config_from_pbtxt(&text)
                 .map_err(|e| format!("{}: {e}", pbtxt_path.display()))
         } else {
             Err(format!("{}: no config.toml or config.pbtxt", dir.display()))

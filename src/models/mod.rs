@@ -8,8 +8,7 @@ mod config;
 mod confined;
 pub mod gpu;
 mod model;
-mod pbtxt;
-mod pbtxt_fields;
+mod triton_config;
 
 pub use backends::{load_version, Loaded};
 pub use config::{
@@ -17,4 +16,4 @@ pub use config::{
 };
 pub use confined::inside;
 pub use model::{Model, ModelError, ModelErrorKind, TensorSpec};
-pub use pbtxt::config_from_json;
+pub use triton_config::config_from_json;

@@ -1,45 +1,63 @@
 //! ModelInfer: protobuf messages to and from the engine's types.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prost::Message;
 
 use super::pb;
-use super::status::Status;
-use crate::doors::parameters::{FINAL_RESPONSE, V2_GRPC};
-use crate::engine::{self, counted, Engine, Error};
+use crate::engine::{
+    self, Error, ParamValue, Parameters, Target, TracePoints, FINAL_RESPONSE, V2_GRPC,
+};
 use crate::tensors::{push_bytes_element, DataType, Tensor};
 use pb::infer_parameter::ParameterChoice;
 
-type Parameters = std::collections::HashMap<String, pb::InferParameter>;
+/// One ModelInfer call: the message, the call's `grpc-timeout`, and when the server began
+/// waiting for the message and when it had it (for a trace).
+pub struct InferCall {
+    pub request: pb::ModelInferRequest,
+    pub deadline: Option<Duration>,
+    pub waitread: [Instant; 2],
+}
 
-/// Runs one ModelInfer; `deadline` (the call's `grpc-timeout`) bounds the queue wait as the
-/// `timeout` parameter does, the shorter of the two winning. `waitread`: when the server began
-/// waiting for the message and when it had it, for a trace.
-pub async fn model_infer(
-    engine: &Engine,
-    request: pb::ModelInferRequest,
-    deadline: Option<Duration>,
-    waitread: [Instant; 2],
-) -> Result<pb::ModelInferResponse, Status> {
-    let model = engine.repository().get(&request.model_name)?;
-    let (version, loaded) = model.version(super::version(&request.model_version))?;
-    let received = [
-        ("GRPC_WAITREAD_START", waitread[0]),
-        ("GRPC_WAITREAD_END", waitread[1]),
-    ];
-    let mut trace = engine.tracer().start(&model.name, version, received);
-    let reply = counted(loaded, request.encoded_len(), async {
-        let mut run = decode(&request, engine.max_tensor_elements())?;
-        run.timeout = run.timeout.into_iter().chain(deadline).min();
-        let done = engine.infer(&model, loaded, run).await?;
-        if let Some(trace) = trace.as_mut() {
-            trace.executed(&done.timeline);
-        }
-        let outputs = done
-            .outputs
+impl engine::Call for InferCall {
+    type Kept<'a> = ();
+    type Reply = pb::ModelInferResponse;
+
+    fn model(&self) -> Result<(&str, Option<&str>), Error> {
+        let request = &self.request;
+        Ok((&request.model_name, super::version(&request.model_version)))
+    }
+
+    fn request_bytes(&self) -> usize {
+        self.request.encoded_len()
+    }
+
+    fn trace_points(&self) -> TracePoints {
+        super::grpc_trace_points(self.waitread)
+    }
+
+    /// The `grpc-timeout` bounds the queue wait as the `timeout` parameter does, the shorter
+    /// of the two winning.
+    fn decode<'a>(
+        &'a self,
+        _: &Target<'a>,
+        max_elements: u64,
+    ) -> Result<(engine::InferRequest<'a>, ()), Error> {
+        let mut run = decode(&self.request, max_elements)?;
+        run.timeout = run.timeout.into_iter().chain(self.deadline).min();
+        Ok((run, ()))
+    }
+
+    fn encode<'a>(
+        &'a self,
+        target: &Target<'a>,
+        _: (),
+        outputs: Vec<engine::Output<'a>>,
+    ) -> Result<(pb::ModelInferResponse, usize), Error> {
+        let described = outputs
             .iter()
             .map(|o| pb::model_infer_response::InferOutputTensor {
                 name: o.name.to_string(),
@@ -49,18 +67,36 @@ pub async fn model_infer(
             })
             .collect();
         let reply = pb::ModelInferResponse {
-            model_name: model.name.clone(),
-            model_version: version.to_string(),
-            id: request.id.clone(),
+            model_name: target.model.name.clone(),
+            model_version: target.version.to_string(),
+            id: self.request.id.clone(),
             parameters: Default::default(),
-            outputs,
-            raw_output_contents: done.outputs.into_iter().map(|o| o.tensor.data).collect(),
+            outputs: described,
+            raw_output_contents: outputs.into_iter().map(|o| o.tensor.data).collect(),
         };
-        Ok(super::counted_reply(reply, done.rows))
-    })
-    .await;
-    engine.tracer().finish(trace, "GRPC_SEND_START");
-    reply.map_err(Status::from)
+        let bytes = reply.encoded_len();
+        Ok((reply, bytes))
+    }
+}
+
+/// The engine's parameter model of a gRPC parameter map. A parameter without a value reads as
+/// "", which only the reserved parameters accept.
+pub(super) fn parameters_of(map: &HashMap<String, pb::InferParameter>) -> Parameters<'_> {
+    Parameters(
+        map.iter()
+            .map(|(key, parameter)| {
+                let value = match &parameter.parameter_choice {
+                    None => ParamValue::Str(Cow::Borrowed("")),
+                    Some(ParameterChoice::BoolParam(b)) => ParamValue::Bool(*b),
+                    Some(ParameterChoice::Int64Param(v)) => ParamValue::Int(*v),
+                    Some(ParameterChoice::Uint64Param(v)) => ParamValue::Uint(*v),
+                    Some(ParameterChoice::DoubleParam(v)) => ParamValue::Float(*v),
+                    Some(ParameterChoice::StringParam(s)) => ParamValue::Str(Cow::Borrowed(s)),
+                };
+                (Cow::Borrowed(key.as_str()), value)
+            })
+            .collect(),
+    )
 }
 
 /// A ModelInferResponse as it is written: prost encodes all but `raw_output_contents`, which
@@ -94,17 +130,24 @@ pub(super) fn decode(
     max_elements: u64,
 ) -> Result<engine::InferRequest<'_>, Error> {
     let known = &V2_GRPC;
-    check_parameters(&request.parameters, || "request".into(), known.request)?;
-    for input in &request.inputs {
-        let place = || format!("input '{}'", input.name);
-        check_parameters(&input.parameters, place, known.input)?;
-    }
-    for output in &request.outputs {
-        let place = || format!("output '{}'", output.name);
-        check_parameters(&output.parameters, place, known.output)?;
-    }
+    let parameters = parameters_of(&request.parameters);
+    parameters.check(|| "request".into(), known.request)?;
+    let input_parameters: Vec<Parameters> = (request.inputs.iter())
+        .map(|input| {
+            let converted = parameters_of(&input.parameters);
+            converted.check(|| format!("input '{}'", input.name), known.input)?;
+            Ok(converted)
+        })
+        .collect::<Result<_, Error>>()?;
+    let output_parameters: Vec<Parameters> = (request.outputs.iter())
+        .map(|output| {
+            let converted = parameters_of(&output.parameters);
+            converted.check(|| format!("output '{}'", output.name), known.output)?;
+            Ok(converted)
+        })
+        .collect::<Result<_, Error>>()?;
     // Its type is checked here; `stream_infer` acts on it.
-    bool_parameter(&request.parameters, FINAL_RESPONSE)?;
+    parameters.get_bool(FINAL_RESPONSE)?;
     let raw = &request.raw_input_contents;
     if !raw.is_empty() && raw.len() != request.inputs.len() {
         return Err(Error::invalid(format!(
@@ -135,7 +178,7 @@ pub(super) fn decode(
                 (None, None) => return Err(invalid("has no contents".into())),
             };
             // KServe's client sends binary_data_size with raw contents: it must be their size.
-            match int_parameter(&input.parameters, "binary_data_size")? {
+            match input_parameters[i].get_u64("binary_data_size")? {
                 Some(_) if input.contents.is_some() => {
                     return Err(invalid(
                         "binary_data_size describes raw_input_contents, not typed contents".into(),
@@ -157,11 +200,10 @@ pub(super) fn decode(
             })
         })
         .collect::<Result<_, Error>>()?;
-    let outputs = request
-        .outputs
-        .iter()
-        .map(|o| {
-            if bool_parameter(&o.parameters, "binary_data")? == Some(false) {
+    let outputs = (request.outputs.iter())
+        .zip(&output_parameters)
+        .map(|(o, parameters)| {
+            if parameters.get_bool("binary_data")? == Some(false) {
                 return Err(Error::invalid(format!(
                     "output '{}': binary_data may only be true over gRPC, where outputs are \
                      always raw_output_contents",
@@ -170,17 +212,14 @@ pub(super) fn decode(
             }
             Ok(engine::WantedOutput {
                 name: Cow::Borrowed(o.name.as_str()),
-                classification: int_parameter(&o.parameters, "classification")?,
+                classification: parameters.get_u64("classification")?,
             })
         })
         .collect::<Result<_, Error>>()?;
-    let timeout = int_parameter(&request.parameters, "timeout")?
-        .filter(|&us| us > 0)
-        .map(Duration::from_micros);
     Ok(engine::InferRequest {
         inputs,
         outputs,
-        timeout,
+        timeout: parameters.timeout()?,
     })
 }
 
@@ -252,60 +291,6 @@ pub(super) fn narrow<W: Copy + std::fmt::Display, N: TryFrom<W>, const S: usize>
         out.extend(le(n));
     }
     Ok(out)
-}
-
-/// Refuses any parameter `place` does not take (see `doors::parameters`).
-fn check_parameters(
-    parameters: &Parameters,
-    place: impl Fn() -> String,
-    known: &[&str],
-) -> Result<(), Error> {
-    for (key, parameter) in parameters {
-        let unset = match &parameter.parameter_choice {
-            None => true,
-            Some(ParameterChoice::BoolParam(b)) => !b,
-            Some(ParameterChoice::Int64Param(v)) => *v == 0,
-            Some(ParameterChoice::Uint64Param(v)) => *v == 0,
-            Some(ParameterChoice::DoubleParam(v)) => *v == 0.0,
-            Some(ParameterChoice::StringParam(s)) => s.is_empty(),
-        };
-        crate::doors::parameters::check(&place, key, unset, known)?;
-    }
-    Ok(())
-}
-
-/// Parameter `key` as `kind`, which `pick` reads from its value; present with another type is
-/// an error.
-fn parameter<T>(
-    parameters: &Parameters,
-    key: &str,
-    kind: &str,
-    pick: fn(&ParameterChoice) -> Option<T>,
-) -> Result<Option<T>, Error> {
-    let Some(choice) = parameters
-        .get(key)
-        .and_then(|p| p.parameter_choice.as_ref())
-    else {
-        return Ok(None);
-    };
-    pick(choice)
-        .map(Some)
-        .ok_or_else(|| Error::invalid(format!("parameter '{key}' must be {kind}, got {choice:?}")))
-}
-
-pub(super) fn bool_parameter(parameters: &Parameters, key: &str) -> Result<Option<bool>, Error> {
-    parameter(parameters, key, "a boolean", |c| match c {
-        ParameterChoice::BoolParam(b) => Some(*b),
-        _ => None,
-    })
-}
-
-fn int_parameter(parameters: &Parameters, key: &str) -> Result<Option<u64>, Error> {
-    parameter(parameters, key, "a non-negative integer", |c| match c {
-        ParameterChoice::Int64Param(v) => u64::try_from(*v).ok(),
-        ParameterChoice::Uint64Param(v) => Some(*v),
-        _ => None,
-    })
 }
 
 #[cfg(test)]

@@ -17,26 +17,10 @@ use bytes::Bytes;
 use prost::Message;
 
 use crate::doors::{Group, Service, EXTENSIONS};
-use crate::engine::{Counted, Engine, Error};
+use crate::engine::{self, Engine, Error, FINAL_RESPONSE};
 pub use status::Status;
 
-/// The messages, generated from `proto/` by build.rs.
-#[allow(clippy::all, clippy::pedantic, missing_docs)]
-pub mod proto {
-    pub mod inference {
-        include!(concat!(env!("OUT_DIR"), "/inference.rs"));
-    }
-    pub mod health {
-        include!(concat!(env!("OUT_DIR"), "/grpc.health.v1.rs"));
-    }
-    pub mod tensorflow {
-        include!(concat!(env!("OUT_DIR"), "/tensorflow.rs"));
-        pub mod serving {
-            include!(concat!(env!("OUT_DIR"), "/tensorflow.serving.rs"));
-        }
-    }
-}
-
+use crate::proto;
 use proto::inference as pb;
 
 /// A method whose handler panics, in test builds only: the server's catch is tested with it.
@@ -59,7 +43,7 @@ pub async fn call(
         panic!("a handler bug, for the test");
     }
     if let Some(method) = path.strip_prefix("/tensorflow.serving.") {
-        return tfs::call(engine, method, message, timeout).await;
+        return tfs::call(engine, method, message, timeout, waitread).await;
     }
     let Some(method) = path.strip_prefix("/inference.GRPCInferenceService/") else {
         return match path {
@@ -128,9 +112,12 @@ pub async fn call(
             Ok(encode(&repository::unload(engine, &request)?))
         }
         "ModelInfer" => {
-            let request: pb::ModelInferRequest = decode(message)?;
-            let response = infer::model_infer(engine, request, timeout, waitread).await?;
-            Ok(infer::encode_response(response))
+            let call = infer::InferCall {
+                request: decode(message)?,
+                deadline: timeout,
+                waitread,
+            };
+            Ok(infer::encode_response(engine.serve(&call).await?))
         }
         other => Err(Status::unimplemented(format!(
             "inference.GRPCInferenceService/{other} is not implemented yet"
@@ -196,11 +183,15 @@ pub async fn stream_infer(
 ) -> Encoded {
     let answer = match message.and_then(decode::<pb::ModelInferRequest>) {
         Ok(request) => {
-            let flag =
-                infer::bool_parameter(&request.parameters, super::parameters::FINAL_RESPONSE);
+            let flag = infer::parameters_of(&request.parameters).get_bool(FINAL_RESPONSE);
             let mark_final = matches!(flag, Ok(Some(true)));
-            infer::model_infer(engine, request, timeout, waitread)
-                .await
+            let call = infer::InferCall {
+                request,
+                deadline: timeout,
+                waitread,
+            };
+            (engine.serve(&call).await)
+                .map_err(Status::from)
                 .map(|mut response| {
                     if mark_final {
                         let yes = pb::infer_parameter::ParameterChoice::BoolParam(true);
@@ -246,12 +237,15 @@ pub fn decode_requests(message: Bytes, max_elements: u64) {
     }
 }
 
-/// A response message with what the statistics record of it.
-fn counted_reply<M: Message>(reply: M, rows: u64) -> Counted<M> {
-    Counted {
-        bytes: reply.encoded_len(),
-        rows,
-        reply,
+/// The trace points of a call: when the server began waiting for its message and when it had
+/// it, and the start of the answer.
+fn grpc_trace_points(waitread: [Instant; 2]) -> engine::TracePoints {
+    engine::TracePoints {
+        received: [
+            ("GRPC_WAITREAD_START", waitread[0]),
+            ("GRPC_WAITREAD_END", waitread[1]),
+        ],
+        send_start: "GRPC_SEND_START",
     }
 }
 

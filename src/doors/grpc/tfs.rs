@@ -4,7 +4,7 @@
 //! `string_val` and take the engine's image path, as on REST.
 
 use std::borrow::Cow;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prost::Message;
@@ -15,7 +15,9 @@ use super::status::Status;
 use super::{decode_known, encode};
 use crate::doors::describe::{datatype_of_tf, metadata_shape, tf_dtype};
 use crate::doors::tfs::version_statuses;
-use crate::engine::{counted, Engine, Error, InferRequest, Input, WantedOutput};
+use crate::engine::{
+    Call, Engine, Error, InferRequest, Input, Output, Target, TracePoints, WantedOutput,
+};
 use crate::models::TensorSpec;
 use crate::tensors::{element_count, push_bytes_element, DataType, Tensor};
 use tf::serving as tfs;
@@ -26,12 +28,20 @@ pub async fn call(
     method: &str,
     message: Bytes,
     timeout: Option<Duration>,
+    waitread: [Instant; 2],
 ) -> Result<super::Encoded, Status> {
     match method {
         "PredictionService/Predict" => {
             let known = [(1, "model_spec"), (2, "inputs"), (3, "output_filter")];
-            let request = decode_known(message, "PredictRequest", &known)?;
-            Ok(encode(&predict(engine, request, timeout).await?))
+            let request: tfs::PredictRequest = decode_known(message, "PredictRequest", &known)?;
+            let (_, version) = model_spec(request.model_spec.as_ref())?;
+            let call = PredictCall {
+                version,
+                request,
+                deadline: timeout,
+                waitread,
+            };
+            Ok(encode(&engine.serve(&call).await?))
         }
         "PredictionService/GetModelMetadata" => {
             let known = [(1, "model_spec"), (2, "metadata_field")];
@@ -48,21 +58,40 @@ pub async fn call(
     }
 }
 
-async fn predict(
-    engine: &Engine,
+/// One Predict call: the message, the version its ModelSpec names, the call's `grpc-timeout`,
+/// and when the server began waiting for the message and when it had it (for a trace).
+struct PredictCall {
     request: tfs::PredictRequest,
+    version: Option<String>,
     deadline: Option<Duration>,
-) -> Result<tfs::PredictResponse, Status> {
-    let (name, version) = model_spec(request.model_spec.as_ref())?;
-    let model = engine.repository().get(name)?;
-    let (number, loaded) = model.version(version.as_deref())?;
-    counted(loaded, request.encoded_len(), async {
-        let max = engine.max_tensor_elements();
-        let inputs = request
-            .inputs
-            .iter()
+    waitread: [Instant; 2],
+}
+
+impl Call for PredictCall {
+    type Kept<'a> = ();
+    type Reply = tfs::PredictResponse;
+
+    fn model(&self) -> Result<(&str, Option<&str>), Error> {
+        let name = self.request.model_spec.as_ref().map_or("", |s| &s.name);
+        Ok((name, self.version.as_deref()))
+    }
+
+    fn request_bytes(&self) -> usize {
+        self.request.encoded_len()
+    }
+
+    fn trace_points(&self) -> TracePoints {
+        super::grpc_trace_points(self.waitread)
+    }
+
+    fn decode<'a>(
+        &'a self,
+        _: &Target<'a>,
+        max_elements: u64,
+    ) -> Result<(InferRequest<'a>, ()), Error> {
+        let inputs = (self.request.inputs.iter())
             .map(|(name, proto)| {
-                let tensor = tensor_of(proto, max)
+                let tensor = tensor_of(proto, max_elements)
                     .map_err(|e| Error::invalid(format!("input '{name}': {e}")))?;
                 Ok(Input {
                     name: Cow::Borrowed(name.as_str()),
@@ -70,9 +99,7 @@ async fn predict(
                 })
             })
             .collect::<Result<_, Error>>()?;
-        let outputs = request
-            .output_filter
-            .iter()
+        let outputs = (self.request.output_filter.iter())
             .map(|name| WantedOutput {
                 name: Cow::Borrowed(name.as_str()),
                 classification: None,
@@ -81,21 +108,26 @@ async fn predict(
         let run = InferRequest {
             inputs,
             outputs,
-            timeout: deadline,
+            timeout: self.deadline,
         };
-        let done = engine.infer(&model, loaded, run).await?;
+        Ok((run, ()))
+    }
+
+    fn encode<'a>(
+        &'a self,
+        target: &Target<'a>,
+        _: (),
+        outputs: Vec<Output<'a>>,
+    ) -> Result<(tfs::PredictResponse, usize), Error> {
         let reply = tfs::PredictResponse {
-            model_spec: Some(spec_of(&model.name, number)),
-            outputs: done
-                .outputs
-                .into_iter()
+            model_spec: Some(spec_of(&target.model.name, target.version)),
+            outputs: (outputs.into_iter())
                 .map(|o| (o.name.to_string(), tensor_proto(o.tensor)))
                 .collect(),
         };
-        Ok(super::counted_reply(reply, done.rows))
-    })
-    .await
-    .map_err(Status::from)
+        let bytes = reply.encoded_len();
+        Ok((reply, bytes))
+    }
 }
 
 /// The `serving_default` signature, in a SignatureDefMap packed in `Any` as TF Serving sends it.

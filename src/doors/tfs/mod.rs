@@ -9,8 +9,9 @@ use serde_json::{json, Map, Value};
 
 use super::describe::{metadata_shape, tf_dtype};
 use super::json_response;
+use super::routes::ModelRef;
 use super::routes::TfsRoute;
-use crate::engine::{counted, Counted, Engine, Error, LoadedVersion, ServedModel};
+use crate::engine::{self, Engine, Error, LoadedVersion, ServedModel, Target, TracePoints};
 use crate::http::{Request, Response};
 use crate::models::TensorSpec;
 
@@ -33,22 +34,53 @@ pub async fn serve(
             let (version, loaded) = model.version(m.version.as_deref())?;
             Ok(json_response(metadata(&model, version, loaded).to_string()))
         }
-        TfsRoute::Predict(m) => {
-            let model = repository.get(&m.name)?;
-            let (_, loaded) = model.version(m.version.as_deref())?;
-            counted(loaded, request.body.len(), async {
-                let max = engine.max_tensor_elements();
-                let (run, format) = predict::decode_predict(&request.body, loaded, max)?;
-                let done = engine.infer(&model, loaded, run).await?;
-                let reply = predict::encode_predict(format, done.outputs)?;
-                Ok(Counted {
-                    bytes: reply.body_len() as usize,
-                    rows: done.rows,
-                    reply,
-                })
-            })
-            .await
-        }
+        TfsRoute::Predict(model) => engine.serve(&PredictCall { model, request }).await,
+    }
+}
+
+/// One predict request over REST.
+struct PredictCall<'r> {
+    model: ModelRef<'r>,
+    request: &'r Request,
+}
+
+impl engine::Call for PredictCall<'_> {
+    /// The layout the request used, which its answer takes.
+    type Kept<'a>
+        = predict::Format
+    where
+        Self: 'a;
+    type Reply = Response;
+
+    fn model(&self) -> Result<(&str, Option<&str>), Error> {
+        Ok((&self.model.name, self.model.version.as_deref()))
+    }
+
+    fn request_bytes(&self) -> usize {
+        self.request.body.len()
+    }
+
+    fn trace_points(&self) -> TracePoints {
+        super::http_trace_points(self.request)
+    }
+
+    fn decode<'a>(
+        &'a self,
+        target: &Target<'a>,
+        max_elements: u64,
+    ) -> Result<(engine::InferRequest<'a>, predict::Format), Error> {
+        predict::decode_predict(&self.request.body, target.loaded, max_elements)
+    }
+
+    fn encode<'a>(
+        &'a self,
+        _: &Target<'a>,
+        format: predict::Format,
+        outputs: Vec<engine::Output<'a>>,
+    ) -> Result<(Response, usize), Error> {
+        let reply = predict::encode_predict(format, outputs)?;
+        let bytes = reply.body_len() as usize;
+        Ok((reply, bytes))
     }
 }
 

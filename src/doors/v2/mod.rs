@@ -10,13 +10,12 @@ mod response;
 use base64::Engine as _;
 use bytes::Bytes;
 
-pub use parameters::{ParamValue, Parameters};
 pub use request::{decode_infer_request, decode_raw_request, header_length, InferRequest};
 pub use response::encode_infer_response;
 
 use super::json_response;
 use super::routes::{ModelRef, V2Route as Route};
-use crate::engine::{self, counted, Counted, Engine, Error, LoadedVersion, Overrides, ServedModel};
+use crate::engine::{self, Engine, Error, Overrides, Target, TracePoints};
 use crate::http::{Method, Request, Response};
 use metadata::{model_config, model_metadata, model_statistics, repository_index, server_metadata};
 
@@ -57,22 +56,7 @@ pub async fn serve(
                 ))),
             }
         }
-        Route::Infer(m) => {
-            let model = repository.get(&m.name)?;
-            let (version, loaded) = model.version(m.version.as_deref())?;
-            let received = [
-                ("HTTP_RECV_START", request.arrived),
-                ("HTTP_RECV_END", request.read),
-            ];
-            let mut trace = engine.tracer().start(&model.name, version, received);
-            let reply = counted(loaded, request.body.len(), async {
-                let decoded = decode(engine, &model, loaded, request)?;
-                infer(engine, &model, version, loaded, decoded, trace.as_mut()).await
-            })
-            .await;
-            engine.tracer().finish(trace, "HTTP_SEND_START");
-            reply
-        }
+        Route::Infer(model) => engine.serve(&V2Call { model, request }).await,
         Route::ModelStats(m) => Ok(json_response(statistics(engine, m.as_ref())?.to_string())),
         Route::RepositoryIndex => {
             let ready_only = index_ready_filter(&request.body)?;
@@ -101,16 +85,84 @@ pub async fn serve(
     }
 }
 
+/// One infer request over REST.
+struct V2Call<'r> {
+    model: ModelRef<'r>,
+    request: &'r Request,
+}
+
+impl engine::Call for V2Call<'_> {
+    /// The decoded request (its inputs taken), and which outputs go back binary.
+    type Kept<'a>
+        = (InferRequest<'a>, Vec<bool>)
+    where
+        Self: 'a;
+    type Reply = Response;
+
+    fn model(&self) -> Result<(&str, Option<&str>), Error> {
+        Ok((&self.model.name, self.model.version.as_deref()))
+    }
+
+    fn request_bytes(&self) -> usize {
+        self.request.body.len()
+    }
+
+    fn trace_points(&self) -> TracePoints {
+        super::http_trace_points(self.request)
+    }
+
+    fn decode<'a>(
+        &'a self,
+        target: &Target<'a>,
+        max_elements: u64,
+    ) -> Result<(engine::InferRequest<'a>, Self::Kept<'a>), Error> {
+        let mut request = decode(target, self.request, max_elements)?;
+        let binary: Vec<bool> = match request.outputs.as_slice() {
+            [] => vec![request.output_is_binary(None)?; target.loaded.outputs.len()],
+            wanted => wanted
+                .iter()
+                .map(|o| request.output_is_binary(Some(o)))
+                .collect::<Result<_, _>>()?,
+        };
+        let run = engine::InferRequest {
+            inputs: std::mem::take(&mut request.inputs),
+            outputs: request
+                .outputs
+                .iter()
+                .map(|o| {
+                    Ok(engine::WantedOutput {
+                        name: o.name.clone(),
+                        classification: o.parameters.get_u64("classification")?,
+                    })
+                })
+                .collect::<Result<_, Error>>()?,
+            timeout: request.parameters.timeout()?,
+        };
+        Ok((run, (request, binary)))
+    }
+
+    fn encode<'a>(
+        &'a self,
+        target: &Target<'a>,
+        (request, binary): Self::Kept<'a>,
+        outputs: Vec<engine::Output<'a>>,
+    ) -> Result<(Response, usize), Error> {
+        let outputs = outputs.into_iter().zip(binary).collect();
+        let reply = encode_infer_response(&target.model.name, target.version, &request, outputs)?;
+        let bytes = reply.body_len() as usize;
+        Ok((reply, bytes))
+    }
+}
+
 /// The request in the body: JSON (with binary tensors after it), or Triton's raw binary body
 /// (`Inference-Header-Content-Length: 0`) for a single-input model.
 fn decode<'r>(
-    engine: &Engine,
-    model: &ServedModel,
-    loaded: &'r LoadedVersion,
+    target: &Target<'r>,
     request: &'r Request,
+    max: u64,
 ) -> Result<InferRequest<'r>, Error> {
+    let (model, loaded) = (target.model, target.loaded);
     let body = &request.body;
-    let max = engine.max_tensor_elements();
     let header_len = request
         .head
         .header("inference-header-content-length")
@@ -135,55 +187,6 @@ fn decode<'r>(
             }
         }
     }
-}
-
-/// Runs a decoded request and encodes its answer, each output binary or JSON as asked.
-async fn infer(
-    engine: &Engine,
-    model: &ServedModel,
-    version: u64,
-    loaded: &LoadedVersion,
-    mut request: InferRequest<'_>,
-    trace: Option<&mut engine::Trace>,
-) -> Result<Counted<Response>, Error> {
-    let binary: Vec<bool> = match request.outputs.as_slice() {
-        [] => vec![request.output_is_binary(None)?; loaded.outputs.len()],
-        wanted => wanted
-            .iter()
-            .map(|o| request.output_is_binary(Some(o)))
-            .collect::<Result<_, _>>()?,
-    };
-    // Triton reads 0 as "no timeout" (its test helpers send it on every request).
-    let timeout = request
-        .parameters
-        .get_u64("timeout")?
-        .filter(|&us| us > 0)
-        .map(std::time::Duration::from_micros);
-    let run = engine::InferRequest {
-        inputs: std::mem::take(&mut request.inputs),
-        outputs: request
-            .outputs
-            .iter()
-            .map(|o| {
-                Ok(engine::WantedOutput {
-                    name: o.name.clone(),
-                    classification: o.parameters.get_u64("classification")?,
-                })
-            })
-            .collect::<Result<_, Error>>()?,
-        timeout,
-    };
-    let done = engine.infer(model, loaded, run).await?;
-    if let Some(trace) = trace {
-        trace.executed(&done.timeline);
-    }
-    let outputs = done.outputs.into_iter().zip(binary).collect();
-    let reply = encode_infer_response(&model.name, version, &request, outputs)?;
-    Ok(Counted {
-        bytes: reply.body_len() as usize,
-        rows: done.rows,
-        reply,
-    })
 }
 
 /// Statistics of one model's versions (one version when named), or of every model.

@@ -1,67 +1,12 @@
-//! `parameters` objects: string keys to bool, number or string values.
+//! `parameters` objects as JSON carries them: string keys to bool, number or string values,
+//! read into the engine's parameter model.
 
 use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 
-use crate::engine::Error;
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum ParamValue<'a> {
-    Bool(bool),
-    Int(i64),
-    Uint(u64),
-    Float(f64),
-    Str(Cow<'a, str>),
-}
-
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Parameters<'a>(pub Vec<(Cow<'a, str>, ParamValue<'a>)>);
-
-impl<'a> Parameters<'a> {
-    pub fn get(&self, key: &str) -> Option<&ParamValue<'a>> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
-    }
-
-    /// Refuses any parameter `place` does not take (see `doors::parameters`).
-    pub fn check(&self, place: impl Fn() -> String, known: &[&str]) -> Result<(), Error> {
-        for (key, value) in &self.0 {
-            let unset = match value {
-                ParamValue::Bool(b) => !b,
-                ParamValue::Int(v) => *v == 0,
-                ParamValue::Uint(v) => *v == 0,
-                ParamValue::Float(v) => *v == 0.0,
-                ParamValue::Str(s) => s.is_empty(),
-            };
-            crate::doors::parameters::check(&place, key, unset, known)?;
-        }
-        Ok(())
-    }
-
-    /// A boolean parameter; present with another type is an error.
-    pub fn get_bool(&self, key: &str) -> Result<Option<bool>, Error> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(ParamValue::Bool(b)) => Ok(Some(*b)),
-            Some(other) => Err(Error::invalid(format!(
-                "parameter '{key}' must be a boolean, got {other:?}"
-            ))),
-        }
-    }
-
-    /// A non-negative integer parameter; present with another type is an error.
-    pub fn get_u64(&self, key: &str) -> Result<Option<u64>, Error> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(ParamValue::Uint(v)) => Ok(Some(*v)),
-            Some(ParamValue::Int(v)) if *v >= 0 => Ok(Some(*v as u64)),
-            Some(other) => Err(Error::invalid(format!(
-                "parameter '{key}' must be a non-negative integer, got {other:?}"
-            ))),
-        }
-    }
-}
+use crate::engine::{ParamValue, Parameters};
 
 impl<'de: 'a, 'a> Deserialize<'de> for Parameters<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use super::json_walk::JsonWalk;
-use super::parameters::Parameters;
+use crate::engine::Parameters;
 use crate::engine::{Error, Input};
 use crate::models::TensorSpec;
 use crate::tensors::{decode_json_data, fit_dims, DataType, Tensor};
@@ -213,7 +213,7 @@ pub fn decode_infer_request(
         .map_err(|e| e.to_string())
         .and_then(parse_header)
         .map_err(|e| Error::invalid(format!("invalid inference request JSON: {e}")))?;
-    let known = &crate::doors::parameters::V2_REST;
+    let known = &crate::engine::V2_REST;
     header
         .parameters
         .check(|| "request".into(), known.request)?;

@@ -1,9 +1,86 @@
-//! Which infer parameters tensord acts on. Any other is refused, never ignored: Triton hands
-//! unknown ("custom") parameters to its backend, but no tensord model reads one. Triton's
-//! reserved sequence and priority parameters are accepted only at their value that means "not
-//! set" (0, "" or false), since tensord has neither feature.
+//! Infer parameters: the one model every door converts its wire parameters into (REST's JSON
+//! values, gRPC's `InferParameter`), their typed reads, and which parameters tensord acts on.
+//! Any other is refused, never ignored: Triton hands unknown ("custom") parameters to its
+//! backend, but no tensord model reads one. Triton's reserved sequence and priority parameters
+//! are accepted only at their value that means "not set" (0, "" or false), since tensord has
+//! neither feature.
 
-use crate::engine::Error;
+use std::borrow::Cow;
+
+use super::Error;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ParamValue<'a> {
+    Bool(bool),
+    Int(i64),
+    Uint(u64),
+    Float(f64),
+    Str(Cow<'a, str>),
+}
+
+impl ParamValue<'_> {
+    /// 0, "" or false: the value that means "not set".
+    fn is_unset(&self) -> bool {
+        match self {
+            ParamValue::Bool(b) => !b,
+            ParamValue::Int(v) => *v == 0,
+            ParamValue::Uint(v) => *v == 0,
+            ParamValue::Float(v) => *v == 0.0,
+            ParamValue::Str(s) => s.is_empty(),
+        }
+    }
+}
+
+/// One place's parameters (a request's, an input's, an output's), in the order sent.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Parameters<'a>(pub Vec<(Cow<'a, str>, ParamValue<'a>)>);
+
+impl<'a> Parameters<'a> {
+    pub fn get(&self, key: &str) -> Option<&ParamValue<'a>> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// Refuses any parameter `place` ("request", "input 'A'", ...; made only for an error)
+    /// does not take: `known` lists what it takes.
+    pub fn check(&self, place: impl Fn() -> String, known: &[&str]) -> Result<(), Error> {
+        for (key, value) in &self.0 {
+            check(&place, key, value.is_unset(), known)?;
+        }
+        Ok(())
+    }
+
+    /// A boolean parameter; present with another type is an error.
+    pub fn get_bool(&self, key: &str) -> Result<Option<bool>, Error> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(ParamValue::Bool(b)) => Ok(Some(*b)),
+            Some(other) => Err(Error::invalid(format!(
+                "parameter '{key}' must be a boolean, got {other:?}"
+            ))),
+        }
+    }
+
+    /// A non-negative integer parameter; present with another type is an error.
+    pub fn get_u64(&self, key: &str) -> Result<Option<u64>, Error> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(ParamValue::Uint(v)) => Ok(Some(*v)),
+            Some(ParamValue::Int(v)) if *v >= 0 => Ok(Some(*v as u64)),
+            Some(other) => Err(Error::invalid(format!(
+                "parameter '{key}' must be a non-negative integer, got {other:?}"
+            ))),
+        }
+    }
+
+    /// The `timeout` parameter (microseconds). Triton reads 0 as "no timeout" (its test helpers
+    /// send it on every request).
+    pub fn timeout(&self) -> Result<Option<std::time::Duration>, Error> {
+        Ok(self
+            .get_u64("timeout")?
+            .filter(|&us| us > 0)
+            .map(std::time::Duration::from_micros))
+    }
+}
 
 /// Known parameters of each place in an infer request, by door.
 pub struct Known {
@@ -40,9 +117,8 @@ const UNSET_AT_DEFAULT: &[(&str, &str)] = &[
     ),
 ];
 
-/// Checks one parameter `key` of `place` ("request", "input 'A'", ...; made only for an error),
-/// where `known` lists what that place takes and `unset` says the value is 0, "" or false.
-pub fn check(
+/// Checks one parameter `key` of `place`, where `unset` says its value is 0, "" or false.
+fn check(
     place: impl FnOnce() -> String,
     key: &str,
     unset: bool,

@@ -1,0 +1,57 @@
+//! Protocol buffer schemas, generated from `proto/` by build.rs: Triton's model configuration,
+//! the inference, health and TF Serving messages. Every layer may read them (the config is a
+//! model's; the messages are the gRPC door's). Also their descriptors, behind protobuf's text
+//! format and JSON mapping.
+
+use std::sync::OnceLock;
+
+use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
+
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod inference {
+    include!(concat!(env!("OUT_DIR"), "/inference.rs"));
+}
+
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod health {
+    include!(concat!(env!("OUT_DIR"), "/grpc.health.v1.rs"));
+}
+
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod tensorflow {
+    include!(concat!(env!("OUT_DIR"), "/tensorflow.rs"));
+    pub mod serving {
+        include!(concat!(env!("OUT_DIR"), "/tensorflow.serving.rs"));
+    }
+}
+
+/// The descriptor of message `name` (`inference.ModelConfig`).
+pub fn descriptor(name: &str) -> MessageDescriptor {
+    static POOL: OnceLock<DescriptorPool> = OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        let bytes = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));
+        // build.rs wrote them from the very files the messages came from.
+        #[allow(clippy::expect_used)]
+        DescriptorPool::decode(&bytes[..]).expect("build.rs wrote valid descriptors")
+    });
+    #[allow(clippy::expect_used)]
+    pool.get_message_by_name(name).expect("a message of proto/")
+}
+
+/// `message` (of type `name`) in protobuf's JSON mapping as Triton writes its documents: proto
+/// field names, every field (defaults too), and 64-bit integers as numbers, not strings.
+pub fn to_json(message: &impl prost::Message, name: &str) -> serde_json::Value {
+    let descriptor = descriptor(name);
+    let dynamic = DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice());
+    let options = prost_reflect::SerializeOptions::new()
+        .use_proto_field_name(true)
+        .skip_default_fields(false)
+        .stringify_64_bit_integers(false);
+    dynamic
+        .ok()
+        .and_then(|d| {
+            d.serialize_with_options(serde_json::value::Serializer, &options)
+                .ok()
+        })
+        .unwrap_or_default()
+}
