@@ -38,14 +38,21 @@ pub fn descriptor(name: &str) -> MessageDescriptor {
     pool.get_message_by_name(name).expect("a message of proto/")
 }
 
+/// Whether a JSON document writes the fields at their default value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Defaults {
+    Written,
+    Left,
+}
+
 /// `message` (of type `name`) in protobuf's JSON mapping as Triton writes its documents: proto
-/// field names, every field (defaults too), and 64-bit integers as numbers, not strings.
-pub fn to_json(message: &impl prost::Message, name: &str) -> serde_json::Value {
+/// field names, and 64-bit integers as numbers, not strings.
+pub fn to_json(message: &impl prost::Message, name: &str, defaults: Defaults) -> serde_json::Value {
     let descriptor = descriptor(name);
     let dynamic = DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice());
     let options = prost_reflect::SerializeOptions::new()
         .use_proto_field_name(true)
-        .skip_default_fields(false)
+        .skip_default_fields(defaults == Defaults::Left)
         .stringify_64_bit_integers(false);
     dynamic
         .ok()

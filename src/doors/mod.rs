@@ -3,6 +3,7 @@
 //! serves it (V2 REST, TF Serving REST, or `/metrics`). No I/O happens here.
 
 mod describe;
+mod documents;
 pub mod grpc;
 mod prometheus;
 mod restricted;

@@ -88,6 +88,16 @@ impl Engine {
         &self.repository
     }
 
+    /// The model named (loaded or not: it says why not).
+    pub fn model(&self, name: &str) -> Result<Arc<ServedModel>, Error> {
+        self.repository.get(name)
+    }
+
+    /// Every model of the repository, and each version it serves.
+    pub fn index(&self) -> Result<Vec<IndexEntry>, Error> {
+        self.repository.index().map_err(Error::internal)
+    }
+
     /// The most elements one tensor may have (decoders refuse more before allocating).
     pub fn max_tensor_elements(&self) -> u64 {
         self.limits.max_tensor_elements

@@ -24,6 +24,16 @@ TEST_REPO = Path(repository_with_any_identity(tempfile.mkdtemp(prefix="tensord-t
 atexit.register(shutil.rmtree, TEST_REPO, True)
 
 
+def unavailable_reason(client, model):
+    """Why `model` is not ready, as its metadata request (over REST, a 503) says it."""
+    from tritonclient.utils import InferenceServerException
+    with pytest.raises(InferenceServerException) as e:
+        client.get_model_metadata(model)
+    assert e.value.status() == "503", e.value
+    assert f"model '{model}' is not ready: " in e.value.message(), e.value
+    return e.value.message()
+
+
 class Daemon:
     """The real binary on a free port; waits until it answers (live, not ready: a repository
     with a broken model is never ready)."""

@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 from tritonclient.utils import InferenceServerException
 
 import model_builders
-from conftest import EXPLICIT, ROOT
+from conftest import EXPLICIT, ROOT, unavailable_reason
 
 # The repository API loads and unloads in these tests.
 SERVER_ARGS = EXPLICIT
@@ -257,9 +257,8 @@ def test_broken_model_beside_good_ones(client, server):
     assert not client.is_model_ready("broken")
     assert not client.is_server_ready(), "strict readiness: a broken model keeps the server not ready"
     assert client.is_model_ready("cnn")
-    meta = client.get_model_metadata("broken")
-    assert meta["state"] == "UNAVAILABLE"
-    assert "instance_count" in meta["reason"] and "config.toml" in meta["reason"]
+    reason = unavailable_reason(client, "broken")
+    assert "instance_count" in reason and "config.toml" in reason
     req = urllib.request.Request(f"http://{server.url}/v2/models/broken/infer", data=b'{"inputs":[]}')
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req)
@@ -268,10 +267,9 @@ def test_broken_model_beside_good_ones(client, server):
 
 
 def test_a_model_on_a_missing_gpu_is_unavailable_with_the_reason(client, server):
-    meta = client.get_model_metadata("st_on_gpu")
-    assert meta["state"] == "UNAVAILABLE"
-    assert "key 'device': cuda:0:" in meta["reason"], meta["reason"]
-    assert "\n" not in meta["reason"].split("cuda:0:")[1], "one line, no backtrace"
+    reason = unavailable_reason(client, "st_on_gpu")
+    assert "key 'device': cuda:0:" in reason, reason
+    assert "\n" not in reason.split("cuda:0:")[1], "one line, no backtrace"
     assert not client.is_model_ready("st_on_gpu")
     req = urllib.request.Request(f"http://{server.url}/v2/models/st_on_gpu/infer", data=b'{"inputs":[]}')
     with pytest.raises(urllib.error.HTTPError) as e:

@@ -19,7 +19,7 @@ import tritonclient.http as httpclient
 from onnx import TensorProto, helper
 from tritonclient.utils import InferenceServerException
 
-from conftest import EXPLICIT, BINARY, ROOT, Daemon
+from conftest import EXPLICIT, BINARY, ROOT, Daemon, unavailable_reason
 
 # The repository API loads and unloads in these tests.
 SERVER_ARGS = EXPLICIT
@@ -324,15 +324,14 @@ def test_failure_inside_onnxruntime_is_500_and_the_worker_survives(server):
     ("wrong_type", "input[0].datatype"),
 ])
 def test_models_that_cannot_load_say_why(client, model, reason):
-    meta = client.get_model_metadata(model)
-    assert meta["state"] == "UNAVAILABLE"
-    assert reason in meta["reason"], meta["reason"]
+    why = unavailable_reason(client, model)
+    assert reason in why, why
     assert not client.is_model_ready(model)
     assert client.is_model_ready("cls_toml")
 
 
 def test_corrupt_graph_carries_onnxruntime_reason(client):
-    reason = client.get_model_metadata("corrupt")["reason"]
+    reason = unavailable_reason(client, "corrupt")
     assert "Protobuf parsing failed" in reason or "INVALID_PROTOBUF" in reason, reason
 
 
@@ -395,9 +394,8 @@ def test_without_a_usable_library_onnx_models_are_unavailable_and_others_serve(t
         d = Daemon("--threads", "1", *args, repo=repo, env=env)
         try:
             c = httpclient.InferenceServerClient(d.url)
-            meta = c.get_model_metadata("graph")
-            assert meta["state"] == "UNAVAILABLE"
-            assert "--onnxruntime-lib" in meta["reason"] and why in meta["reason"], meta["reason"]
+            reason = unavailable_reason(c, "graph")
+            assert "--onnxruntime-lib" in reason and why in reason, reason
             a = np.arange(16, dtype=np.int32).reshape(1, 16)
             inputs = [httpclient.InferInput("INPUT0", [1, 16], "INT32"), httpclient.InferInput("INPUT1", [1, 16], "INT32")]
             inputs[0].set_data_from_numpy(a)

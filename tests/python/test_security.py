@@ -14,7 +14,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from conftest import EXPLICIT, TEST_REPO, Daemon
+from conftest import EXPLICIT, TEST_REPO, Daemon, unavailable_reason
 from model_builders import double_graph, double_graph_bytes, save_onnx
 from serving import call
 
@@ -121,9 +121,8 @@ def test_explicit_mode_keeps_config_paths_inside_the_model_folder(tmp_path):
     d = Daemon("--threads", "1", *EXPLICIT, "--load-staging-dir", str(staging), repo=repo)
     h = httpclient.InferenceServerClient(d.url)
     try:
-        meta = h.get_model_metadata("linked")
-        assert meta["state"] == "UNAVAILABLE"
-        assert "key 'label_filename'" in meta["reason"] and "inside the model's folder" in meta["reason"]
+        reason = unavailable_reason(h, "linked")
+        assert "key 'label_filename'" in reason and "inside the model's folder" in reason
 
         # Over the load API: refused with a 400 naming the key, in the same words whether or
         # not the target exists, and nothing of the file comes back. The model keeps serving.

@@ -164,9 +164,13 @@ def test_model_config_is_tritons_json(client):
     assert config["max_batch_size"] == 8
     classes = client.get_model_config("classes")
     assert classes["backend"] == "identity"
-    assert classes["input"] == [{"name": "INPUT0", "data_type": "TYPE_FP32", "dims": [4]}]
+    # Every field of Triton's message is written, as Triton writes it.
+    assert classes["input"] == [{"name": "INPUT0", "data_type": "TYPE_FP32", "dims": [4], "format": "FORMAT_NONE",
+                                 "allow_ragged_batch": False, "is_shape_tensor": False, "optional": False,
+                                 "is_non_linear_format_io": False}]
     assert classes["output"][0]["label_filename"] == "labels.txt"
-    assert classes["instance_group"] == [{"count": 1, "kind": "KIND_CPU"}]
+    assert [{k: g[k] for k in ("count", "kind", "gpus")} for g in classes["instance_group"]] == [
+        {"count": 1, "kind": "KIND_CPU", "gpus": []}]
     assert classes["version_policy"] == {"latest": {"num_versions": 1}}
 
 
@@ -204,7 +208,7 @@ def test_load_with_a_config_override(client):
     assert config["max_batch_size"] == 4
     assert config["dynamic_batching"]["max_queue_delay_microseconds"] == 7
     # A bad override is a 400 that says what is wrong; the model keeps serving as it was.
-    for bad, words in (("{not json", "invalid JSON"),
+    for bad, words in (("{not json", "invalid model config JSON"),
                        (json.dumps({"backend": "identity", "dynamic_batching": {}}), "max_batch_size")):
         with pytest.raises(InferenceServerException, match=words) as e:
             client.load_model("plain", config=bad)

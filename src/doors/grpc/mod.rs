@@ -4,7 +4,6 @@
 //! connection is the server's (`server::grpc`); this door sees one call at a time: its path and
 //! its one request message, and answers one response message or a status.
 
-mod describe;
 mod infer;
 mod repository;
 mod settings;
@@ -16,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use prost::Message;
 
-use crate::doors::{Group, Service, EXTENSIONS};
+use crate::doors::{documents, Group, Service};
 use crate::engine::{self, Engine, Error, FINAL_RESPONSE};
 pub use status::Status;
 
@@ -66,27 +65,33 @@ pub async fn call(
         "ModelReady" => {
             let request: pb::ModelReadyRequest = decode(message)?;
             let ready = engine
-                .repository()
-                .get(&request.name)
+                .model(&request.name)
                 .is_ok_and(|m| m.version(version(&request.version)).is_ok() && m.is_ready());
             Ok(encode(&pb::ModelReadyResponse { ready }))
         }
-        "ServerMetadata" => Ok(encode(&pb::ServerMetadataResponse {
-            name: "tensord".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            extensions: EXTENSIONS.iter().map(|e| e.to_string()).collect(),
-        })),
+        "ServerMetadata" => Ok(encode(&documents::server_metadata())),
         "ModelMetadata" => {
             let request: pb::ModelMetadataRequest = decode(message)?;
-            Ok(encode(&describe::model_metadata(engine, &request)?))
+            let version = version(&request.version);
+            Ok(encode(&documents::model_metadata(
+                engine,
+                &request.name,
+                version,
+            )?))
         }
         "ModelConfig" => {
             let request: pb::ModelConfigRequest = decode(message)?;
-            Ok(encode(&describe::model_config(engine, &request)?))
+            let version = version(&request.version);
+            let config = documents::model_config(engine, &request.name, version)?;
+            Ok(encode(&pb::ModelConfigResponse {
+                config: Some(config),
+            }))
         }
         "ModelStatistics" => {
             let request: pb::ModelStatisticsRequest = decode(message)?;
-            Ok(encode(&describe::model_statistics(engine, &request)?))
+            let name = (!request.name.is_empty()).then_some(request.name.as_str());
+            let version = version(&request.version);
+            Ok(encode(&documents::model_statistics(engine, name, version)?))
         }
         "LogSettings" => {
             let request: pb::LogSettingsRequest = decode(message)?;

@@ -13,18 +13,10 @@ pub fn index(
     engine: &Engine,
     request: &pb::RepositoryIndexRequest,
 ) -> Result<pb::RepositoryIndexResponse, Status> {
-    let entries = engine.repository().index().map_err(Error::internal)?;
-    let models = entries
-        .into_iter()
-        .filter(|e| e.ready || !request.ready)
-        .map(|e| pb::repository_index_response::ModelIndex {
-            name: e.name,
-            version: e.version.map(|v| v.to_string()).unwrap_or_default(),
-            state: if e.ready { "READY" } else { "UNAVAILABLE" }.into(),
-            reason: e.reason.unwrap_or_default(),
-        })
-        .collect();
-    Ok(pb::RepositoryIndexResponse { models })
+    Ok(crate::doors::documents::repository_index(
+        engine,
+        request.ready,
+    )?)
 }
 
 /// KServe's load and unload responses: the model's name and whether it is (un)loaded.

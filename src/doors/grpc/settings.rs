@@ -61,7 +61,7 @@ pub fn trace_setting(
     request: &pb::TraceSettingRequest,
 ) -> Result<pb::TraceSettingResponse, Status> {
     let model = (!request.model_name.is_empty())
-        .then(|| engine.repository().get(&request.model_name))
+        .then(|| engine.model(&request.model_name))
         .transpose()?;
     let name = model.as_ref().map(|m| m.name.as_str());
     let tracer = engine.tracer();

@@ -145,7 +145,7 @@ fn metadata(
         )));
     }
     let (name, version) = model_spec(request.model_spec.as_ref())?;
-    let model = engine.repository().get(name)?;
+    let model = engine.model(name)?;
     let (number, loaded) = model.version(version.as_deref())?;
     let infos = |specs: &[TensorSpec]| {
         specs
@@ -184,7 +184,7 @@ fn status(
 ) -> Result<tfs::GetModelStatusResponse, Status> {
     use tfs::model_version_status::State;
     let (name, version) = model_spec(request.model_spec.as_ref())?;
-    let model = engine.repository().get(name)?;
+    let model = engine.model(name)?;
     let model_version_status = version_statuses(&model, version.as_deref())?
         .into_iter()
         .map(|v| tfs::ModelVersionStatus {

@@ -21,16 +21,15 @@ pub async fn serve(
     route: TfsRoute<'_>,
     request: &Request,
 ) -> Result<Response, Error> {
-    let repository = engine.repository();
     match route {
         TfsRoute::Status(m) => {
-            let model = repository.get(&m.name)?;
+            let model = engine.model(&m.name)?;
             Ok(json_response(
                 status(&model, m.version.as_deref())?.to_string(),
             ))
         }
         TfsRoute::Metadata(m) => {
-            let model = repository.get(&m.name)?;
+            let model = engine.model(&m.name)?;
             let (version, loaded) = model.version(m.version.as_deref())?;
             Ok(json_response(metadata(&model, version, loaded).to_string()))
         }

@@ -2,7 +2,6 @@
 //! tensor data extension, model configuration, statistics and the repository API.
 
 mod json_walk;
-mod metadata;
 mod parameters;
 mod request;
 mod response;
@@ -13,11 +12,11 @@ use bytes::Bytes;
 pub use request::{decode_infer_request, decode_raw_request, header_length, InferRequest};
 pub use response::encode_infer_response;
 
-use super::json_response;
 use super::routes::{ModelRef, V2Route as Route};
+use super::{documents, json_response};
 use crate::engine::{self, Engine, Error, Overrides, Target, TracePoints};
 use crate::http::{Method, Request, Response};
-use metadata::{model_config, model_metadata, model_statistics, repository_index, server_metadata};
+use crate::proto::{self, Defaults};
 
 /// Answers one V2 route.
 pub async fn serve(
@@ -25,26 +24,24 @@ pub async fn serve(
     route: Route<'_>,
     request: &Request,
 ) -> Result<Response, Error> {
-    let repository = engine.repository();
     match route {
-        Route::ServerMetadata => Ok(json_response(server_metadata().to_string())),
+        Route::ServerMetadata => Ok(document(
+            &documents::server_metadata(),
+            "inference.ServerMetadataResponse",
+        )),
         Route::Live => Ok(json_response(r#"{"live":true}"#.into())),
         Route::Ready if engine.is_ready() => Ok(json_response(r#"{"ready":true}"#.into())),
         Route::Ready => Err(Error::not_ready("server is not ready")),
-        Route::ModelMetadata(m) => {
-            let model = repository.get(&m.name)?;
-            let loaded = model.described_version(m.version.as_deref())?;
-            Ok(json_response(
-                model_metadata(&model, m.version.as_deref(), loaded).to_string(),
-            ))
-        }
-        Route::ModelConfig(m) => {
-            let model = repository.get(&m.name)?;
-            let loaded = model.described_version(m.version.as_deref())?;
-            Ok(json_response(model_config(&model, loaded).to_string()))
-        }
+        Route::ModelMetadata(m) => Ok(document(
+            &documents::model_metadata(engine, &m.name, m.version.as_deref())?,
+            "inference.ModelMetadataResponse",
+        )),
+        Route::ModelConfig(m) => Ok(document(
+            &documents::model_config(engine, &m.name, m.version.as_deref())?,
+            "inference.ModelConfig",
+        )),
         Route::ModelReady(m) => {
-            let model = repository.get(&m.name)?;
+            let model = engine.model(&m.name)?;
             model.version(m.version.as_deref())?;
             match model.reason() {
                 None => Ok(json_response(
@@ -57,20 +54,36 @@ pub async fn serve(
             }
         }
         Route::Infer(model) => engine.serve(&V2Call { model, request }).await,
-        Route::ModelStats(m) => Ok(json_response(statistics(engine, m.as_ref())?.to_string())),
+        Route::ModelStats(m) => {
+            let (name, version) = m.as_ref().map_or((None, None), |m| {
+                (Some(m.name.as_ref()), m.version.as_deref())
+            });
+            Ok(document(
+                &documents::model_statistics(engine, name, version)?,
+                "inference.ModelStatisticsResponse",
+            ))
+        }
         Route::RepositoryIndex => {
             let ready_only = index_ready_filter(&request.body)?;
-            let entries = repository.index().map_err(Error::internal)?;
-            Ok(json_response(
-                repository_index(&entries, ready_only).to_string(),
-            ))
+            let index = documents::repository_index(engine, ready_only)?;
+            // Triton's REST index is the list itself, each entry with the fields it has.
+            let entries: Vec<serde_json::Value> = (index.models.iter())
+                .map(|m| {
+                    proto::to_json(
+                        m,
+                        "inference.RepositoryIndexResponse.ModelIndex",
+                        Defaults::Left,
+                    )
+                })
+                .collect();
+            Ok(json_response(serde_json::Value::from(entries).to_string()))
         }
         Route::Load(name) => {
             engine.load(&name, load_overrides(&request.body)?).await?;
             Ok(empty_ok())
         }
         Route::TraceSetting(m) => {
-            let model = m.as_ref().map(|m| repository.get(&m.name)).transpose()?;
+            let model = m.as_ref().map(|m| engine.model(&m.name)).transpose()?;
             let name = model.as_ref().map(|m| m.name.as_str());
             let settings = match request.head.method {
                 Method::Post => engine.tracer().update(name, &request.body)?,
@@ -189,22 +202,9 @@ fn decode<'r>(
     }
 }
 
-/// Statistics of one model's versions (one version when named), or of every model.
-fn statistics(engine: &Engine, m: Option<&ModelRef>) -> Result<serde_json::Value, Error> {
-    let models = engine.statistics(
-        m.map(|m| m.name.as_ref()),
-        m.and_then(|m| m.version.as_deref()),
-    )?;
-    let entries: Vec<(&str, u64, &engine::batching::ModelStats)> = models
-        .iter()
-        .flat_map(|(model, versions)| {
-            model
-                .loaded()
-                .filter(|(v, _)| versions.contains(v))
-                .map(|(v, loaded)| (model.name.as_str(), v, loaded.executor.stats()))
-        })
-        .collect();
-    Ok(model_statistics(&entries))
+/// A 200 with `message` (of type `name`) in Triton's JSON: every field written.
+fn document(message: &impl prost::Message, name: &str) -> Response {
+    json_response(proto::to_json(message, name, Defaults::Written).to_string())
 }
 
 /// `POST /v2/repository/index` may carry `{"ready": true}`.

@@ -53,12 +53,26 @@ pub fn load_version(name: &str, config: &ModelConfig, dir: &Path) -> Result<Load
                     builtin::BUILTIN_NAMES.join(", ")
                 )
             })?;
-            // identity may be given one declared input and output: an identity of that
-            // datatype and shape (with image options, a probe of any image input).
+            // A built-in's tensors are its own; declared, they must be those (as a config read
+            // back from /config declares them). identity may be given one declared input and
+            // output: an identity of that datatype and shape (with image options, a probe of
+            // any image input).
+            let own = |declared: &[TensorSpec], own: &[TensorSpec]| {
+                declared.len() == own.len()
+                    && (declared.iter().zip(own)).all(|(d, o)| {
+                        (&d.name, d.datatype, &d.dims) == (&o.name, o.datatype, &o.dims)
+                    })
+            };
             let (inputs, outputs) = match (config.specs("input")?, config.specs("output")?) {
                 (i, o) if i.is_empty() && o.is_empty() => (b.inputs, b.outputs),
                 (i, o) if which == "identity" && i.len() == 1 && o.len() == 1 => (i, o),
-                _ => return Err("keys 'input'/'output': only identity takes one of each".into()),
+                (i, o) if own(&i, &b.inputs) && own(&o, &b.outputs) => (b.inputs, b.outputs),
+                _ => {
+                    return Err(format!(
+                        "keys 'input'/'output': built-in '{which}' has tensors of its own, \
+                         which may only be declared as they are (identity takes one of each)"
+                    ))
+                }
             };
             let model = builtin::with_delay(b.model, config.execution_delay_microseconds);
             Ok(Loaded {

@@ -1,20 +1,53 @@
-//! ModelMetadata, ModelConfig and ModelStatistics as protobuf messages.
+//! The documents that describe the server and its models (metadata, configuration,
+//! statistics, repository index), built once as the protocol's protobuf messages. The gRPC door
+//! sends them as they are; the REST door writes them in protobuf's JSON mapping, as Triton does.
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::pb;
-use super::status::Status;
-use crate::doors::describe::{config_data_type, config_dims, metadata_datatype, metadata_shape};
+use super::describe::{config_data_type, config_dims, metadata_datatype, metadata_shape};
+use super::EXTENSIONS;
 use crate::engine::batching::{Counter, ModelStats};
-use crate::engine::Engine;
+use crate::engine::{Engine, Error};
 use crate::models::{DeviceChoice, TensorSpec, VersionPolicy};
+use crate::proto::inference as pb;
 
+pub fn server_metadata() -> pb::ServerMetadataResponse {
+    pb::ServerMetadataResponse {
+        name: "tensord".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        extensions: EXTENSIONS.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+/// The repository index: each model (and each version it serves) with its state, and why it
+/// is not ready; only ready ones when `ready_only`.
+pub fn repository_index(
+    engine: &Engine,
+    ready_only: bool,
+) -> Result<pb::RepositoryIndexResponse, Error> {
+    let entries = engine.index()?;
+    let models = entries
+        .into_iter()
+        .filter(|e| e.ready || !ready_only)
+        .map(|e| pb::repository_index_response::ModelIndex {
+            name: e.name,
+            version: e.version.map(|v| v.to_string()).unwrap_or_default(),
+            state: if e.ready { "READY" } else { "UNAVAILABLE" }.into(),
+            reason: e.reason.unwrap_or_default(),
+        })
+        .collect();
+    Ok(pb::RepositoryIndexResponse { models })
+}
+
+/// Model metadata of the version named, or of the default one. A model without a ready
+/// version is an error that says why, through every door.
 pub fn model_metadata(
     engine: &Engine,
-    request: &pb::ModelMetadataRequest,
-) -> Result<pb::ModelMetadataResponse, Status> {
-    let model = engine.repository().get(&request.name)?;
-    let (_, loaded) = model.version(super::version(&request.version))?;
+    name: &str,
+    version: Option<&str>,
+) -> Result<pb::ModelMetadataResponse, Error> {
+    let model = engine.model(name)?;
+    let (_, loaded) = model.version(version)?;
     let tensors = |specs: &[TensorSpec]| {
         specs
             .iter()
@@ -27,20 +60,24 @@ pub fn model_metadata(
     };
     Ok(pb::ModelMetadataResponse {
         name: model.name.clone(),
-        versions: model.listed_versions(super::version(&request.version)),
+        versions: model.listed_versions(version),
         platform: model.config.triton_platform().0.to_string(),
         inputs: tensors(&loaded.inputs),
         outputs: tensors(&loaded.outputs),
     })
 }
 
-/// The model configuration with the fields tensord implements, as the REST door reports it.
+/// The model configuration as Triton's message, with the fields tensord implements: dims
+/// without the batch dimension when the model batches, `TYPE_` datatypes, instance groups.
+/// The tensors are those of the version named, or of the default one (none when no version is
+/// ready).
 pub fn model_config(
     engine: &Engine,
-    request: &pb::ModelConfigRequest,
-) -> Result<pb::ModelConfigResponse, Status> {
-    let model = engine.repository().get(&request.name)?;
-    let loaded = model.described_version(super::version(&request.version))?;
+    name: &str,
+    version: Option<&str>,
+) -> Result<pb::ModelConfig, Error> {
+    let model = engine.model(name)?;
+    let loaded = model.described_version(version)?;
     let config = &model.config;
     let batching = config.max_batch_size > 0;
     let dims = |spec: &TensorSpec| config_dims(spec, batching);
@@ -54,6 +91,16 @@ pub fn model_config(
             .map(|shape| pb::ModelTensorReshape { shape })
     };
     let (inputs, outputs) = loaded.map_or((&[][..], &[][..]), |l| (&l.inputs[..], &l.outputs[..]));
+    // A tensor of any datatype (the undeclared identity's) has no config entry: none is how a
+    // config says "any", and how it loads back.
+    let declared = |specs: &[TensorSpec]| -> Vec<TensorSpec> {
+        specs
+            .iter()
+            .filter(|s| s.datatype.is_some())
+            .cloned()
+            .collect()
+    };
+    let (inputs, outputs) = (declared(inputs), declared(outputs));
     let (kind, gpus) = match config.device() {
         Ok(DeviceChoice::Cuda(gpu)) => (pb::model_instance_group::Kind::Gpu, vec![gpu as i32]),
         _ => (pb::model_instance_group::Kind::Cpu, Vec::new()),
@@ -81,55 +128,54 @@ pub fn model_config(
         })
     });
     let (platform, backend) = config.triton_platform();
-    Ok(pb::ModelConfigResponse {
-        config: Some(pb::ModelConfig {
-            name: model.name.clone(),
-            platform: platform.to_string(),
-            backend: backend.to_string(),
-            version_policy: Some(pb::ModelVersionPolicy {
-                policy_choice: Some(policy),
-            }),
-            max_batch_size: config.max_batch_size as i32,
-            input: inputs
-                .iter()
-                .map(|spec| pb::ModelInput {
-                    name: spec.name.clone(),
-                    data_type: data_type(spec),
-                    dims: dims(spec),
-                    reshape: reshape(spec),
-                    ..Default::default()
-                })
-                .collect(),
-            output: outputs
-                .iter()
-                .map(|spec| pb::ModelOutput {
-                    name: spec.name.clone(),
-                    data_type: data_type(spec),
-                    dims: dims(spec),
-                    reshape: reshape(spec),
-                    label_filename: spec.label_filename.clone().unwrap_or_default(),
-                    ..Default::default()
-                })
-                .collect(),
-            instance_group: vec![pb::ModelInstanceGroup {
-                kind: kind as i32,
-                count: config.instance_count as i32,
-                gpus,
-                ..Default::default()
-            }],
-            default_model_filename: config.default_model_filename.clone().unwrap_or_default(),
-            scheduling_choice: scheduling,
-            ..Default::default()
+    Ok(pb::ModelConfig {
+        name: model.name.clone(),
+        platform: platform.to_string(),
+        backend: backend.to_string(),
+        version_policy: Some(pb::ModelVersionPolicy {
+            policy_choice: Some(policy),
         }),
+        max_batch_size: config.max_batch_size as i32,
+        input: inputs
+            .iter()
+            .map(|spec| pb::ModelInput {
+                name: spec.name.clone(),
+                data_type: data_type(spec),
+                dims: dims(spec),
+                reshape: reshape(spec),
+                ..Default::default()
+            })
+            .collect(),
+        output: outputs
+            .iter()
+            .map(|spec| pb::ModelOutput {
+                name: spec.name.clone(),
+                data_type: data_type(spec),
+                dims: dims(spec),
+                reshape: reshape(spec),
+                label_filename: spec.label_filename.clone().unwrap_or_default(),
+                ..Default::default()
+            })
+            .collect(),
+        instance_group: vec![pb::ModelInstanceGroup {
+            kind: kind as i32,
+            count: config.instance_count as i32,
+            gpus,
+            ..Default::default()
+        }],
+        default_model_filename: config.default_model_filename.clone().unwrap_or_default(),
+        scheduling_choice: scheduling,
+        ..Default::default()
     })
 }
 
+/// Statistics of one model's versions (one version when named), or of every model.
 pub fn model_statistics(
     engine: &Engine,
-    request: &pb::ModelStatisticsRequest,
-) -> Result<pb::ModelStatisticsResponse, Status> {
-    let name = (!request.name.is_empty()).then_some(request.name.as_str());
-    let models = engine.statistics(name, super::version(&request.version))?;
+    name: Option<&str>,
+    version: Option<&str>,
+) -> Result<pb::ModelStatisticsResponse, Error> {
+    let models = engine.statistics(name, version)?;
     let model_stats = models
         .iter()
         .flat_map(|(model, versions)| {
