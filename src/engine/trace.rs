@@ -182,8 +182,8 @@ impl Tracer {
                 ))
             }
         };
-        let update = json!({ key: value }).to_string();
-        self.update(None, update.as_bytes())
+        let update = Map::from_iter([(key.to_string(), value)]);
+        self.update(None, &update)
             .map(drop)
             .map_err(|e| format!("--trace-config '{spec}': {e}"))
     }
@@ -214,14 +214,9 @@ impl Tracer {
         Tracer::effective(&self.lock(), model).to_json(&self.file_name())
     }
 
-    /// Applies a POSTed update (global, or for one model where `null` restores the global
-    /// value) and returns the settings that result.
-    pub fn update(&self, model: Option<&str>, body: &[u8]) -> Result<Value, Error> {
-        let update: Map<String, Value> = match body.iter().all(u8::is_ascii_whitespace) {
-            true => Map::new(),
-            false => serde_json::from_slice(body)
-                .map_err(|e| Error::invalid(format!("invalid trace settings: {e}")))?,
-        };
+    /// Applies an update, setting by setting (global, or for one model where `Null` restores
+    /// the global value), and returns the settings that result.
+    pub fn update(&self, model: Option<&str>, update: &Map<String, Value>) -> Result<Value, Error> {
         if update.contains_key("trace_file") {
             return Err(Error::unsupported(FILE_IS_FIXED));
         }
@@ -230,7 +225,7 @@ impl Tracer {
             Some(m) => state.models.get(m).cloned().unwrap_or_default(),
             None => Overrides::default(),
         };
-        for (key, value) in &update {
+        for (key, value) in update {
             let clear = value.is_null();
             if clear && model.is_none() {
                 return Err(Error::invalid(format!(
@@ -394,6 +389,10 @@ fn number<T: std::str::FromStr>(key: &str, value: &Value) -> Result<T, Error> {
 mod tests {
     use super::*;
 
+    fn map(body: &[u8]) -> Map<String, Value> {
+        serde_json::from_slice(body).unwrap()
+    }
+
     #[test]
     fn settings_global_and_per_model() {
         let path = std::env::temp_dir().join(format!("tensord-tracer-{}", std::process::id()));
@@ -413,15 +412,18 @@ mod tests {
             br#"{"trace_file": null}"#,
         ] {
             for model in [None, Some("m")] {
-                let e = tracer.update(model, body).unwrap_err();
+                let e = tracer.update(model, &map(body)).unwrap_err();
                 assert_eq!(e.kind, crate::engine::ErrorKind::Unsupported);
                 assert_eq!(e.message, FILE_IS_FIXED);
             }
         }
         let global = br#"{"trace_level": ["TIMESTAMPS"], "trace_rate": "2"}"#;
-        tracer.update(None, global).unwrap();
+        tracer.update(None, &map(global)).unwrap();
         let model = tracer
-            .update(Some("m"), br#"{"trace_rate": "1", "trace_count": "1"}"#)
+            .update(
+                Some("m"),
+                &map(br#"{"trace_rate": "1", "trace_count": "1"}"#),
+            )
             .unwrap();
         assert_eq!(
             (model["trace_rate"].as_str(), model["trace_count"].as_str()),
@@ -439,7 +441,7 @@ mod tests {
         assert_eq!(sampled, [true, false, true, false]);
         // null restores the global value for the model.
         let back = tracer
-            .update(Some("m"), br#"{"trace_rate": null}"#)
+            .update(Some("m"), &map(br#"{"trace_rate": null}"#))
             .unwrap();
         assert_eq!(back["trace_rate"], json!("2"));
         for bad in [
@@ -448,11 +450,11 @@ mod tests {
             br#"{"rate": "1"}"#,
             br#"{"trace_rate": null}"#,
         ] {
-            assert!(tracer.update(None, bad).is_err());
+            assert!(tracer.update(None, &map(bad)).is_err());
         }
         // Without a file, tracing cannot be turned on; the start-up settings go the same way.
         let fileless = Tracer::new(None).unwrap();
-        let e = fileless.update(None, global).unwrap_err();
+        let e = fileless.update(None, &map(global)).unwrap_err();
         assert!(e.message.contains("--trace-file"), "{e}");
         assert!(fileless.configure("level=TIMESTAMPS").is_err());
         fileless.configure("triton,rate=5").unwrap();

@@ -234,8 +234,9 @@ def test_triton_pbtxt_config(client):
     np.testing.assert_array_equal(diff, a - b)
     config = client.get_model_config("triton_add_sub")
     assert config["max_batch_size"] == 8
-    assert config["input"][0] == {"name": "INPUT0", "data_type": "TYPE_INT32", "dims": [16]}
-    assert config["instance_group"] == [{"count": 2, "kind": "KIND_CPU"}]
+    assert {k: config["input"][0][k] for k in ("name", "data_type", "dims", "format")} == {
+        "name": "INPUT0", "data_type": "TYPE_INT32", "dims": [16], "format": "FORMAT_NONE"}
+    assert [{k: g[k] for k in ("count", "kind")} for g in config["instance_group"]] == [{"count": 2, "kind": "KIND_CPU"}]
     assert client.get_model_metadata("triton_add_sub")["inputs"][0]["shape"] == [-1, 16]
     big = np.zeros((9, 16), dtype=np.int32)
     with pytest.raises(InferenceServerException, match="batch size 9, over the model's max_batch_size 8"):

@@ -204,7 +204,8 @@ def test_pbtxt_models_carry_triton_config(client):
     config = client.get_model_config("rec_pbtxt")
     assert config["platform"] == "onnxruntime_onnx" and config["backend"] == "onnxruntime"
     assert config["max_batch_size"] == 8
-    assert config["input"] == [{"name": "x", "data_type": "TYPE_FP32", "dims": [3, -1, -1]}]
+    assert [{k: i[k] for k in ("name", "data_type", "dims")} for i in config["input"]] == [
+        {"name": "x", "data_type": "TYPE_FP32", "dims": [3, -1, -1]}]
     meta = client.get_model_metadata("rec_toml")
     assert meta["platform"] == "onnxruntime_onnx"
     assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 3, -1, -1]}]

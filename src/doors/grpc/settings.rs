@@ -83,7 +83,7 @@ pub fn trace_setting(
                     (key.clone(), value)
                 })
                 .collect();
-            tracer.update(name, Value::Object(update).to_string().as_bytes())?
+            tracer.update(name, &update)?
         }
     };
     let Value::Object(settings) = settings else {

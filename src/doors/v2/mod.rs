@@ -86,7 +86,9 @@ pub async fn serve(
             let model = m.as_ref().map(|m| engine.model(&m.name)).transpose()?;
             let name = model.as_ref().map(|m| m.name.as_str());
             let settings = match request.head.method {
-                Method::Post => engine.tracer().update(name, &request.body)?,
+                Method::Post => engine
+                    .tracer()
+                    .update(name, &trace_update(&request.body)?)?,
                 _ => engine.tracer().settings(name),
             };
             Ok(json_response(settings.to_string()))
@@ -205,6 +207,14 @@ fn decode<'r>(
 /// A 200 with `message` (of type `name`) in Triton's JSON: every field written.
 fn document(message: &impl prost::Message, name: &str) -> Response {
     json_response(proto::to_json(message, name, Defaults::Written).to_string())
+}
+
+/// A trace settings update: each setting's new value, `null` to restore the global one.
+fn trace_update(body: &Bytes) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(serde_json::Map::new());
+    }
+    serde_json::from_slice(body).map_err(|e| Error::invalid(format!("invalid trace settings: {e}")))
 }
 
 /// `POST /v2/repository/index` may carry `{"ready": true}`.
