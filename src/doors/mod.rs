@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::engine::{Engine, Error, TracePoints};
+use crate::engine::{Arrival, Engine, Error, TracePoints};
 use crate::http::{compress, Coding, HttpError, Method, Request, Response};
 use crate::logging::Logging;
 use crate::metrics::ServerMetrics;
@@ -173,13 +173,18 @@ fn json_response(body: String) -> Response {
     }
 }
 
-/// The trace points of an infer request over HTTP (V2 and TF Serving alike).
-fn http_trace_points(request: &Request) -> TracePoints {
-    TracePoints {
-        received: [
-            ("HTTP_RECV_START", request.arrived),
-            ("HTTP_RECV_END", request.read),
-        ],
-        send_start: "HTTP_SEND_START",
+/// An infer request over HTTP (V2 and TF Serving alike) for the model its route names.
+fn http_arrival<'a>(model: &'a routes::ModelRef, request: &Request) -> Arrival<'a> {
+    Arrival {
+        model: &model.name,
+        version: model.version.as_deref(),
+        bytes: request.body.len(),
+        trace: TracePoints {
+            received: [
+                ("HTTP_RECV_START", request.arrived),
+                ("HTTP_RECV_END", request.read),
+            ],
+            send_start: "HTTP_SEND_START",
+        },
     }
 }

@@ -22,6 +22,15 @@ pub struct TracePoints {
     pub send_start: &'static str,
 }
 
+/// What a call says before it is decoded: the model it names and the version (`None`: the
+/// newest ready one), its size as received (for statistics), and its trace points.
+pub struct Arrival<'a> {
+    pub model: &'a str,
+    pub version: Option<&'a str>,
+    pub bytes: usize,
+    pub trace: TracePoints,
+}
+
 /// One call in a door's wire format.
 pub trait Call {
     /// What decoding keeps for encoding (the wire request's own output choices, its id).
@@ -30,11 +39,7 @@ pub trait Call {
         Self: 'a;
     type Reply;
 
-    /// The model named and its version (`None`: the newest ready one).
-    fn model(&self) -> Result<(&str, Option<&str>), Error>;
-    /// The request's size as received, for statistics.
-    fn request_bytes(&self) -> usize;
-    fn trace_points(&self) -> TracePoints;
+    fn arrival(&self) -> Arrival<'_>;
     /// The engine's request, once the model is known; `max_elements` bounds each tensor.
     fn decode<'a>(
         &'a self,
@@ -53,17 +58,17 @@ pub trait Call {
 impl Engine {
     /// Serves one inference call.
     pub async fn serve<C: Call>(&self, call: &C) -> Result<C::Reply, Error> {
-        let (name, version) = call.model()?;
-        let model = self.repository.get(name)?;
-        let (version, loaded) = model.version(version)?;
+        let arrival = call.arrival();
+        let model = self.repository.get(arrival.model)?;
+        let (version, loaded) = model.version(arrival.version)?;
         let target = Target {
             model: &model,
             version,
             loaded,
         };
-        let points = call.trace_points();
+        let points = arrival.trace;
         let mut trace = self.tracer.start(&model.name, version, points.received);
-        let reply = counted(loaded, call.request_bytes(), async {
+        let reply = counted(loaded, arrival.bytes, async {
             let (request, kept) = call.decode(&target, self.limits.max_tensor_elements)?;
             let done = self.infer(&model, loaded, request).await?;
             if let Some(trace) = trace.as_mut() {

@@ -19,7 +19,7 @@ mod trace_file;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-pub use call::{Call, Target, TracePoints};
+pub use call::{Arrival, Call, Target, TracePoints};
 pub use error::{Error, ErrorKind};
 pub use parameters::{Known, ParamValue, Parameters, FINAL_RESPONSE, V2_GRPC, V2_REST};
 pub use repository::{IndexEntry, ModelControl, Options, Overrides, Repository};

@@ -262,6 +262,10 @@ def test_configs_that_ask_for_thousands_of_threads_are_quick_400s(tmp_path):
     d = Daemon("--threads", "1", *EXPLICIT, "--max-model-threads", "32", "--max-total-model-threads", "32")
     c = httpclient.InferenceServerClient(d.url)
     try:
+        # Threads are counted once start-up (its models' workers) is over.
+        deadline = time.monotonic() + 10
+        while not c.is_server_ready() and time.monotonic() < deadline:
+            time.sleep(0.05)
         tasks = len(os.listdir(f"/proc/{d.proc.pid}/task"))
         for config, words in (({"backend": "identity", "instance_group": [{"count": 10000}]},
                                "key 'instance_count' (10000): 10000 threads, over the limit of 32"),
@@ -280,6 +284,10 @@ def test_configs_that_ask_for_thousands_of_threads_are_quick_400s(tmp_path):
         with pytest.raises(InferenceServerException, match="--max-total-model-threads") as e:
             c.load_model("identity", config=json.dumps({"backend": "identity", "instance_group": [{"count": 32}]}))
         assert e.value.status() == "400" and "32 threads for 1 version(s), but only" in e.value.message()
+        # Nothing is left behind (a loader thread may take a moment to end after its answer).
+        deadline = time.monotonic() + 2
+        while len(os.listdir(f"/proc/{d.proc.pid}/task")) != tasks and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert len(os.listdir(f"/proc/{d.proc.pid}/task")) == tasks
         # The failed new model is kept, not ready (strict readiness), until it is unloaded.
         c.unload_model("graph")

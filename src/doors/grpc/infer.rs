@@ -9,7 +9,7 @@ use prost::Message;
 
 use super::pb;
 use crate::engine::{
-    self, Error, ParamValue, Parameters, Target, TracePoints, FINAL_RESPONSE, V2_GRPC,
+    self, Arrival, Error, ParamValue, Parameters, Target, FINAL_RESPONSE, V2_GRPC,
 };
 use crate::tensors::{push_bytes_element, DataType, Tensor};
 use pb::infer_parameter::ParameterChoice;
@@ -26,17 +26,13 @@ impl engine::Call for InferCall {
     type Kept<'a> = ();
     type Reply = pb::ModelInferResponse;
 
-    fn model(&self) -> Result<(&str, Option<&str>), Error> {
-        let request = &self.request;
-        Ok((&request.model_name, super::version(&request.model_version)))
-    }
-
-    fn request_bytes(&self) -> usize {
-        self.request.encoded_len()
-    }
-
-    fn trace_points(&self) -> TracePoints {
-        super::grpc_trace_points(self.waitread)
+    fn arrival(&self) -> Arrival<'_> {
+        Arrival {
+            model: &self.request.model_name,
+            version: super::version(&self.request.model_version),
+            bytes: self.request.encoded_len(),
+            trace: super::grpc_trace_points(self.waitread),
+        }
     }
 
     /// The `grpc-timeout` bounds the queue wait as the `timeout` parameter does, the shorter

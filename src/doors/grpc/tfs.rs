@@ -16,7 +16,7 @@ use super::{decode_known, encode};
 use crate::doors::describe::{datatype_of_tf, metadata_shape, tf_dtype};
 use crate::doors::tfs::version_statuses;
 use crate::engine::{
-    Call, Engine, Error, InferRequest, Input, Output, Target, TracePoints, WantedOutput,
+    Arrival, Call, Engine, Error, InferRequest, Input, Output, Target, WantedOutput,
 };
 use crate::models::TensorSpec;
 use crate::tensors::{element_count, push_bytes_element, DataType, Tensor};
@@ -71,17 +71,13 @@ impl Call for PredictCall {
     type Kept<'a> = ();
     type Reply = tfs::PredictResponse;
 
-    fn model(&self) -> Result<(&str, Option<&str>), Error> {
-        let name = self.request.model_spec.as_ref().map_or("", |s| &s.name);
-        Ok((name, self.version.as_deref()))
-    }
-
-    fn request_bytes(&self) -> usize {
-        self.request.encoded_len()
-    }
-
-    fn trace_points(&self) -> TracePoints {
-        super::grpc_trace_points(self.waitread)
+    fn arrival(&self) -> Arrival<'_> {
+        Arrival {
+            model: self.request.model_spec.as_ref().map_or("", |s| &s.name),
+            version: self.version.as_deref(),
+            bytes: self.request.encoded_len(),
+            trace: super::grpc_trace_points(self.waitread),
+        }
     }
 
     fn decode<'a>(

@@ -11,7 +11,7 @@ use super::describe::{metadata_shape, tf_dtype};
 use super::json_response;
 use super::routes::ModelRef;
 use super::routes::TfsRoute;
-use crate::engine::{self, Engine, Error, LoadedVersion, ServedModel, Target, TracePoints};
+use crate::engine::{self, Arrival, Engine, Error, LoadedVersion, ServedModel, Target};
 use crate::http::{Request, Response};
 use crate::models::TensorSpec;
 
@@ -51,16 +51,8 @@ impl engine::Call for PredictCall<'_> {
         Self: 'a;
     type Reply = Response;
 
-    fn model(&self) -> Result<(&str, Option<&str>), Error> {
-        Ok((&self.model.name, self.model.version.as_deref()))
-    }
-
-    fn request_bytes(&self) -> usize {
-        self.request.body.len()
-    }
-
-    fn trace_points(&self) -> TracePoints {
-        super::http_trace_points(self.request)
+    fn arrival(&self) -> Arrival<'_> {
+        super::http_arrival(&self.model, self.request)
     }
 
     fn decode<'a>(

@@ -14,7 +14,7 @@ pub use response::encode_infer_response;
 
 use super::routes::{ModelRef, V2Route as Route};
 use super::{documents, json_response};
-use crate::engine::{self, Engine, Error, Overrides, Target, TracePoints};
+use crate::engine::{self, Arrival, Engine, Error, Overrides, Target};
 use crate::http::{Method, Request, Response};
 use crate::proto::{self, Defaults};
 
@@ -114,16 +114,8 @@ impl engine::Call for V2Call<'_> {
         Self: 'a;
     type Reply = Response;
 
-    fn model(&self) -> Result<(&str, Option<&str>), Error> {
-        Ok((&self.model.name, self.model.version.as_deref()))
-    }
-
-    fn request_bytes(&self) -> usize {
-        self.request.body.len()
-    }
-
-    fn trace_points(&self) -> TracePoints {
-        super::http_trace_points(self.request)
+    fn arrival(&self) -> Arrival<'_> {
+        super::http_arrival(&self.model, self.request)
     }
 
     fn decode<'a>(
