@@ -32,6 +32,13 @@ def daemon(tmp_path_factory):
     (repo / "broken").mkdir()
     (repo / "broken" / "config.toml").write_text('backend = "builtin"\nbuiltin = "identity"\ninstance_count = 0\n')
     save_onnx(repo, "double", double_graph())
+    # The same graph under a Triton config, lists of messages written without a colon as Triton's are.
+    save_onnx(repo, "double_pbtxt", double_graph(), config=None)
+    (repo / "double_pbtxt" / "config.pbtxt").write_text(
+        'name: "double_pbtxt"\nbackend: "onnxruntime"\nmax_batch_size: 0\n'
+        'input [ { name: "x" data_type: TYPE_FP32 dims: [ -1, 3 ] } ]\n'
+        'output [\n  {\n    name: "y"\n    data_type: TYPE_FP32\n    dims: [ -1, 3 ]\n  }\n]\n'
+        'instance_group [ { count: 1 kind: KIND_CPU } ]\n')
     d = Daemon("--threads", "2", *EXPLICIT, repo=repo)
     yield d
     d.stop()
@@ -103,6 +110,8 @@ CASES = [
     ("broken model", "broken", {"INPUT0": A}, ("error", "unavailable")),
     ("onnx graph", "double", {"x": np.array([[1.5, -2.0, 0.25]], np.float32)},
      ("ok", {"y": np.array([[3.0, -4.0, 0.5]], np.float32)})),
+    ("config.pbtxt model", "double_pbtxt", {"x": np.array([[1.5, -2.0, 0.25]], np.float32)},
+     ("ok", {"y": np.array([[3.0, -4.0, 0.5]], np.float32)})),
 ]
 
 
@@ -160,7 +169,7 @@ def changed_config(client, name, protocol):
 @pytest.mark.parametrize("protocol", ["rest", "grpc"])
 def test_the_config_a_door_reports_loads_back_with_one_field_changed(clients, protocol):
     client = clients["v2_rest" if protocol == "rest" else "v2_grpc"]
-    for name in ("add_sub", "identity", "image_probe", "double"):
+    for name in ("add_sub", "identity", "image_probe", "double", "double_pbtxt"):
         config = changed_config(client, name, protocol)
         client.load_model(name, config=json.dumps(config))
         assert client.is_model_ready(name), name
@@ -169,7 +178,7 @@ def test_the_config_a_door_reports_loads_back_with_one_field_changed(clients, pr
         assert reported["input"] == clients["v2_rest"].get_model_config(name)["input"]
         if name == "add_sub":
             assert outcome(lambda: infer(clients, "v2_rest", name, {"INPUT0": A, "INPUT1": B}))[0] == "ok"
-        if name == "double":
+        if name.startswith("double"):
             out = infer(clients, "v2_grpc", name, {"x": np.array([[2.0, 0.5, -1.0]], np.float32)})
             np.testing.assert_array_equal(out["y"], [[4.0, 1.0, -2.0]])
         client.load_model(name)  # back to the repository's own config
