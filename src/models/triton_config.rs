@@ -111,42 +111,8 @@ fn config_from_message(message: &DynamicMessage) -> Result<ModelConfig, String> 
         max_batch_size: u64::try_from(c.max_batch_size)
             .map_err(|_| format!("key 'max_batch_size': {} is negative", c.max_batch_size))?,
         default_model_filename: Some(c.default_model_filename.clone()).filter(|f| !f.is_empty()),
-        input: (c.input.iter().enumerate())
-            .map(|(i, t)| {
-                let layout = pb::model_input::Format::try_from(t.format)
-                    .ok()
-                    .and_then(|f| f.as_str_name().strip_prefix("FORMAT_"))
-                    .filter(|f| *f != "NONE");
-                tensor(
-                    "input",
-                    i,
-                    &t.name,
-                    t.data_type,
-                    &t.dims,
-                    t.reshape.as_ref(),
-                )
-                .map(|tensor| TensorConfig {
-                    layout: layout.map(str::to_string),
-                    ..tensor
-                })
-            })
-            .collect::<Result<_, _>>()?,
-        output: (c.output.iter().enumerate())
-            .map(|(i, t)| {
-                tensor(
-                    "output",
-                    i,
-                    &t.name,
-                    t.data_type,
-                    &t.dims,
-                    t.reshape.as_ref(),
-                )
-                .map(|tensor| TensorConfig {
-                    label_filename: Some(t.label_filename.clone()).filter(|f| !f.is_empty()),
-                    ..tensor
-                })
-            })
-            .collect::<Result<_, _>>()?,
+        input: tensors("input", &c.input)?,
+        output: tensors("output", &c.output)?,
         onnxruntime: onnxruntime_settings(&c)?,
         ..ModelConfig::default()
     };
@@ -194,32 +160,74 @@ fn config_from_message(message: &DynamicMessage) -> Result<ModelConfig, String> 
     Ok(config)
 }
 
-/// One declared input or output (`which`, the `i`th).
-fn tensor(
-    which: &str,
-    i: usize,
-    name: &str,
+/// What Triton's input and output messages declare of a tensor.
+struct Declared<'c> {
+    name: &'c str,
     data_type: i32,
-    dims: &[i64],
-    reshape: Option<&pb::ModelTensorReshape>,
-) -> Result<TensorConfig, String> {
-    if name.is_empty() {
-        return Err(format!("key '{which}[{i}].name': missing"));
+    dims: &'c [i64],
+    reshape: Option<&'c pb::ModelTensorReshape>,
+    /// An input's `format` (NHWC or NCHW; none for FORMAT_NONE).
+    layout: Option<&'static str>,
+    label_filename: &'c str,
+}
+
+impl<'c> From<&'c pb::ModelInput> for Declared<'c> {
+    fn from(t: &'c pb::ModelInput) -> Declared<'c> {
+        let format = pb::model_input::Format::try_from(t.format).ok();
+        Declared {
+            name: &t.name,
+            data_type: t.data_type,
+            dims: &t.dims,
+            reshape: t.reshape.as_ref(),
+            layout: format
+                .and_then(|f| f.as_str_name().strip_prefix("FORMAT_"))
+                .filter(|f| *f != "NONE"),
+            label_filename: "",
+        }
     }
-    let datatype = match pb::DataType::try_from(data_type).map(|d| d.as_str_name()) {
-        Ok("TYPE_STRING") => "BYTES".to_string(),
-        Ok(named) if named != "TYPE_INVALID" => named["TYPE_".len()..].to_string(),
-        _ => return Err(format!("key '{which}[{i}].data_type': missing")),
-    };
-    Ok(TensorConfig {
-        name: name.to_string(),
-        datatype,
-        dims: dims.iter().map(|&d| Dim::Fixed(d)).collect(),
-        layout: None,
-        image: None,
-        label_filename: None,
-        reshape: reshape.map(|r| r.shape.clone()),
-    })
+}
+
+impl<'c> From<&'c pb::ModelOutput> for Declared<'c> {
+    fn from(t: &'c pb::ModelOutput) -> Declared<'c> {
+        let (name, data_type, dims) = (&t.name, t.data_type, &t.dims);
+        let (reshape, label_filename) = (t.reshape.as_ref(), &t.label_filename);
+        Declared {
+            name,
+            data_type,
+            dims,
+            reshape,
+            layout: None,
+            label_filename,
+        }
+    }
+}
+
+/// The declared inputs or outputs (`which`).
+fn tensors<'c, T: 'c>(which: &str, declared: &'c [T]) -> Result<Vec<TensorConfig>, String>
+where
+    Declared<'c>: From<&'c T>,
+{
+    (declared.iter().map(Declared::from).enumerate())
+        .map(|(i, t)| {
+            if t.name.is_empty() {
+                return Err(format!("key '{which}[{i}].name': missing"));
+            }
+            let datatype = match pb::DataType::try_from(t.data_type).map(|d| d.as_str_name()) {
+                Ok("TYPE_STRING") => "BYTES".to_string(),
+                Ok(named) if named != "TYPE_INVALID" => named["TYPE_".len()..].to_string(),
+                _ => return Err(format!("key '{which}[{i}].data_type': missing")),
+            };
+            Ok(TensorConfig {
+                name: t.name.to_string(),
+                datatype,
+                dims: t.dims.iter().map(|&d| Dim::Fixed(d)).collect(),
+                layout: t.layout.map(str::to_string),
+                image: None,
+                label_filename: Some(t.label_filename.to_string()).filter(|f| !f.is_empty()),
+                reshape: t.reshape.map(|r| r.shape.clone()),
+            })
+        })
+        .collect()
 }
 
 /// Triton's onnxruntime backend settings: `parameters` (string values) and `optimization`.
