@@ -8,7 +8,9 @@ use super::describe::{config_data_type, config_dims, metadata_datatype, metadata
 use super::EXTENSIONS;
 use crate::engine::batching::{Counter, ModelStats};
 use crate::engine::{Engine, Error};
-use crate::models::{DeviceChoice, TensorSpec, VersionPolicy};
+use crate::models::{
+    DeviceChoice, ExecutionMode, OnnxRuntimeSettings, OptimizationLevel, TensorSpec, VersionPolicy,
+};
 use crate::proto::inference as pb;
 
 pub fn server_metadata() -> pb::ServerMetadataResponse {
@@ -141,6 +143,7 @@ pub fn model_config(
             .map(|spec| pb::ModelInput {
                 name: spec.name.clone(),
                 data_type: data_type(spec),
+                format: format(spec) as i32,
                 dims: dims(spec),
                 reshape: reshape(spec),
                 ..Default::default()
@@ -165,6 +168,70 @@ pub fn model_config(
         }],
         default_model_filename: config.default_model_filename.clone().unwrap_or_default(),
         scheduling_choice: scheduling,
+        parameters: config
+            .onnxruntime
+            .as_ref()
+            .map(onnxruntime_parameters)
+            .unwrap_or_default(),
+        optimization: config.onnxruntime.as_ref().and_then(optimization),
+        ..Default::default()
+    })
+}
+
+/// An input's layout as Triton's `format`.
+fn format(spec: &TensorSpec) -> pb::model_input::Format {
+    match spec.layout.as_deref() {
+        Some("NHWC") => pb::model_input::Format::Nhwc,
+        Some("NCHW") => pb::model_input::Format::Nchw,
+        _ => pb::model_input::Format::None,
+    }
+}
+
+/// ONNX Runtime's session settings as the onnxruntime backend's `parameters` in Triton.
+fn onnxruntime_parameters(
+    settings: &OnnxRuntimeSettings,
+) -> std::collections::HashMap<String, pb::ModelParameter> {
+    let mode = match settings.execution_mode {
+        ExecutionMode::Sequential => None,
+        ExecutionMode::Parallel => Some(1),
+    };
+    [
+        ("intra_op_thread_count", settings.intra_op_threads),
+        ("inter_op_thread_count", settings.inter_op_threads),
+        ("execution_mode", mode),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| {
+        let string_value = value?.to_string();
+        Some((key.to_string(), pb::ModelParameter { string_value }))
+    })
+    .collect()
+}
+
+/// ONNX Runtime's graph level and execution providers as Triton's `optimization`: levels -1
+/// basic, 1 extended, 2 none (0, all, is the default); GPU providers and OpenVINO in their lists.
+fn optimization(settings: &OnnxRuntimeSettings) -> Option<pb::ModelOptimizationPolicy> {
+    use pb::model_optimization_policy::{execution_accelerators::Accelerator, *};
+    let level = match settings.graph_optimization_level {
+        OptimizationLevel::All => None,
+        OptimizationLevel::Basic => Some(-1),
+        OptimizationLevel::Extended => Some(1),
+        OptimizationLevel::Disable => Some(2),
+    };
+    let accelerator = |name: &String| Accelerator {
+        name: name.clone(),
+        ..Default::default()
+    };
+    let (cpu, gpu): (Vec<&String>, Vec<&String>) =
+        (settings.execution_accelerators.iter()).partition(|name| name.as_str() == "openvino");
+    let accelerators =
+        (!settings.execution_accelerators.is_empty()).then(|| ExecutionAccelerators {
+            gpu_execution_accelerator: gpu.into_iter().map(accelerator).collect(),
+            cpu_execution_accelerator: cpu.into_iter().map(accelerator).collect(),
+        });
+    (level.is_some() || accelerators.is_some()).then(|| pb::ModelOptimizationPolicy {
+        graph: level.map(|level| Graph { level }),
+        execution_accelerators: accelerators,
         ..Default::default()
     })
 }

@@ -12,7 +12,8 @@ mod triton_config;
 
 pub use backends::{load_version, Loaded};
 pub use config::{
-    Activation, Architecture, DeviceChoice, ModelConfig, TensorConfig, VersionPolicy,
+    Activation, Architecture, DeviceChoice, ExecutionMode, ModelConfig, OnnxRuntimeSettings,
+    OptimizationLevel, TensorConfig, VersionPolicy,
 };
 pub use confined::inside;
 pub use model::{Model, ModelError, ModelErrorKind, TensorSpec};

@@ -31,7 +31,8 @@ def daemon(tmp_path_factory):
     shutil.copytree(TEST_REPO, repo)
     (repo / "broken").mkdir()
     (repo / "broken" / "config.toml").write_text('backend = "builtin"\nbuiltin = "identity"\ninstance_count = 0\n')
-    save_onnx(repo, "double", double_graph())
+    save_onnx(repo, "double", double_graph(),
+              config='backend = "onnx"\n[onnxruntime]\nintra_op_threads = 1\ngraph_optimization_level = "basic"\n')
     # The same graph under a Triton config, lists of messages written without a colon as Triton's are.
     save_onnx(repo, "double_pbtxt", double_graph(), config=None)
     (repo / "double_pbtxt" / "config.pbtxt").write_text(
@@ -178,6 +179,9 @@ def test_the_config_a_door_reports_loads_back_with_one_field_changed(clients, pr
         assert reported["input"] == clients["v2_rest"].get_model_config(name)["input"]
         if name == "add_sub":
             assert outcome(lambda: infer(clients, "v2_rest", name, {"INPUT0": A, "INPUT1": B}))[0] == "ok"
+        if name == "double":  # the onnxruntime backend's settings are reported, and load back
+            assert reported["parameters"] == {"intra_op_thread_count": {"string_value": "1"}}, reported
+            assert reported["optimization"]["graph"] == {"level": -1}, reported
         if name.startswith("double"):
             out = infer(clients, "v2_grpc", name, {"x": np.array([[2.0, 0.5, -1.0]], np.float32)})
             np.testing.assert_array_equal(out["y"], [[4.0, 1.0, -2.0]])
