@@ -9,7 +9,8 @@ use super::EXTENSIONS;
 use crate::engine::batching::{Counter, ModelStats};
 use crate::engine::{Engine, Error};
 use crate::models::{
-    DeviceChoice, ExecutionMode, OnnxRuntimeSettings, OptimizationLevel, TensorSpec, VersionPolicy,
+    DeviceChoice, ExecutionMode, ModelConfig, OnnxRuntimeSettings, OptimizationLevel, TensorSpec,
+    VersionPolicy,
 };
 use crate::proto::inference as pb;
 
@@ -168,11 +169,7 @@ pub fn model_config(
         }],
         default_model_filename: config.default_model_filename.clone().unwrap_or_default(),
         scheduling_choice: scheduling,
-        parameters: config
-            .onnxruntime
-            .as_ref()
-            .map(onnxruntime_parameters)
-            .unwrap_or_default(),
+        parameters: parameters(config),
         optimization: config.onnxruntime.as_ref().and_then(optimization),
         ..Default::default()
     })
@@ -185,6 +182,19 @@ fn format(spec: &TensorSpec) -> pb::model_input::Format {
         Some("NCHW") => pb::model_input::Format::Nchw,
         _ => pb::model_input::Format::None,
     }
+}
+
+/// The config's `parameters`: ONNX Runtime's session settings, and tensord's own settings that
+/// Triton's message has no field for (as TOML under `tensord`).
+fn parameters(config: &ModelConfig) -> std::collections::HashMap<String, pb::ModelParameter> {
+    let mut parameters = (config.onnxruntime.as_ref())
+        .map(onnxruntime_parameters)
+        .unwrap_or_default();
+    if let Some(string_value) = config.extensions().and_then(|e| toml::to_string(&e).ok()) {
+        let key = crate::models::EXTENSIONS.to_string();
+        parameters.insert(key, pb::ModelParameter { string_value });
+    }
+    parameters
 }
 
 /// ONNX Runtime's session settings as the onnxruntime backend's `parameters` in Triton.

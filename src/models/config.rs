@@ -199,6 +199,80 @@ pub struct TensorConfig {
     pub reshape: Option<Vec<i64>>,
 }
 
+/// tensord's settings that Triton's `ModelConfig` has no field for: carried in its `parameters`
+/// under the key `tensord`, as TOML in the `string_value`, so that a config read back from
+/// `/config` keeps them when it is loaded again.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Extensions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builtin: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub architecture: Option<Architecture>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub execution_delay_microseconds: u64,
+    /// Inputs' image options and range dims, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub input: Vec<InputExtensions>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InputExtensions {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageOptions>,
+    /// The dims with their "lo:hi" ranges (Triton's dims say -1 there).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dims: Vec<Dim>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl ModelConfig {
+    /// The settings of this config that Triton's message cannot hold (`None`: there are none).
+    pub fn extensions(&self) -> Option<Extensions> {
+        let input: Vec<InputExtensions> = (self.input.iter())
+            .filter(|t| t.image.is_some() || t.dims.iter().any(|d| matches!(d, Dim::Range(..))))
+            .map(|t| InputExtensions {
+                name: t.name.clone(),
+                image: t.image.clone(),
+                dims: match t.dims.iter().any(|d| matches!(d, Dim::Range(..))) {
+                    true => t.dims.clone(),
+                    false => Vec::new(),
+                },
+            })
+            .collect();
+        let extensions = Extensions {
+            // identity's is in Triton's own `backend`.
+            builtin: self.builtin.clone().filter(|b| b != "identity"),
+            architecture: self.architecture.clone(),
+            execution_delay_microseconds: self.execution_delay_microseconds,
+            input,
+        };
+        (extensions != Extensions::default()).then_some(extensions)
+    }
+
+    /// Takes back the settings `extensions` carries.
+    pub fn extend(&mut self, extensions: Extensions) -> Result<(), String> {
+        self.builtin = extensions.builtin.or(self.builtin.take());
+        self.architecture = extensions.architecture;
+        self.execution_delay_microseconds = extensions.execution_delay_microseconds;
+        for extra in extensions.input {
+            let input = (self.input.iter_mut())
+                .find(|t| t.name == extra.name)
+                .ok_or_else(|| format!("key 'parameters.tensord': no input '{}'", extra.name))?;
+            input.image = extra.image;
+            if !extra.dims.is_empty() {
+                input.dims = extra.dims;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One declared dimension: a size (-1: any) or an inclusive range written "lo:hi".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dim {

@@ -12,9 +12,9 @@ mod triton_config;
 
 pub use backends::{load_version, Loaded};
 pub use config::{
-    Activation, Architecture, DeviceChoice, ExecutionMode, ModelConfig, OnnxRuntimeSettings,
-    OptimizationLevel, TensorConfig, VersionPolicy,
+    Activation, Architecture, DeviceChoice, ExecutionMode, Extensions, ModelConfig,
+    OnnxRuntimeSettings, OptimizationLevel, TensorConfig, VersionPolicy,
 };
 pub use confined::inside;
 pub use model::{Model, ModelError, ModelErrorKind, TensorSpec};
-pub use triton_config::config_from_json;
+pub use triton_config::{config_from_json, EXTENSIONS};

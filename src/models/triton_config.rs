@@ -14,6 +14,9 @@ use crate::proto::inference as pb;
 
 const MODEL_CONFIG: &str = "inference.ModelConfig";
 
+/// The `parameters` key of tensord's own settings (`Extensions`, as TOML).
+pub const EXTENSIONS: &str = "tensord";
+
 /// Maps a Triton config in protobuf text onto tensord's. Syntax errors give line and column.
 pub fn config_from_pbtxt(text: &str) -> Result<ModelConfig, String> {
     let text = colon_before_lists(text);
@@ -157,6 +160,15 @@ fn config_from_message(message: &DynamicMessage) -> Result<ModelConfig, String> 
             ),
         };
     }
+    if let Some(extensions) = c.parameters.get(EXTENSIONS) {
+        let extensions = toml::from_str(&extensions.string_value).map_err(|e| {
+            format!(
+                "key 'parameters.{EXTENSIONS}': {}",
+                e.to_string().trim_end()
+            )
+        })?;
+        config.extend(extensions)?;
+    }
     Ok(config)
 }
 
@@ -236,7 +248,7 @@ fn onnxruntime_settings(c: &pb::ModelConfig) -> Result<Option<OnnxRuntimeSetting
     let mut any = false;
     // In key order, so that the first bad one reported is always the same.
     let parameters: std::collections::BTreeMap<_, _> = c.parameters.iter().collect();
-    for (key, parameter) in parameters {
+    for (key, parameter) in parameters.into_iter().filter(|(k, _)| *k != EXTENSIONS) {
         let value = parameter.string_value.as_str();
         let name = format!("parameters.{key}");
         let number = |text: &str| {
@@ -433,6 +445,33 @@ mod tests {
         );
         let e = config_from_json(r#"{"backend": "onnxruntime", "max_batch_sise": 8}"#);
         assert!(e.unwrap_err().contains("max_batch_sise"));
+    }
+
+    #[test]
+    fn tensord_settings_travel_in_parameters() {
+        let with = |toml: &str| {
+            let json = serde_json::json!({
+                "backend": "builtin",
+                "input": [{"name": "IMAGE", "data_type": "TYPE_UINT8", "dims": [-1, -1, 3]}],
+                "parameters": {"tensord": {"string_value": toml}},
+            });
+            config_from_json(&json.to_string())
+        };
+        let c = with("execution_delay_microseconds = 5\n[[input]]\nname = \"IMAGE\"\ndims = [\"8:64\", -1, 3]\n")
+            .unwrap();
+        assert_eq!(c.execution_delay_microseconds, 5);
+        assert_eq!(c.input[0].dims[0], Dim::Range(8, 64));
+        assert_eq!(c.onnxruntime, None, "not an onnxruntime parameter");
+        let back = c.extensions().unwrap();
+        assert_eq!(
+            (back.execution_delay_microseconds, back.input.len()),
+            (5, 1)
+        );
+        let e = with("[[input]]\nname = \"NOPE\"\n").unwrap_err();
+        assert_eq!(e, "key 'parameters.tensord': no input 'NOPE'");
+        assert!(with("bogus = 1")
+            .unwrap_err()
+            .starts_with("key 'parameters.tensord': "));
     }
 
     #[test]

@@ -40,6 +40,15 @@ def daemon(tmp_path_factory):
         'input [ { name: "x" data_type: TYPE_FP32 dims: [ -1, 3 ] } ]\n'
         'output [\n  {\n    name: "y"\n    data_type: TYPE_FP32\n    dims: [ -1, 3 ]\n  }\n]\n'
         'instance_group [ { count: 1 kind: KIND_CPU } ]\n')
+    # tensord's own settings, which Triton's message has no field for.
+    (repo / "slow_add").mkdir()
+    (repo / "slow_add" / "config.toml").write_text(
+        'backend = "builtin"\nbuiltin = "add_sub"\nexecution_delay_microseconds = 1000\n')
+    (repo / "probe").mkdir()
+    spec = 'datatype = "UINT8"\ndims = [-1, "8:64", "8:64", 3]\nlayout = "NHWC"\n'
+    (repo / "probe" / "config.toml").write_text(
+        f'backend = "builtin"\nbuiltin = "identity"\n[[input]]\nname = "IMAGE"\n{spec}'
+        f'[input.image]\nexif_orientation = true\n[[output]]\nname = "OUTPUT0"\n{spec}')
     d = Daemon("--threads", "2", *EXPLICIT, repo=repo)
     yield d
     d.stop()
@@ -170,12 +179,16 @@ def changed_config(client, name, protocol):
 @pytest.mark.parametrize("protocol", ["rest", "grpc"])
 def test_the_config_a_door_reports_loads_back_with_one_field_changed(clients, protocol):
     client = clients["v2_rest" if protocol == "rest" else "v2_grpc"]
-    for name in ("add_sub", "identity", "image_probe", "double", "double_pbtxt"):
+    for name in ("add_sub", "identity", "image_probe", "double", "double_pbtxt", "slow_add", "probe"):
+        before = clients["v2_rest"].get_model_config(name)
         config = changed_config(client, name, protocol)
         client.load_model(name, config=json.dumps(config))
         assert client.is_model_ready(name), name
         reported = clients["v2_rest"].get_model_config(name)
         assert reported["instance_group"][0]["count"] == 2, (name, reported)
+        assert reported["parameters"] == before["parameters"], (name, reported)
+        if name in ("slow_add", "probe"):
+            assert "tensord" in reported["parameters"], reported
         assert reported["input"] == clients["v2_rest"].get_model_config(name)["input"]
         if name == "add_sub":
             assert outcome(lambda: infer(clients, "v2_rest", name, {"INPUT0": A, "INPUT1": B}))[0] == "ok"
