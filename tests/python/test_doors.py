@@ -18,7 +18,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from conftest import EXPLICIT, TEST_REPO, Daemon
-from model_builders import double_graph, save_onnx
+from model_builders import double_graph, save_onnx, write_safetensors_mlp
 
 A = np.arange(16, dtype=np.int32).reshape(1, 16)
 B = np.full((1, 16), 3, dtype=np.int32)
@@ -49,6 +49,8 @@ def daemon(tmp_path_factory):
     (repo / "probe" / "config.toml").write_text(
         f'backend = "builtin"\nbuiltin = "identity"\n[[input]]\nname = "IMAGE"\n{spec}'
         f'[input.image]\nexif_orientation = true\n[[output]]\nname = "OUTPUT0"\n{spec}')
+    write_safetensors_mlp(np.random.default_rng(5), repo, "st_mlp", [8, 16, 4], "gelu",
+                          'max_batch_size = 16\n[[input]]\nname = "features"\ndatatype = "FP32"\ndims = [8]\n')
     d = Daemon("--threads", "2", *EXPLICIT, repo=repo)
     yield d
     d.stop()
@@ -179,7 +181,9 @@ def changed_config(client, name, protocol):
 @pytest.mark.parametrize("protocol", ["rest", "grpc"])
 def test_the_config_a_door_reports_loads_back_with_one_field_changed(clients, protocol):
     client = clients["v2_rest" if protocol == "rest" else "v2_grpc"]
-    for name in ("add_sub", "identity", "image_probe", "double", "double_pbtxt", "slow_add", "probe"):
+    features = {"features": np.linspace(-1, 1, 16, dtype=np.float32).reshape(2, 8)}
+    mlp_before = infer(clients, "v2_rest", "st_mlp", features)
+    for name in ("add_sub", "identity", "image_probe", "double", "double_pbtxt", "slow_add", "probe", "st_mlp"):
         before = clients["v2_rest"].get_model_config(name)
         config = changed_config(client, name, protocol)
         client.load_model(name, config=json.dumps(config))
@@ -187,7 +191,11 @@ def test_the_config_a_door_reports_loads_back_with_one_field_changed(clients, pr
         reported = clients["v2_rest"].get_model_config(name)
         assert reported["instance_group"][0]["count"] == 2, (name, reported)
         assert reported["parameters"] == before["parameters"], (name, reported)
-        if name in ("slow_add", "probe"):
+        if name == "st_mlp":  # its architecture came back with the config: the same answers
+            after = infer(clients, "v2_rest", name, features)
+            for output, values in mlp_before.items():
+                np.testing.assert_array_equal(after[output], values)
+        if name in ("slow_add", "probe", "st_mlp"):
             assert "tensord" in reported["parameters"], reported
         assert reported["input"] == clients["v2_rest"].get_model_config(name)["input"]
         if name == "add_sub":
