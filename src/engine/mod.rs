@@ -25,7 +25,7 @@ pub use parameters::{Known, ParamValue, Parameters, FINAL_RESPONSE, V2_GRPC, V2_
 pub use repository::{IndexEntry, ModelControl, Options, Overrides, Repository};
 pub use request::{InferRequest, InferResponse, Input, Output, WantedOutput};
 pub use served::{LoadedVersion, ModelVersion, ServedModel};
-pub use trace::{Timeline, Trace, TraceFile, Tracer};
+pub use trace::{Timeline, TraceFile, Tracer};
 
 /// A model, and which of its loaded versions a statistics request covers.
 pub type StatisticsOf = (Arc<ServedModel>, Vec<u64>);
@@ -96,11 +96,6 @@ impl Engine {
     /// Every model of the repository, and each version it serves.
     pub fn index(&self) -> Result<Vec<IndexEntry>, Error> {
         self.repository.index().map_err(Error::internal)
-    }
-
-    /// The most elements one tensor may have (decoders refuse more before allocating).
-    pub fn max_tensor_elements(&self) -> u64 {
-        self.limits.max_tensor_elements
     }
 
     /// What one input's images may cost.

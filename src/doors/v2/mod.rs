@@ -201,43 +201,43 @@ fn document(message: &impl prost::Message, name: &str) -> Response {
     json_response(proto::to_json(message, name, Defaults::Written).to_string())
 }
 
+/// A body of JSON that may be left out (empty or blank): `T`'s default then. `what` names it in
+/// the error.
+fn optional_json<T: serde::de::DeserializeOwned + Default>(
+    body: &Bytes,
+    what: &str,
+) -> Result<T, Error> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| Error::invalid(format!("invalid {what}: {e}")))
+}
+
 /// A trace settings update: each setting's new value, `null` to restore the global one.
 fn trace_update(body: &Bytes) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(serde_json::Map::new());
-    }
-    serde_json::from_slice(body).map_err(|e| Error::invalid(format!("invalid trace settings: {e}")))
+    optional_json(body, "trace settings")
 }
 
 /// `POST /v2/repository/index` may carry `{"ready": true}`.
 fn index_ready_filter(body: &Bytes) -> Result<bool, Error> {
-    #[derive(serde::Deserialize)]
+    #[derive(Default, serde::Deserialize)]
     struct IndexRequest {
         #[serde(default)]
         ready: bool,
     }
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(false);
-    }
-    serde_json::from_slice::<IndexRequest>(body)
-        .map(|r| r.ready)
-        .map_err(|e| Error::invalid(format!("invalid index request: {e}")))
+    optional_json::<IndexRequest>(body, "index request").map(|r| r.ready)
 }
 
 /// A load request's `parameters`: `config` (a model config in Triton's JSON) and
 /// `file:<version>/<file>` (base64 contents). Any other parameter is refused, not ignored.
 fn load_overrides(body: &Bytes) -> Result<Overrides, Error> {
-    #[derive(serde::Deserialize)]
+    #[derive(Default, serde::Deserialize)]
     struct LoadRequest {
         #[serde(default)]
         parameters: std::collections::BTreeMap<String, serde_json::Value>,
     }
     let mut overrides = Overrides::default();
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(overrides);
-    }
-    let request: LoadRequest = serde_json::from_slice(body)
-        .map_err(|e| Error::invalid(format!("invalid load request: {e}")))?;
+    let request: LoadRequest = optional_json(body, "load request")?;
     for (key, value) in request.parameters {
         let text = value
             .as_str()
