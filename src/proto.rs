@@ -26,7 +26,7 @@ pub mod tensorflow {
 }
 
 /// The descriptor of message `name` (`inference.ModelConfig`).
-pub fn descriptor(name: &str) -> MessageDescriptor {
+pub fn descriptor(name: &str) -> Result<MessageDescriptor, String> {
     static POOL: OnceLock<DescriptorPool> = OnceLock::new();
     let pool = POOL.get_or_init(|| {
         let bytes = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));
@@ -34,8 +34,8 @@ pub fn descriptor(name: &str) -> MessageDescriptor {
         #[allow(clippy::expect_used)]
         DescriptorPool::decode(&bytes[..]).expect("build.rs wrote valid descriptors")
     });
-    #[allow(clippy::expect_used)]
-    pool.get_message_by_name(name).expect("a message of proto/")
+    pool.get_message_by_name(name)
+        .ok_or_else(|| format!("no message '{name}' in proto/"))
 }
 
 /// Whether a JSON document writes the fields at their default value.
@@ -47,18 +47,18 @@ pub enum Defaults {
 
 /// `message` (of type `name`) in protobuf's JSON mapping as Triton writes its documents: proto
 /// field names, and 64-bit integers as numbers, not strings.
-pub fn to_json(message: &impl prost::Message, name: &str, defaults: Defaults) -> serde_json::Value {
-    let descriptor = descriptor(name);
-    let dynamic = DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice());
+pub fn to_json(
+    message: &impl prost::Message,
+    name: &str,
+    defaults: Defaults,
+) -> Result<serde_json::Value, String> {
+    let dynamic = DynamicMessage::decode(descriptor(name)?, message.encode_to_vec().as_slice())
+        .map_err(|e| format!("{name}: {e}"))?;
     let options = prost_reflect::SerializeOptions::new()
         .use_proto_field_name(true)
         .skip_default_fields(defaults == Defaults::Left)
         .stringify_64_bit_integers(false);
     dynamic
-        .ok()
-        .and_then(|d| {
-            d.serialize_with_options(serde_json::value::Serializer, &options)
-                .ok()
-        })
-        .unwrap_or_default()
+        .serialize_with_options(serde_json::value::Serializer, &options)
+        .map_err(|e| format!("{name}: {e}"))
 }

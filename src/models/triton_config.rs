@@ -20,7 +20,7 @@ pub const EXTENSIONS: &str = "tensord";
 /// Maps a Triton config in protobuf text onto tensord's. Syntax errors give line and column.
 pub fn config_from_pbtxt(text: &str) -> Result<ModelConfig, String> {
     let text = colon_before_lists(text);
-    let message = DynamicMessage::parse_text_format(crate::proto::descriptor(MODEL_CONFIG), &text)
+    let message = DynamicMessage::parse_text_format(crate::proto::descriptor(MODEL_CONFIG)?, &text)
         .map_err(|e| located(&text, &e))?;
     config_from_message(&message)
 }
@@ -77,7 +77,7 @@ fn colon_before_lists(text: &str) -> String {
 /// tensord's.
 pub fn config_from_json(text: &str) -> Result<ModelConfig, String> {
     let mut json = serde_json::Deserializer::from_str(text);
-    let message = DynamicMessage::deserialize(crate::proto::descriptor(MODEL_CONFIG), &mut json)
+    let message = DynamicMessage::deserialize(crate::proto::descriptor(MODEL_CONFIG)?, &mut json)
         .and_then(|m| json.end().map(|()| m))
         .map_err(|e| format!("invalid model config JSON: {e}"))?;
     config_from_message(&message)

@@ -25,21 +25,21 @@ pub async fn serve(
     request: &Request,
 ) -> Result<Response, Error> {
     match route {
-        Route::ServerMetadata => Ok(document(
+        Route::ServerMetadata => document(
             &documents::server_metadata(),
             "inference.ServerMetadataResponse",
-        )),
+        ),
         Route::Live => Ok(json_response(r#"{"live":true}"#.into())),
         Route::Ready if engine.is_ready() => Ok(json_response(r#"{"ready":true}"#.into())),
         Route::Ready => Err(Error::not_ready("server is not ready")),
-        Route::ModelMetadata(m) => Ok(document(
+        Route::ModelMetadata(m) => document(
             &documents::model_metadata(engine, &m.name, m.version.as_deref())?,
             "inference.ModelMetadataResponse",
-        )),
-        Route::ModelConfig(m) => Ok(document(
+        ),
+        Route::ModelConfig(m) => document(
             &documents::model_config(engine, &m.name, m.version.as_deref())?,
             "inference.ModelConfig",
-        )),
+        ),
         Route::ModelReady(m) => {
             let model = engine.model(&m.name)?;
             model.version(m.version.as_deref())?;
@@ -58,10 +58,10 @@ pub async fn serve(
             let (name, version) = m.as_ref().map_or((None, None), |m| {
                 (Some(m.name.as_ref()), m.version.as_deref())
             });
-            Ok(document(
+            document(
                 &documents::model_statistics(engine, name, version)?,
                 "inference.ModelStatisticsResponse",
-            ))
+            )
         }
         Route::RepositoryIndex => {
             let ready_only = index_ready_filter(&request.body)?;
@@ -74,8 +74,9 @@ pub async fn serve(
                         "inference.RepositoryIndexResponse.ModelIndex",
                         Defaults::Left,
                     )
+                    .map_err(Error::internal)
                 })
-                .collect();
+                .collect::<Result<_, _>>()?;
             Ok(json_response(serde_json::Value::from(entries).to_string()))
         }
         Route::Load(name) => {
@@ -197,8 +198,9 @@ fn decode<'r>(
 }
 
 /// A 200 with `message` (of type `name`) in Triton's JSON: every field written.
-fn document(message: &impl prost::Message, name: &str) -> Response {
-    json_response(proto::to_json(message, name, Defaults::Written).to_string())
+fn document(message: &impl prost::Message, name: &str) -> Result<Response, Error> {
+    let json = proto::to_json(message, name, Defaults::Written).map_err(Error::internal)?;
+    Ok(json_response(json.to_string()))
 }
 
 /// A body of JSON that may be left out (empty or blank): `T`'s default then. `what` names it in
