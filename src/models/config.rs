@@ -235,14 +235,13 @@ impl ModelConfig {
     /// The settings of this config that Triton's message cannot hold (`None`: there are none).
     pub fn extensions(&self) -> Option<Extensions> {
         let input: Vec<InputExtensions> = (self.input.iter())
-            .filter(|t| t.image.is_some() || t.dims.iter().any(|d| matches!(d, Dim::Range(..))))
-            .map(|t| InputExtensions {
-                name: t.name.clone(),
-                image: t.image.clone(),
-                dims: match t.dims.iter().any(|d| matches!(d, Dim::Range(..))) {
-                    true => t.dims.clone(),
-                    false => Vec::new(),
-                },
+            .filter_map(|t| {
+                let ranged = t.dims.iter().any(|d| matches!(d, Dim::Range(..)));
+                (t.image.is_some() || ranged).then(|| InputExtensions {
+                    name: t.name.clone(),
+                    image: t.image.clone(),
+                    dims: if ranged { t.dims.clone() } else { Vec::new() },
+                })
             })
             .collect();
         let extensions = Extensions {
