@@ -130,6 +130,16 @@ pub fn model_config(
             ..Default::default()
         })
     });
+    // Triton writes the idle time it applies when the config leaves it out.
+    let scheduling = scheduling.or_else(|| {
+        let mut sequence = config.sequence_batching.as_ref()?.0.clone();
+        if sequence.max_sequence_idle_microseconds == 0 {
+            sequence.max_sequence_idle_microseconds = 1_000_000;
+        }
+        Some(pb::model_config::SchedulingChoice::SequenceBatching(
+            sequence,
+        ))
+    });
     let (platform, backend) = config.triton_platform();
     Ok(pb::ModelConfig {
         name: model.name.clone(),

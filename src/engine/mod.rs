@@ -23,7 +23,9 @@ pub use call::{Arrival, Call, Target, TracePoints};
 pub use error::{Error, ErrorKind};
 pub use parameters::{Known, ParamValue, Parameters, FINAL_RESPONSE, V2_GRPC, V2_REST};
 pub use repository::{IndexEntry, ModelControl, Options, Overrides, Repository};
-pub use request::{InferRequest, InferResponse, Input, Output, WantedOutput};
+pub use request::{
+    CorrelationId, InferRequest, InferResponse, Input, Output, SequenceFlags, WantedOutput,
+};
 pub use served::{LoadedVersion, ModelVersion, ServedModel};
 pub use trace::{Timeline, TraceFile, Tracer};
 

@@ -1,9 +1,8 @@
 //! Infer parameters: the one model every door converts its wire parameters into (REST's JSON
 //! values, gRPC's `InferParameter`), their typed reads, and which parameters tensord acts on.
 //! Any other is refused, never ignored: Triton hands unknown ("custom") parameters to its
-//! backend, but no tensord model reads one. Triton's reserved sequence and priority parameters
-//! are accepted only at their value that means "not set" (0, "" or false), since tensord has
-//! neither feature.
+//! backend, but no tensord model reads one. Triton's reserved priority parameter is accepted
+//! only at its value that means "not set" (0), since tensord has no priority levels.
 
 use std::borrow::Cow;
 
@@ -72,6 +71,30 @@ impl<'a> Parameters<'a> {
         }
     }
 
+    /// `sequence_id` (an unsigned integer or a string; 0 and "" mean none), `sequence_start` and
+    /// `sequence_end`.
+    pub fn sequence(&self) -> Result<super::SequenceFlags, Error> {
+        use super::CorrelationId;
+        let id = match self.get("sequence_id") {
+            None => None,
+            Some(ParamValue::Uint(0) | ParamValue::Int(0)) => None,
+            Some(ParamValue::Uint(n)) => Some(CorrelationId::Number(*n)),
+            Some(ParamValue::Int(n)) if *n > 0 => Some(CorrelationId::Number(*n as u64)),
+            Some(ParamValue::Str(s)) if s.is_empty() => None,
+            Some(ParamValue::Str(s)) => Some(CorrelationId::Text(s.to_string())),
+            Some(other) => {
+                return Err(Error::invalid(format!(
+                    "parameter 'sequence_id' must be an unsigned integer or a string, got {other:?}"
+                )))
+            }
+        };
+        Ok(super::SequenceFlags {
+            id,
+            start: self.get_bool("sequence_start")?.unwrap_or(false),
+            end: self.get_bool("sequence_end")?.unwrap_or(false),
+        })
+    }
+
     /// The `timeout` parameter (microseconds). Triton reads 0 as "no timeout" (its test helpers
     /// send it on every request).
     pub fn timeout(&self) -> Result<Option<std::time::Duration>, Error> {
@@ -91,8 +114,16 @@ pub struct Known {
 
 pub const FINAL_RESPONSE: &str = "triton_enable_empty_final_response";
 
+const SEQUENCE: [&str; 3] = ["sequence_id", "sequence_start", "sequence_end"];
+
 pub const V2_REST: Known = Known {
-    request: &["timeout", "binary_data_output"],
+    request: &[
+        "timeout",
+        "binary_data_output",
+        SEQUENCE[0],
+        SEQUENCE[1],
+        SEQUENCE[2],
+    ],
     input: &["binary_data_size"],
     output: &["binary_data", "classification"],
 };
@@ -101,15 +132,18 @@ pub const V2_REST: Known = Known {
 /// response is its request's final one, so none is ever due; a streamed response says it is
 /// final (`triton_final_response`) when the request asked.
 pub const V2_GRPC: Known = Known {
-    request: &["timeout", FINAL_RESPONSE],
+    request: &[
+        "timeout",
+        FINAL_RESPONSE,
+        SEQUENCE[0],
+        SEQUENCE[1],
+        SEQUENCE[2],
+    ],
     input: &["binary_data_size"],
     output: &["classification", "binary_data"],
 };
 
 const UNSET_AT_DEFAULT: &[(&str, &str)] = &[
-    ("sequence_id", "tensord has no sequence batching"),
-    ("sequence_start", "tensord has no sequence batching"),
-    ("sequence_end", "tensord has no sequence batching"),
     ("priority", "tensord models have no priority levels"),
     (
         FINAL_RESPONSE,
@@ -153,12 +187,13 @@ mod tests {
     fn known_pass_reserved_pass_unset_and_the_rest_are_refused() {
         let request = || "request".to_string();
         assert!(check(request, "timeout", false, V2_REST.request).is_ok());
-        assert!(check(request, "sequence_id", true, V2_REST.request).is_ok());
-        let e = check(request, "sequence_id", false, V2_REST.request).unwrap_err();
+        assert!(check(request, "sequence_id", false, V2_REST.request).is_ok());
+        assert!(check(request, "priority", true, V2_REST.request).is_ok());
+        let e = check(request, "priority", false, V2_REST.request).unwrap_err();
         assert_eq!(
             e.message,
-            "request parameter 'sequence_id': tensord has no sequence batching (only 0, \"\" or \
-             false is accepted)"
+            "request parameter 'priority': tensord models have no priority levels (only 0, \"\" \
+             or false is accepted)"
         );
         let e = check(|| "output 'C'".into(), "my_custom", false, V2_REST.output).unwrap_err();
         assert!(

@@ -22,6 +22,15 @@ impl Engine {
     ) -> Result<InferResponse<'m>, Error> {
         // As Triton: a request the model cannot answer as asked costs no model time.
         let wanted = wanted_outputs(model, loaded, &request.outputs)?;
+        if loaded.executor.sequencer().is_none() {
+            if let Some(parameter) = request.sequence.first_set() {
+                return Err(Error::invalid(format!(
+                    "request parameter '{parameter}': model '{}' has no sequence batching (only \
+                     0, \"\" or false is accepted)",
+                    model.name
+                )));
+            }
+        }
         self.decode_images(&mut request.inputs, loaded).await?;
         let inputs = arrange_inputs(model, loaded, &request.inputs)?;
         let batching = model.config.max_batch_size > 0;
@@ -39,7 +48,9 @@ impl Engine {
             })
             .collect::<Result<_, _>>()?;
         let ran = async {
-            let (outputs, timeline) = loaded.executor.execute(inputs, request.timeout).await?;
+            let (outputs, timeline) = (loaded.executor)
+                .execute(inputs, request.timeout, &request.sequence)
+                .await?;
             if outputs.len() != loaded.outputs.len() {
                 return Err(Error::internal(format!(
                     "model '{}' returned {} outputs, declared {}",
@@ -222,8 +233,17 @@ fn wanted_outputs(
                 let index = (loaded.outputs.iter())
                     .position(|s| s.name == *name)
                     .ok_or_else(|| {
+                        // Triton's words for a state's output the config does not declare.
+                        let state = (loaded.executor.sequencer()).is_some_and(|s| {
+                            s.sequencing().states.iter().any(|s| s.output == *name)
+                        });
+                        let unknown = if state {
+                            "unexpected inference"
+                        } else {
+                            "unknown"
+                        };
                         Error::invalid(format!(
-                            "unknown output '{name}' for model '{}'",
+                            "{unknown} output '{name}' for model '{}'",
                             model.name
                         ))
                     })?;

@@ -541,7 +541,14 @@ fn load_model<'r>(
             Ok(c)
         });
     match config {
-        Ok(config) => model.config = config,
+        Ok(mut config) => {
+            // A built-in named by its folder: its config says which, so that it loads back
+            // under another name.
+            if config.backend == "builtin" && config.builtin.is_none() {
+                config.builtin = Some(name.to_string());
+            }
+            model.config = config
+        }
         Err(e) => {
             tracing::error!(model = name, "model not loaded: {e}");
             model.error = Some(e);

@@ -12,6 +12,42 @@ pub struct InferRequest<'a> {
     pub outputs: Vec<WantedOutput<'a>>,
     /// Longest wait in the model's queue (`None`: no limit).
     pub timeout: Option<Duration>,
+    /// Its place in a sequence (Triton's sequence extension).
+    pub sequence: SequenceFlags,
+}
+
+/// A sequence's id: Triton's correlation id, a number or a string (42 and "42" differ).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum CorrelationId {
+    Number(u64),
+    Text(String),
+}
+
+impl std::fmt::Display for CorrelationId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CorrelationId::Number(n) => write!(f, "{n}"),
+            CorrelationId::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+/// The request parameters `sequence_id`, `sequence_start` and `sequence_end`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SequenceFlags {
+    /// `None`: 0 or "" (not in a sequence).
+    pub id: Option<CorrelationId>,
+    pub start: bool,
+    pub end: bool,
+}
+
+impl SequenceFlags {
+    /// The first of the parameters set, for an error about a model without sequences.
+    pub fn first_set(&self) -> Option<&'static str> {
+        (self.id.as_ref().map(|_| "sequence_id"))
+            .or(self.start.then_some("sequence_start"))
+            .or(self.end.then_some("sequence_end"))
+    }
 }
 
 #[derive(Debug)]

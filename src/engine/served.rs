@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::batching::{BatchPolicy, Executor};
+use super::batching::{BatchPolicy, Executor, Plan, Sequencer};
 use super::Error;
 use crate::models::{inside, Loaded, Model, ModelConfig, TensorSpec};
 
@@ -42,8 +42,23 @@ impl LoadedVersion {
         name: &str,
         model_dir: &Path,
     ) -> Result<LoadedVersion, String> {
-        let labels = loaded
-            .outputs
+        let (executor, inputs, outputs) = match loaded.sequencing {
+            None => {
+                let executor = executor(loaded.model, config, name, loaded.cheap)?;
+                (executor, loaded.inputs, loaded.outputs)
+            }
+            Some(sequencing) => {
+                // The client sees neither the controls nor undeclared state tensors.
+                let declared: Vec<String> = config.output.iter().map(|o| o.name.clone()).collect();
+                let (plan, inputs, outputs) =
+                    Plan::new(&sequencing, loaded.inputs, loaded.outputs, &declared)?;
+                let (rows, instances) = (config.max_batch_size, config.instance_count);
+                let sequencer = Sequencer::new(sequencing, plan, name, rows, instances);
+                let executor = Executor::sequenced(loaded.model, sequencer, instances, name)?;
+                (executor, inputs, outputs)
+            }
+        };
+        let labels = outputs
             .iter()
             .map(|spec| match &spec.label_filename {
                 None => Ok(Vec::new()),
@@ -60,9 +75,9 @@ impl LoadedVersion {
             })
             .collect::<Result<_, _>>()?;
         Ok(LoadedVersion {
-            executor: executor(loaded.model, config, name, loaded.cheap)?,
-            inputs: loaded.inputs,
-            outputs: loaded.outputs,
+            executor,
+            inputs,
+            outputs,
             labels,
         })
     }

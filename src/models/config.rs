@@ -5,9 +5,14 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::sequence::{self, SequenceBatching};
 use super::TensorSpec;
 use crate::images::ImageOptions;
 use crate::tensors::DataType;
+
+/// The longest fixed cost a built-in test model may take per execution: each execution holds
+/// one of the model's workers for that long, and a load request may set it.
+pub const MAX_EXECUTION_DELAY_MICROSECONDS: u64 = 10_000_000;
 
 /// The backends this build can serve.
 pub const BACKENDS: &[&str] = &["onnx", "safetensors", "builtin"];
@@ -44,7 +49,8 @@ pub struct ModelConfig {
     /// For `backend = "safetensors"`: the architecture and its hyper-parameters.
     #[serde(default)]
     pub architecture: Option<Architecture>,
-    /// For `backend = "builtin"`: a fixed cost per execution (a test model with controlled timing).
+    /// A fixed cost added to each execution (test models with controlled timing; Triton's
+    /// `execute_delay_ms` parameter).
     #[serde(default)]
     pub execution_delay_microseconds: u64,
     /// Present: requests are batched (needs `max_batch_size` > 0).
@@ -56,6 +62,9 @@ pub struct ModelConfig {
     /// For `backend = "onnx"`: ONNX Runtime's session settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub onnxruntime: Option<OnnxRuntimeSettings>,
+    /// Triton's sequence batcher, for stateful models (instead of `dynamic_batching`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence_batching: Option<SequenceBatching>,
 }
 
 /// ONNX Runtime session settings (`[onnxruntime]`; from Triton's `parameters` and `optimization`).
@@ -128,6 +137,7 @@ impl Default for ModelConfig {
             dynamic_batching: None,
             max_queue_size: 0,
             onnxruntime: None,
+            sequence_batching: None,
         }
     }
 }
@@ -546,8 +556,21 @@ impl ModelConfig {
                 ));
             }
         }
-        if self.execution_delay_microseconds > 0 && self.backend != "builtin" {
-            return Err("key 'execution_delay_microseconds': only built-in models take it".into());
+        if let Some(settings) = &self.sequence_batching {
+            if self.dynamic_batching.is_some() {
+                return Err(
+                    "keys 'dynamic_batching' and 'sequence_batching': a model has one \
+                            scheduler"
+                        .into(),
+                );
+            }
+            sequence::refuse_unimplemented(&settings.0)?;
+        }
+        if self.execution_delay_microseconds > MAX_EXECUTION_DELAY_MICROSECONDS {
+            return Err(format!(
+                "key 'execution_delay_microseconds': {} is over the limit of {MAX_EXECUTION_DELAY_MICROSECONDS} (10 s)",
+                self.execution_delay_microseconds
+            ));
         }
         if let Some(ort) = &self.onnxruntime {
             if self.backend != "onnx" {
@@ -640,6 +663,14 @@ mod tests {
             ..c.clone()
         };
         assert!(bad_device.validate().unwrap_err().contains("key 'device'"));
+        let builtin = |micros| ModelConfig {
+            backend: "builtin".into(),
+            execution_delay_microseconds: micros,
+            ..ModelConfig::default()
+        };
+        assert_eq!(builtin(MAX_EXECUTION_DELAY_MICROSECONDS).validate(), Ok(()));
+        let endless = builtin(MAX_EXECUTION_DELAY_MICROSECONDS + 1).validate();
+        assert!(endless.unwrap_err().contains("over the limit"));
         let unknown =
             toml::from_str::<ModelConfig>("backend = \"onnx\"\nmax_batch = 3\n").unwrap_err();
         assert!(unknown.to_string().contains("max_batch"), "{unknown}");

@@ -8,6 +8,7 @@ mod config;
 mod confined;
 pub mod gpu;
 mod model;
+mod sequence;
 mod triton_config;
 
 pub use backends::{load_version, Loaded};
@@ -17,4 +18,5 @@ pub use config::{
 };
 pub use confined::inside;
 pub use model::{Model, ModelError, ModelErrorKind, TensorSpec};
+pub use sequence::{Control, ControlKind, SequenceBatching, Sequencing, State, Strategy};
 pub use triton_config::{config_from_json, EXTENSIONS};

@@ -10,6 +10,7 @@ use super::config::{
     Dim, DynamicBatching, ExecutionMode, ModelConfig, OnnxRuntimeSettings, OptimizationLevel,
     TensorConfig, VersionPolicy,
 };
+use super::sequence::SequenceBatching;
 use crate::proto::inference as pb;
 
 const MODEL_CONFIG: &str = "inference.ModelConfig";
@@ -98,9 +99,21 @@ fn located(text: &str, error: &prost_reflect::text_format::ParseError) -> String
 
 fn config_from_message(message: &DynamicMessage) -> Result<ModelConfig, String> {
     refuse_unread(message, "")?;
-    let c: pb::ModelConfig = message
+    let mut c: pb::ModelConfig = message
         .transcode_to()
         .map_err(|e| format!("invalid model config: {e}"))?;
+    // Triton's test models' execution delay (its examples' `simple_dyna_sequence` sets it).
+    let delay_ms = (c.parameters.remove("execute_delay_ms"))
+        .map(|p| {
+            let ms = p.string_value.parse::<u64>().ok();
+            ms.and_then(|ms| ms.checked_mul(1000)).ok_or_else(|| {
+                let value = &p.string_value;
+                format!(
+                    "key 'parameters.execute_delay_ms': '{value}' is not a number of milliseconds"
+                )
+            })
+        })
+        .transpose()?;
     let backend = match (c.platform.as_str(), c.backend.as_str()) {
         ("onnxruntime_onnx", _) | (_, "onnxruntime") => "onnx".to_string(),
         (_, "identity") => "builtin".to_string(),
@@ -117,6 +130,7 @@ fn config_from_message(message: &DynamicMessage) -> Result<ModelConfig, String> 
         input: tensors("input", &c.input)?,
         output: tensors("output", &c.output)?,
         onnxruntime: onnxruntime_settings(&c)?,
+        execution_delay_microseconds: delay_ms.unwrap_or(0),
         ..ModelConfig::default()
     };
     if !c.instance_group.is_empty() {
@@ -143,6 +157,9 @@ fn config_from_message(message: &DynamicMessage) -> Result<ModelConfig, String> 
         if let Some(policy) = &b.default_queue_policy {
             config.max_queue_size = policy.max_queue_size as usize;
         }
+    }
+    if let Some(pb::model_config::SchedulingChoice::SequenceBatching(s)) = &c.scheduling_choice {
+        config.sequence_batching = Some(SequenceBatching(s.clone()));
     }
     if let Some(policy) = c.version_policy.and_then(|p| p.policy_choice) {
         use pb::model_version_policy::PolicyChoice;
@@ -334,6 +351,7 @@ fn schema(path: &str) -> Option<Schema> {
                 "version_policy",
                 "default_model_filename",
                 "dynamic_batching",
+                "sequence_batching",
                 "parameters",
                 "optimization",
             ],
@@ -656,7 +674,6 @@ mod tests {
             "line 2, column 1: field 'max_batch_sise' not found for message 'inference.ModelConfig'"
         );
         for triton in [
-            "sequence_batching { }",
             "ensemble_scheduling { }",
             "model_repository_agents { }",
             "model_warmup [ { name: \"w\" } ]",

@@ -1,7 +1,10 @@
 """Starts the real tensord binary for the integration tests."""
 
 import atexit
+import hashlib
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 BINARY = Path(os.environ.get("TENSORD_BIN", ROOT / "target" / "release" / "tensord"))
 sys.path.insert(0, str(ROOT / "scripts"))
-from serving import free_port, repository_with_any_identity, start, stop  # noqa: E402
+from serving import call, free_port, repository_with_any_identity, start, stop  # noqa: E402
 
 # The flags that let the repository API load and unload (the default mode refuses both), with
 # every model loaded at start.
@@ -22,6 +25,45 @@ EXPLICIT = ("--model-control-mode", "explicit", "--load-model", "*")
 # The shipped models, identity taking any datatype and shape: what the tests drive by default.
 TEST_REPO = Path(repository_with_any_identity(tempfile.mkdtemp(prefix="tensord-test-repo-")))
 atexit.register(shutil.rmtree, TEST_REPO, True)
+
+
+# Every model a test daemon served ready, copied with the config it reported: test_doors loads
+# each back through the load API (scripts/test shares one folder between its two processes).
+if os.environ.get("TENSORD_SERVED_MODELS"):
+    SERVED_MODELS = Path(os.environ["TENSORD_SERVED_MODELS"])
+else:
+    SERVED_MODELS = Path(tempfile.mkdtemp(prefix="tensord-served-"))
+    atexit.register(shutil.rmtree, SERVED_MODELS, True)
+
+
+def record_served_models(url, repo):
+    """Copies each model `url` reports ready, with its reported config, into SERVED_MODELS
+    (`repo/<name>-<digest>` and `configs/<name>-<digest>.json`; equal ones once). A daemon that
+    restricts or no longer answers these APIs has nothing to record."""
+    if Path(repo).is_relative_to(SERVED_MODELS):
+        return
+    try:
+        status, _, body = call(f"http://{url}/v2/repository/index", b"{}", method="POST", timeout=10)
+    except OSError:
+        return
+    if status != 200:
+        return
+    for entry in json.loads(body):
+        folder = Path(repo) / entry["name"]
+        # A name made to be hostile (test_metrics) is no config to load back.
+        if entry.get("state") != "READY" or not folder.is_dir() or not re.fullmatch(r"[\w.-]+", entry["name"]):
+            continue
+        status, _, config = call(f"http://{url}/v2/models/{entry['name']}/config", timeout=10)
+        if status != 200:
+            continue
+        files = sorted((str(f.relative_to(folder)), f.stat().st_size) for f in folder.rglob("*") if f.is_file())
+        digest = hashlib.sha1(json.dumps([json.loads(config), files], sort_keys=True).encode()).hexdigest()[:10]
+        name = f"{entry['name']}-{digest}"
+        if (SERVED_MODELS / "configs" / f"{name}.json").exists():
+            continue
+        shutil.copytree(folder, SERVED_MODELS / "repo" / name, dirs_exist_ok=True)
+        (SERVED_MODELS / "configs").mkdir(parents=True, exist_ok=True)
+        (SERVED_MODELS / "configs" / f"{name}.json").write_bytes(config)
 
 
 def unavailable_reason(client, model):
@@ -43,6 +85,7 @@ class Daemon:
         self.port = port or free_port()
         self.url = f"127.0.0.1:{self.port}"
         self.grpc_url = f"127.0.0.1:{free_port()}"
+        self.repo = repo
         # The last --drain-delay (or --grpc-addr) wins: `args` may set another.
         cmd = [str(binary), "--http-addr", self.url, "--grpc-addr", self.grpc_url, "--model-repository", str(repo),
                "--drain-delay", "0", *args]
@@ -51,6 +94,8 @@ class Daemon:
                           env=env)
 
     def stop(self):
+        if self.proc.poll() is None:
+            record_served_models(self.url, self.repo)
         code = stop(self.proc)
         log = self.proc.stderr.read()
         assert "panicked" not in log, log

@@ -15,9 +15,9 @@ import ovmsclient
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from tritonclient.utils import InferenceServerException
+from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
-from conftest import EXPLICIT, TEST_REPO, Daemon
+from conftest import EXPLICIT, SERVED_MODELS, TEST_REPO, Daemon, record_served_models
 from model_builders import double_graph, save_onnx, write_safetensors_mlp
 
 A = np.arange(16, dtype=np.int32).reshape(1, 16)
@@ -216,3 +216,64 @@ def test_a_config_with_a_typo_is_refused_naming_the_field(clients):
         clients["v2_rest"].load_model("add_sub", config=json.dumps(config))
     assert e.value.status() == "400" and "max_batch_sise" in e.value.message(), e.value.message()
     assert clients["v2_rest"].is_model_ready("add_sub"), "the served version stays"
+
+
+def test_a_load_request_cannot_make_a_model_hold_its_workers_without_end(clients):
+    config = clients["v2_rest"].get_model_config("slow_add")
+    config["parameters"]["tensord"]["string_value"] = 'builtin = "add_sub"\nexecution_delay_microseconds = 86400000000\n'
+    with pytest.raises(InferenceServerException) as e:
+        clients["v2_rest"].load_model("slow_add", config=json.dumps(config))
+    assert e.value.status() == "400" and "over the limit of 10000000" in e.value.message(), e.value.message()
+    assert clients["v2_rest"].is_model_ready("slow_add")
+
+
+def zeros_outcome(client, name):
+    """The outcome of `name` run on zeros of its metadata's shapes (-1 read as 1); None for a
+    model that takes BYTES (images, strings) or any datatype, which zeros cannot stand for, or
+    a stateful one."""
+    inputs = []
+    if "sequence_batching" in client.get_model_config(name):
+        return None
+    for spec in client.get_model_metadata(name)["inputs"]:
+        if spec["datatype"] == "BYTES" or triton_to_np_dtype(spec["datatype"]) is None:
+            return None
+        shape = [1 if d == -1 else d for d in spec["shape"]]
+        tensor = httpclient.InferInput(spec["name"], shape, spec["datatype"])
+        tensor.set_data_from_numpy(np.zeros(shape, triton_to_np_dtype(spec["datatype"])))
+        inputs.append(tensor)
+
+    def run():
+        result = client.infer(name, inputs)
+        return {o["name"]: result.as_numpy(o["name"]).tolist() for o in result.get_response()["outputs"]}
+    return outcome(run)
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_every_model_the_tests_served_loads_back_with_one_field_changed(daemon, protocol):
+    """Each model any test daemon served ready (the shipped ones, and those the tests built:
+    conftest records them as each daemon stops), loaded by the config it reported with its
+    instance count changed, reports that config and answers as it did."""
+    record_served_models(daemon.url, daemon.repo)
+    configs = sorted((SERVED_MODELS / "configs").glob("*.json"))
+    checker = Daemon("--threads", "2", "--model-control-mode", "explicit", repo=SERVED_MODELS / "repo")
+    try:
+        rest = httpclient.InferenceServerClient(checker.url, network_timeout=120)
+        client = rest if protocol == "rest" else grpcclient.InferenceServerClient(checker.grpc_url)
+        served = 0
+        for path in configs:
+            name = path.stem
+            config = json.loads(path.read_text())
+            config["name"] = name
+            client.load_model(name, config=json.dumps(config))
+            assert rest.get_model_config(name) == config, name
+            before = zeros_outcome(rest, name)
+            config["instance_group"][0]["count"] = 2
+            client.load_model(name, config=json.dumps(config))
+            assert rest.is_model_ready(name), name
+            assert rest.get_model_config(name) == config, name
+            assert zeros_outcome(rest, name) == before, name
+            served += before is not None and before[0] == "ok"
+            rest.unload_model(name)
+        assert len(configs) >= 8 and served >= len(configs) // 2, (len(configs), served)
+    finally:
+        checker.stop()

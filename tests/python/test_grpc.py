@@ -137,7 +137,8 @@ def test_parameters_no_model_reads_are_refused_not_ignored(client):
         ({"parameters": {"my_custom_parameter": 42}},
          "request parameter 'my_custom_parameter': not supported"),
         ({"sequence_id": 7, "sequence_start": True},
-         "tensord has no sequence batching (only 0, \"\" or false is accepted)"),
+         "request parameter 'sequence_id': model 'add_sub' has no sequence batching (only 0, \"\" or false is "
+         "accepted)"),
         ({"priority": 1}, "request parameter 'priority': tensord models have no priority levels"),
     ]
     for kwargs, message in cases:

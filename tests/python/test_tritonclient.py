@@ -200,7 +200,8 @@ def test_parameters_no_model_reads_are_refused_not_ignored(client, url):
     cases = [
         ({"parameters": {"my_custom_parameter": 42}},
          "request parameter 'my_custom_parameter': not supported"),
-        ({"sequence_id": 7}, "request parameter 'sequence_id': tensord has no sequence batching"),
+        ({"sequence_id": 7}, "request parameter 'sequence_id': model 'add_sub' has no sequence batching"),
+        ({"sequence_start": True}, "request parameter 'sequence_start': model 'add_sub' has no sequence batching"),
         ({"priority": 1}, "request parameter 'priority': tensord models have no priority levels"),
     ]
     for kwargs, message in cases:

@@ -216,6 +216,7 @@ pub(super) fn decode(
         inputs,
         outputs,
         timeout: parameters.timeout()?,
+        sequence: parameters.sequence()?,
     })
 }
 

@@ -105,6 +105,7 @@ impl Call for PredictCall {
             inputs,
             outputs,
             timeout: self.deadline,
+            ..InferRequest::default()
         };
         Ok((run, ()))
     }

@@ -145,6 +145,7 @@ impl engine::Call for V2Call<'_> {
                 })
                 .collect::<Result<_, Error>>()?,
             timeout: request.parameters.timeout()?,
+            sequence: request.parameters.sequence()?,
         };
         Ok((run, (request, binary)))
     }

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::scheduler::{run_model, run_worker, timed_out, BatchPolicy, Job, Queue};
+use super::sequence::{run_sequence_worker, Sequencer};
 use super::stats::{ModelStats, Phases};
-use crate::engine::{Error, ErrorKind, Timeline};
+use crate::engine::{Error, ErrorKind, SequenceFlags, Timeline};
 use crate::models::Model;
 use crate::tensors::Tensor;
 
@@ -22,6 +23,8 @@ enum Placement {
         queue: Arc<Queue>,
         batching: bool,
     },
+    /// Through the sequence batcher (stateful models).
+    Sequenced(Arc<Sequencer>),
 }
 
 impl Executor {
@@ -43,26 +46,45 @@ impl Executor {
         let stats = Arc::new(ModelStats::default());
         let batching = policy.max_batch_size > 0;
         let queue = Arc::new(Queue::new(policy, max_queue_size));
-        for i in 0..instances {
-            let (model, worker_queue, stats) = (model.clone(), queue.clone(), stats.clone());
-            let started = std::thread::Builder::new()
-                .name(format!("model-{name}-{i}"))
-                .spawn(move || {
-                    precise_timers();
-                    run_worker(model, worker_queue, stats)
-                });
-            if let Err(e) = started {
-                // The workers already started see the queue closed, and end.
-                queue.close();
-                return Err(format!(
-                    "cannot start a worker thread for model '{name}': {e}"
-                ));
-            }
-        }
+        let workers = (queue.clone(), stats.clone());
+        start_workers(instances, name, move || {
+            let (model, queue, stats) = (model.clone(), workers.0.clone(), workers.1.clone());
+            move || run_worker(model, queue, stats)
+        })
+        .inspect_err(|_| queue.close())?;
         Ok(Executor {
             stats,
             placement: Placement::Queued { queue, batching },
         })
+    }
+
+    /// Starts `instances` workers on the model's sequence batcher.
+    pub fn sequenced(
+        model: Arc<dyn Model>,
+        sequencer: Sequencer,
+        instances: usize,
+        name: &str,
+    ) -> Result<Executor, String> {
+        let stats = Arc::new(ModelStats::default());
+        let sequencer = Arc::new(sequencer);
+        let workers = (sequencer.clone(), stats.clone());
+        start_workers(instances, name, move || {
+            let (model, sequencer, stats) = (model.clone(), workers.0.clone(), workers.1.clone());
+            move || run_sequence_worker(model, sequencer, stats)
+        })
+        .inspect_err(|_| sequencer.close())?;
+        Ok(Executor {
+            stats,
+            placement: Placement::Sequenced(sequencer),
+        })
+    }
+
+    /// The sequence batcher, for a stateful model.
+    pub fn sequencer(&self) -> Option<&Sequencer> {
+        match &self.placement {
+            Placement::Sequenced(sequencer) => Some(sequencer),
+            _ => None,
+        }
     }
 
     pub fn stats(&self) -> &ModelStats {
@@ -74,6 +96,7 @@ impl Executor {
         match &self.placement {
             Placement::Inline(_) => 0,
             Placement::Queued { queue, .. } => queue.len(),
+            Placement::Sequenced(sequencer) => sequencer.pending(),
         }
     }
 
@@ -83,8 +106,18 @@ impl Executor {
         &self,
         inputs: Vec<Tensor>,
         timeout: Option<Duration>,
+        sequence: &SequenceFlags,
     ) -> Result<(Vec<Tensor>, Timeline), Error> {
+        let stopped = |_| Error::internal("the model's worker stopped");
         match &self.placement {
+            Placement::Sequenced(sequencer) => {
+                let (reply, answer) = flume::bounded(1);
+                sequencer.push(
+                    Job::new(inputs, sequencer.batching(), timeout, reply),
+                    sequence,
+                )?;
+                answer.recv_async().await.map_err(stopped)?
+            }
             Placement::Inline(model) => {
                 let started = Instant::now();
                 let rows = super::rows(&inputs);
@@ -114,7 +147,6 @@ impl Executor {
                 queue
                     .push(job)
                     .map_err(|_| Error::new(ErrorKind::Overloaded, "the model's queue is full"))?;
-                let stopped = |_| Error::internal("the model's worker stopped");
                 let Some(deadline) = deadline else {
                     return answer.recv_async().await.map_err(stopped)?;
                 };
@@ -135,6 +167,25 @@ impl Executor {
     }
 }
 
+/// Starts `count` threads named after the model, each running the work `worker()` makes.
+fn start_workers<W: FnOnce() + Send + 'static>(
+    count: usize,
+    name: &str,
+    worker: impl Fn() -> W,
+) -> Result<(), String> {
+    for i in 0..count {
+        let work = worker();
+        std::thread::Builder::new()
+            .name(format!("model-{name}-{i}"))
+            .spawn(move || {
+                precise_timers();
+                work()
+            })
+            .map_err(|e| format!("cannot start a worker thread for model '{name}': {e}"))?;
+    }
+    Ok(())
+}
+
 /// Linux lets a sleeping thread's timer fire up to its timer slack (50 µs by default) late, so
 /// that wake-ups can be grouped. A lone request under a batch delay of 100 µs then waited
 /// 165 µs in the queue (mean of 300); with a slack of 1 ns, 117 µs (the rest is the wake-up).
@@ -147,8 +198,10 @@ fn precise_timers() {
 
 impl Drop for Executor {
     fn drop(&mut self) {
-        if let Placement::Queued { queue, .. } = &self.placement {
-            queue.close();
+        match &self.placement {
+            Placement::Queued { queue, .. } => queue.close(),
+            Placement::Sequenced(sequencer) => sequencer.close(),
+            Placement::Inline(_) => {}
         }
     }
 }
@@ -159,6 +212,17 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     use crate::tensors::DataType;
+
+    impl Executor {
+        async fn execute_plain(
+            &self,
+            inputs: Vec<Tensor>,
+            timeout: Option<Duration>,
+        ) -> Result<(Vec<Tensor>, Timeline), Error> {
+            self.execute(inputs, timeout, &SequenceFlags::default())
+                .await
+        }
+    }
 
     /// Returns its input; panics on an empty batch; records the batch sizes it saw.
     struct Echo(std::sync::Mutex<Vec<u64>>);
@@ -204,13 +268,13 @@ mod tests {
         let exec = Executor::queued(model.clone(), policy, 1, 0, "t").unwrap();
         block_on(async {
             // The first request occupies the worker; the next three queue and run as one batch.
-            let first = exec.execute(vec![rows(1, 1)], None);
+            let first = exec.execute_plain(vec![rows(1, 1)], None);
             let rest = async {
                 monoio::time::sleep(Duration::from_millis(5)).await;
                 monoio::join!(
-                    exec.execute(vec![rows(2, 2)], None),
-                    exec.execute(vec![rows(1, 3)], None),
-                    exec.execute(vec![rows(3, 4)], None),
+                    exec.execute_plain(vec![rows(2, 2)], None),
+                    exec.execute_plain(vec![rows(1, 3)], None),
+                    exec.execute_plain(vec![rows(3, 4)], None),
                 )
             };
             let (a, (b, c, d)) = monoio::join!(first, rest);
@@ -218,7 +282,10 @@ mod tests {
             assert_eq!(b.unwrap().0, vec![rows(2, 2)]);
             assert_eq!(c.unwrap().0, vec![rows(1, 3)]);
             assert_eq!(d.unwrap().0, vec![rows(3, 4)]);
-            let err = exec.execute(vec![rows(0, 0)], None).await.unwrap_err();
+            let err = exec
+                .execute_plain(vec![rows(0, 0)], None)
+                .await
+                .unwrap_err();
             assert_eq!(err.message, "the model panicked");
         });
         assert_eq!(*model.0.lock().unwrap(), vec![1, 6]);
@@ -242,12 +309,12 @@ mod tests {
         let exec = Executor::queued(model, policy, 1, 1, "t").unwrap();
         block_on(async {
             // The first request runs; the second waits (and expires); the third finds the queue full.
-            let first = exec.execute(vec![rows(1, 1)], None);
+            let first = exec.execute_plain(vec![rows(1, 1)], None);
             let rest = async {
                 monoio::time::sleep(Duration::from_millis(5)).await;
                 monoio::join!(
-                    exec.execute(vec![rows(1, 2)], Some(Duration::from_millis(1))),
-                    exec.execute(vec![rows(1, 3)], None),
+                    exec.execute_plain(vec![rows(1, 2)], Some(Duration::from_millis(1))),
+                    exec.execute_plain(vec![rows(1, 3)], None),
                 )
             };
             let (a, (b, c)) = monoio::join!(first, rest);

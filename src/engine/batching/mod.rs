@@ -4,10 +4,12 @@
 mod executor;
 mod gather;
 mod scheduler;
+mod sequence;
 mod stats;
 
 pub use executor::Executor;
 pub use scheduler::BatchPolicy;
+pub use sequence::{Plan, Sequencer};
 pub use stats::{Counter, ModelStats, Phases};
 
 use crate::tensors::Tensor;

@@ -52,7 +52,7 @@ impl Job {
     /// Answers the request. Its inputs (views of the request's read buffer) are released first,
     /// so that the connection, woken by the answer, finds that buffer unshared and reads the next
     /// request into it instead of a fresh allocation.
-    fn answer(self, result: Answer) {
+    pub(super) fn answer(self, result: Answer) {
         let Job { inputs, reply, .. } = self;
         drop(inputs);
         let _ = reply.send(result);
@@ -303,24 +303,35 @@ pub fn run_worker(model: Arc<dyn Model>, queue: Arc<Queue>, stats: Arc<ModelStat
         for job in &batch {
             stats.record_queued(started - job.enqueued);
         }
-        match execute_batch(&*model, &batch, &stats) {
-            Ok((outputs, phases)) => {
-                let ended = Instant::now();
-                for (job, outputs) in batch.into_iter().zip(outputs) {
-                    let timeline = Timeline {
-                        queue_start: job.enqueued,
-                        compute_start: started,
-                        compute_input_end: started + phases.input,
-                        compute_output_start: started + phases.input + phases.infer,
-                        compute_end: ended,
-                    };
-                    job.answer(Ok((outputs, timeline)));
-                }
+        let result = execute_batch(&*model, &batch, &stats);
+        answer_batch(batch, started, result);
+    }
+}
+
+/// Answers each request of a batch that started at `started`: its outputs and timeline, or the
+/// batch's error.
+pub(super) fn answer_batch(
+    batch: Vec<Job>,
+    started: Instant,
+    result: Result<(Vec<Vec<Tensor>>, Phases), Error>,
+) {
+    match result {
+        Ok((outputs, phases)) => {
+            let ended = Instant::now();
+            for (job, outputs) in batch.into_iter().zip(outputs) {
+                let timeline = Timeline {
+                    queue_start: job.enqueued,
+                    compute_start: started,
+                    compute_input_end: started + phases.input,
+                    compute_output_start: started + phases.input + phases.infer,
+                    compute_end: ended,
+                };
+                job.answer(Ok((outputs, timeline)));
             }
-            Err(e) => {
-                for job in batch {
-                    job.answer(Err(e.clone()));
-                }
+        }
+        Err(e) => {
+            for job in batch {
+                job.answer(Err(e.clone()));
             }
         }
     }
@@ -328,7 +339,7 @@ pub fn run_worker(model: Arc<dyn Model>, queue: Arc<Queue>, stats: Arc<ModelStat
 
 /// Executes one batch: through the model's own `execute_many` when it has one, else gathered
 /// into batch tensors, executed once and scattered; a lone request skips gather and scatter.
-fn execute_batch(
+pub(super) fn execute_batch(
     model: &dyn Model,
     batch: &[Job],
     stats: &ModelStats,

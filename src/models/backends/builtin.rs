@@ -1,4 +1,5 @@
-//! Models written in Rust that need no weights: identity and add_sub.
+//! Models written in Rust that need no weights: identity, add_sub, image_probe and (in
+//! `sequence_models`) the stateful models of Triton's sequence examples.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,17 +51,24 @@ pub fn builtin(name: &str) -> Option<Builtin> {
                 model: Box::new(Identity),
             })
         }
-        _ => None,
+        other => super::sequence_models::builtin(other),
     }
 }
 
-pub const BUILTIN_NAMES: &[&str] = &["identity", "add_sub", "image_probe"];
+pub const BUILTIN_NAMES: &[&str] = &[
+    "identity",
+    "add_sub",
+    "image_probe",
+    "simple_sequence",
+    "simple_dyna_sequence",
+    "simple_string_dyna_sequence",
+];
 
 /// The model, made to take at least `micros` per execution when `micros` > 0 (a test model
 /// whose execution time is controlled, for batching tests and benchmarks).
-pub fn with_delay(model: Box<dyn Model>, micros: u64) -> Arc<dyn Model> {
+pub fn with_delay(model: Arc<dyn Model>, micros: u64) -> Arc<dyn Model> {
     if micros == 0 {
-        return Arc::from(model);
+        return model;
     }
     Arc::new(Delayed {
         inner: model,
@@ -69,7 +77,7 @@ pub fn with_delay(model: Box<dyn Model>, micros: u64) -> Arc<dyn Model> {
 }
 
 struct Delayed {
-    inner: Box<dyn Model>,
+    inner: Arc<dyn Model>,
     delay: Duration,
 }
 
@@ -176,11 +184,14 @@ mod tests {
             }
         }
         let delay = Duration::from_millis(200);
-        let plain = with_delay(Box::new(Plain), delay.as_micros() as u64);
+        let plain = with_delay(Arc::new(Plain), delay.as_micros() as u64);
         let started = std::time::Instant::now();
         assert!(plain.execute_many(&[]).is_none());
         assert!(started.elapsed() < delay, "no delay without an answer");
-        let identity = with_delay(builtin("identity").unwrap().model, delay.as_micros() as u64);
+        let identity = with_delay(
+            Arc::from(builtin("identity").unwrap().model),
+            delay.as_micros() as u64,
+        );
         let started = std::time::Instant::now();
         assert!(identity.execute_many(&[]).is_some());
         assert!(started.elapsed() >= delay);

@@ -25,10 +25,12 @@ pub struct OnnxRuntimeModel {
 }
 
 /// Loads the graph at `path` once per instance; returns the model with the specs it serves
-/// (the config's, checked against the graph's, or else the graph's).
+/// (`inputs` and `outputs`, checked against the graph's, or else the graph's).
 pub fn load(
     path: &Path,
     config: &ModelConfig,
+    inputs: Vec<TensorSpec>,
+    outputs: Vec<TensorSpec>,
 ) -> Result<(OnnxRuntimeModel, Vec<TensorSpec>, Vec<TensorSpec>), String> {
     let (environment, default_threads) = runtime::environment()?;
     let idle = flume::bounded(config.instance_count);
@@ -43,8 +45,8 @@ pub fn load(
             .map_err(|_| "the session pool closed".to_string())?;
     }
     let (graph_in, graph_out) = graph.ok_or("key 'instance_count': must be at least 1")?;
-    let inputs = served("input", config.specs("input")?, graph_in, config, true)?;
-    let outputs = served("output", config.specs("output")?, graph_out, config, false)?;
+    let inputs = served("input", inputs, graph_in, config, true)?;
+    let outputs = served("output", outputs, graph_out, config, false)?;
     let model = OnnxRuntimeModel {
         idle,
         inputs: inputs.iter().map(|s| s.name.clone()).collect(),
