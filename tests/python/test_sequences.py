@@ -11,6 +11,7 @@ import shutil
 import threading
 import time
 import uuid
+import zipfile
 
 import numpy as np
 import pytest
@@ -20,11 +21,14 @@ import tritonclient.http as httpclient
 from onnx import TensorProto, helper
 from tritonclient.utils import InferenceServerException
 
-from conftest import TEST_REPO, Daemon
+from conftest import ROOT, TEST_REPO, Daemon
 from model_builders import save_onnx
 from serving import call
 
 VALUES = [11, 7, 5, 3, 2, 0, 1]
+SILERO_WHEEL = ROOT / "target" / "wheels" / "silero_vad-6.2.3-py3-none-any.whl"
+SILERO_MODEL = "silero_vad/data/silero_vad_16k_op15.onnx"
+CHUNK, CONTEXT = 512, 64
 
 
 def accumulator_graph():
@@ -68,6 +72,9 @@ def daemon(tmp_path_factory):
     (repo / "forgetful" / "config.toml").write_text(accumulator.replace("max_batch_size = ", builtin).replace(
         "[sequence_batching]\n", "[sequence_batching]\nmax_sequence_idle_microseconds = 300000\n"))
     save_onnx(repo, "onnx_accumulator", accumulator_graph(), config=ONNX_CONFIG)
+    (repo / "silero_vad" / "1").mkdir(parents=True)
+    shutil.copy(ROOT / "examples" / "models" / "silero_vad" / "config.toml", repo / "silero_vad")
+    (repo / "silero_vad" / "1" / "model.onnx").write_bytes(zipfile.ZipFile(SILERO_WHEEL).read(SILERO_MODEL))
     d = Daemon("--threads", "2", repo=repo)
     yield d
     d.stop()
@@ -340,3 +347,88 @@ def test_grpc_sequence_id_must_be_an_integer_or_a_string(daemon):
     with pytest.raises(grpclib.RpcError) as e:
         stub.ModelInfer(request)
     assert e.value.code() == grpclib.StatusCode.INVALID_ARGUMENT and "'sequence_id' must be" in e.value.details()
+
+
+def audio(seconds, seed):
+    """Vowel-like synthetic audio at 16 kHz: a gliding pitch whose harmonics follow three
+    formants, in bursts between pauses, over faint noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    f0 = 110 + 30 * rng.random() + 20 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / 16000
+    formants = [(700, 130), (1200, 150), (2600, 250)]
+    voiced = sum(sum(np.exp(-((k * f0 - f) / b) ** 2) for f, b in formants) * np.sin(k * phase) / k ** 0.5
+                 for k in range(1, 30))
+    bursts = (np.sin(2 * np.pi * 0.25 * t + rng.random()) > 0) * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))
+    return (0.2 * voiced * bursts + 0.005 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def chunks_of(samples):
+    """Silero's model input for each 512-sample chunk: the chunk after the last 64 samples
+    before it (zeros at the start), as silero's own wrapper feeds it."""
+    padded = np.concatenate([np.zeros(CONTEXT, np.float32), samples])
+    return [padded[i * CHUNK:(i + 1) * CHUNK + CONTEXT].reshape(1, -1) for i in range(len(samples) // CHUNK)]
+
+
+def silero_by_hand(samples):
+    """Silero's model called chunk by chunk with its state carried by hand (onnxruntime)."""
+    import onnxruntime as ort
+    session = ort.InferenceSession(zipfile.ZipFile(SILERO_WHEEL).read(SILERO_MODEL))
+    state, out = np.zeros((2, 1, 128), np.float32), []
+    for chunk in chunks_of(samples):
+        probability, state = session.run(None, {"input": chunk, "state": state, "sr": np.array(16000, np.int64)})
+        out.append(float(probability[0, 0]))
+    return np.array(out)
+
+
+def vad_inputs(module, chunk):
+    tensor, rate = module.InferInput("input", list(chunk.shape), "FP32"), module.InferInput("sr", [], "INT64")
+    tensor.set_data_from_numpy(chunk)
+    rate.set_data_from_numpy(np.array(16000, np.int64))
+    return [tensor, rate]
+
+
+def test_silero_vad_streams_as_its_own_loop_over_rest_and_a_grpc_stream(daemon, rest):
+    samples = audio(30, seed=1)
+    expected = silero_by_hand(samples)
+    assert expected.max() > 0.5 and expected.min() < 0.1, "the audio has voice and pauses"
+    chunks = chunks_of(samples)
+    over_rest = [float(rest.infer("silero_vad", vad_inputs(httpclient, chunk), sequence_id=71, sequence_start=i == 0,
+                                  sequence_end=i == len(chunks) - 1).as_numpy("output")[0, 0])
+                 for i, chunk in enumerate(chunks)]
+    np.testing.assert_allclose(over_rest, expected, rtol=0, atol=1e-6)
+    client = grpcclient.InferenceServerClient(daemon.grpc_url)
+    answers = queue.Queue()
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    for i, chunk in enumerate(chunks):
+        client.async_stream_infer("silero_vad", vad_inputs(grpcclient, chunk), sequence_id="vad-stream",
+                                  sequence_start=i == 0, sequence_end=i == len(chunks) - 1)
+    over_grpc = []
+    for _ in chunks:
+        result, error = answers.get(timeout=60)
+        assert error is None, error
+        over_grpc.append(float(result.as_numpy("output")[0, 0]))
+    client.stop_stream()
+    np.testing.assert_allclose(over_grpc, expected, rtol=0, atol=1e-6)
+
+
+def test_ten_interleaved_vad_streams_answer_as_ten_separate_ones(daemon):
+    streams = [audio(3, seed=10 + k) for k in range(10)]
+    expected = [silero_by_hand(s) for s in streams]
+    client = grpcclient.InferenceServerClient(daemon.grpc_url)
+    answers = queue.Queue()
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    split = [chunks_of(samples) for samples in streams]
+    chunks = len(split[0])
+    for i in range(chunks):
+        for k, stream in enumerate(split):
+            client.async_stream_infer("silero_vad", vad_inputs(grpcclient, stream[i]), request_id=f"{k}",
+                                      sequence_id=9000 + k, sequence_start=i == 0, sequence_end=i == chunks - 1)
+    got = {k: [] for k in range(10)}
+    for _ in range(chunks * 10):
+        result, error = answers.get(timeout=60)
+        assert error is None, error
+        got[int(result.get_response().id)].append(float(result.as_numpy("output")[0, 0]))
+    client.stop_stream()
+    for k in range(10):
+        np.testing.assert_allclose(got[k], expected[k], rtol=0, atol=1e-6)
