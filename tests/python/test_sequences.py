@@ -71,6 +71,11 @@ def daemon(tmp_path_factory):
     (repo / "forgetful").mkdir()
     (repo / "forgetful" / "config.toml").write_text(accumulator.replace("max_batch_size = ", builtin).replace(
         "[sequence_batching]\n", "[sequence_batching]\nmax_sequence_idle_microseconds = 300000\n"))
+    # Room for 10,000 live sequences, each reclaimed half a second after its last request.
+    (repo / "many").mkdir()
+    (repo / "many" / "config.toml").write_text(accumulator.replace("max_batch_size = ", builtin).replace(
+        "[sequence_batching]\n", "[sequence_batching]\nmax_sequence_idle_microseconds = 500000\n"
+        "oldest = { max_candidate_sequences = 10000 }\n"))
     save_onnx(repo, "onnx_accumulator", accumulator_graph(), config=ONNX_CONFIG)
     (repo / "silero_vad" / "1").mkdir(parents=True)
     shutil.copy(ROOT / "examples" / "models" / "silero_vad" / "config.toml", repo / "silero_vad")
@@ -432,3 +437,40 @@ def test_ten_interleaved_vad_streams_answer_as_ten_separate_ones(daemon):
     client.stop_stream()
     for k in range(10):
         np.testing.assert_allclose(got[k], expected[k], rtol=0, atol=1e-6)
+
+
+def rss_kib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_abandoned_sequences_are_reclaimed_and_their_memory_with_them(daemon):
+    import http.client
+
+    connection = http.client.HTTPConnection(daemon.url, timeout=10)
+
+    def start(sequence_id):
+        body = json.dumps({"inputs": [{"name": "INPUT", "shape": [1, 1], "datatype": "INT32", "data": [1]}],
+                           "parameters": {"sequence_id": sequence_id, "sequence_start": True}})
+        connection.request("POST", "/v2/models/many/infer", body)
+        response = connection.getresponse()
+        assert response.status == 200, response.read()
+        response.read()
+
+    def open_and_abandon(first):
+        for i in range(10_000):
+            start(str(first + i))
+        time.sleep(1.0)  # twice the idle time
+
+    open_and_abandon(1)
+    settled = rss_kib(daemon.proc.pid)
+    open_and_abandon(100_001)
+    # Every sequence lost its slot: the next request without START is refused.
+    connection.request("POST", "/v2/models/many/infer", json.dumps(
+        {"inputs": [{"name": "INPUT", "shape": [1, 1], "datatype": "INT32", "data": [1]}],
+         "parameters": {"sequence_id": "100001"}}))
+    response = connection.getresponse()
+    assert response.status == 400 and b"must specify the START flag" in response.read()
+    assert rss_kib(daemon.proc.pid) - settled < 4096, (settled, rss_kib(daemon.proc.pid))
