@@ -7,14 +7,28 @@ use monoio::io::IntoPollIo;
 use prost::Message;
 
 use super::client::{Reply, Target};
-use super::workload::Inputs;
+use super::workload::{Inputs, Step};
 use crate::proto::inference as pb;
 
 pub const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
 
 /// A ModelInferRequest with raw contents, framed as a gRPC message (5-byte prefix).
-pub fn encode_request(model: &str, version: Option<&str>, inputs: &Inputs) -> Bytes {
+pub fn encode_request(model: &str, version: Option<&str>, inputs: &Inputs, step: Step) -> Bytes {
+    use pb::infer_parameter::ParameterChoice;
+    let parameter = |choice| pb::InferParameter {
+        parameter_choice: Some(choice),
+    };
+    let parameters = step
+        .map(|(id, start)| {
+            [
+                ("sequence_id".to_string(), parameter(ParameterChoice::Int64Param(id as i64))),
+                ("sequence_start".to_string(), parameter(ParameterChoice::BoolParam(start))),
+            ]
+            .into()
+        })
+        .unwrap_or_default();
     let request = pb::ModelInferRequest {
+        parameters,
         model_name: model.to_string(),
         model_version: version.unwrap_or_default().to_string(),
         inputs: inputs

@@ -71,14 +71,19 @@ pub fn run(options: &Options) -> Result<bool, String> {
     )?;
     let data = InputData::parse(&options.input_data, options.seed);
     let infer_path = format!("{model_path}/infer");
+    let encode: Box<dyn Fn(&workload::Inputs, workload::Step) -> bytes::Bytes + Send + Sync> = {
+        let (target, model) = (target.clone(), model.to_string());
+        let (version, binary, grpc) = (options.model_version.clone(), options.binary, options.grpc);
+        Box::new(move |inputs, step| match grpc {
+            true => grpc::encode_request(&model, version.as_deref(), inputs, step),
+            false => encode_request(&target, &infer_path, inputs.clone(), binary, step).request,
+        })
+    };
     let variants = make_inputs(&plans, &data)?
         .into_iter()
-        .map(|inputs| match options.grpc {
-            true => Variant {
-                request: grpc::encode_request(model, options.model_version.as_deref(), &inputs),
-                inputs,
-            },
-            false => encode_request(&target, &infer_path, inputs, options.binary),
+        .map(|inputs| Variant {
+            request: encode(&inputs, None),
+            inputs,
         })
         .collect();
     let threads = options
@@ -88,6 +93,8 @@ pub fn run(options: &Options) -> Result<bool, String> {
         target: target.clone(),
         grpc: options.grpc,
         variants,
+        encode,
+        sequence_length: options.sequence_length,
         checker: Checker {
             level: options.check,
             values: options.values.resolve(model),

@@ -53,7 +53,8 @@ pub struct Options {
     #[arg(long, value_parser = parse_duration, default_value = "1s")]
     pub warmup: Duration,
 
-    /// An input's shape, overriding the metadata: NAME:dims (repeat for several inputs).
+    /// An input's shape, overriding the metadata: NAME:dims, NAME: for a scalar (repeat for
+    /// several inputs).
     #[arg(long = "shape")]
     pub shapes: Vec<String>,
 
@@ -78,6 +79,11 @@ pub struct Options {
     /// Batch size: the first dimension of inputs whose metadata says -1 there.
     #[arg(long, default_value_t = 1)]
     pub batch_size: u64,
+
+    /// Each stream sends sequences of this many requests (Triton's sequence extension): stream
+    /// k uses sequence_id k+1, with sequence_start on every sequence's first request.
+    #[arg(long)]
+    pub sequence_length: Option<u64>,
 
     /// Load threads, each with its own runtime [default: available cores].
     #[arg(long)]

@@ -12,7 +12,7 @@ use hdrhistogram::Histogram;
 use super::check::Checker;
 use super::client::{Connection, Reply, Target};
 use super::grpc::GrpcConnection;
-use super::workload::{SplitMix, Variant};
+use super::workload::{Inputs, SplitMix, Step, Variant};
 
 /// How arrivals are spaced in an open-loop run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -27,6 +27,10 @@ pub struct Plan {
     /// Calls ModelInfer over gRPC instead of POSTing to HTTP.
     pub grpc: bool,
     pub variants: Vec<Variant>,
+    /// Encodes a variant's inputs as one request of a sequence.
+    pub encode: Box<dyn Fn(&Inputs, Step) -> bytes::Bytes + Send + Sync>,
+    /// Each stream sends sequences of this many requests.
+    pub sequence_length: Option<u64>,
     pub checker: Checker,
     pub warmup: Duration,
     pub duration: Duration,
@@ -305,14 +309,27 @@ async fn stream(plan: Arc<Plan>, shared: Arc<Shared>, level: Level, index: usize
     let mut checked = vec![false; plan.variants.len()];
     let mut turn = index;
     let mut last_answer = shared.measure_from;
+    // In a sequence: each variant as its sequence's first request, and as a later one.
+    let sequenced: Option<Vec<[bytes::Bytes; 2]>> = plan.sequence_length.map(|_| {
+        let id = index as u64 + 1;
+        (plan.variants.iter())
+            .map(|v| [true, false].map(|start| (plan.encode)(&v.inputs, Some((id, start)))))
+            .collect()
+    });
+    let mut sent = 0u64;
     while let Some(due) = shared.next_due(&plan, level.rate.is_some()).await {
         let slot = turn % plan.variants.len();
         let variant = &plan.variants[slot];
         turn += 1;
+        let request = match (&sequenced, plan.sequence_length) {
+            (Some(pairs), Some(length)) => pairs[slot][usize::from(sent % length.max(1) != 0)].clone(),
+            _ => variant.request.clone(),
+        };
+        sent += 1;
         let result = match connection.as_mut() {
-            Some(c) => c.exchange(variant.request.clone()).await,
+            Some(c) => c.exchange(request).await,
             None => match Link::open(&plan.target, plan.grpc).await {
-                Ok(c) => connection.insert(c).exchange(variant.request.clone()).await,
+                Ok(c) => connection.insert(c).exchange(request).await,
                 Err(e) => Err(e),
             },
         };

@@ -36,8 +36,9 @@ pub fn plan_inputs(
     };
     let shapes = overrides(shapes, "shape")?;
     let datatypes = overrides(datatypes, "datatype")?;
+    // NAME: (no dims) is a scalar.
     let parse_dims = |name: &str, dims: &str| -> Result<Vec<i64>, String> {
-        dims.split(',')
+        (dims.split(',').filter(|d| !d.trim().is_empty()))
             .map(|d| d.trim().parse::<i64>())
             .collect::<Result<_, _>>()
             .map_err(|_| format!("--shape {name}:{dims}: dims are comma-separated integers"))
@@ -292,9 +293,18 @@ pub struct Variant {
     pub inputs: Inputs,
 }
 
+/// A request's place in a sequence: (sequence_id, sequence_start).
+pub type Step = Option<(u64, bool)>;
+
 /// Encodes `inputs` as an infer request: JSON tensors, or binary tensors (inputs and outputs)
 /// after a JSON header.
-pub fn encode_request(target: &Target, path: &str, inputs: Inputs, binary: bool) -> Variant {
+pub fn encode_request(
+    target: &Target,
+    path: &str,
+    inputs: Inputs,
+    binary: bool,
+    step: Step,
+) -> Variant {
     let mut tensors = Vec::with_capacity(inputs.len());
     let mut payload = Vec::new();
     for (name, tensor) in &inputs {
@@ -319,9 +329,17 @@ pub fn encode_request(target: &Target, path: &str, inputs: Inputs, binary: bool)
         }
         tensors.push(entry);
     }
-    let mut header = json!({ "inputs": tensors });
+    let mut parameters = serde_json::Map::new();
     if binary {
-        header["parameters"] = json!({ "binary_data_output": true });
+        parameters.insert("binary_data_output".into(), json!(true));
+    }
+    if let Some((id, start)) = step {
+        parameters.insert("sequence_id".into(), json!(id));
+        parameters.insert("sequence_start".into(), json!(start));
+    }
+    let mut header = json!({ "inputs": tensors });
+    if !parameters.is_empty() {
+        header["parameters"] = Value::Object(parameters);
     }
     let mut body = header.to_string().into_bytes();
     let header_length = (!payload.is_empty() || binary).then_some(body.len());
@@ -422,6 +440,7 @@ mod tests {
             "/v2/models/m/infer",
             vec![("INPUT0".into(), zero_tensor(&plan))],
             true,
+            Some((7, true)),
         );
         let text = String::from_utf8_lossy(&variant.request).into_owned();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
@@ -435,5 +454,7 @@ mod tests {
         let header: Value = serde_json::from_str(&body[..header_len]).unwrap();
         assert_eq!(header["inputs"][0]["parameters"]["binary_data_size"], 8);
         assert_eq!(header["parameters"]["binary_data_output"], true);
+        assert_eq!(header["parameters"]["sequence_id"], 7);
+        assert_eq!(header["parameters"]["sequence_start"], true);
     }
 }
