@@ -77,6 +77,14 @@ def daemon(tmp_path_factory):
         "[sequence_batching]\n", "[sequence_batching]\nmax_sequence_idle_microseconds = 500000\n"
         "oldest = { max_candidate_sequences = 10000 }\n"))
     save_onnx(repo, "onnx_accumulator", accumulator_graph(), config=ONNX_CONFIG)
+    # Its state's output declared: a client may ask for it (qa/L0_implicit_state test_request_output).
+    save_onnx(repo, "state_output", accumulator_graph(), config=ONNX_CONFIG.replace(
+        '[sequence_batching]', '[[output]]\nname = "ACC_OUT"\ndatatype = "INT32"\ndims = [1]\n[sequence_batching]'))
+    # A batch waits up to 300 ms for both of its slots to be ready (qa/L0_sequence_batcher
+    # test_queue_delay_full_min_util).
+    save_onnx(repo, "full_slots", accumulator_graph(), config=ONNX_CONFIG.replace("max_batch_size = 4", "max_batch_size = 2")
+              .replace("[sequence_batching]\n", "[sequence_batching]\ndirect = { max_queue_delay_microseconds = 300000, "
+                       "minimum_slot_utilization = 1.0 }\n"))
     (repo / "silero_vad" / "1").mkdir(parents=True)
     shutil.copy(ROOT / "examples" / "models" / "silero_vad" / "config.toml", repo / "silero_vad")
     (repo / "silero_vad" / "1" / "model.onnx").write_bytes(zipfile.ZipFile(SILERO_WHEEL).read(SILERO_MODEL))
@@ -474,3 +482,42 @@ def test_abandoned_sequences_are_reclaimed_and_their_memory_with_them(daemon):
     response = connection.getresponse()
     assert response.status == 400 and b"must specify the START flag" in response.read()
     assert rss_kib(daemon.proc.pid) - settled < 4096, (settled, rss_kib(daemon.proc.pid))
+
+
+def test_a_declared_state_output_may_be_asked_for(rest):
+    outputs = [httpclient.InferRequestedOutput("ACC_OUT"), httpclient.InferRequestedOutput("OUTPUT")]
+    first = rest.infer("state_output", one(httpclient, 4), outputs=outputs, sequence_id=1, sequence_start=True)
+    second = rest.infer("state_output", one(httpclient, 3), outputs=outputs, sequence_id=1, sequence_end=True)
+    assert [int(first.as_numpy(n)[0][0]) for n in ("ACC_OUT", "OUTPUT")] == [4, 4]
+    assert [int(second.as_numpy(n)[0][0]) for n in ("ACC_OUT", "OUTPUT")] == [7, 7]
+
+
+def test_sequences_of_one_id_follow_each_other_through_the_backlog(daemon, rest):
+    # qa/L0_sequence_batcher test_backlog_same_correlation_id: the one slot is taken, and two
+    # sequences of the same id queue behind it, each kept apart from the other.
+    rest.infer("one_slot", one(httpclient, 1), sequence_id="50", sequence_start=True)
+    client = httpclient.InferenceServerClient(daemon.url, concurrency=4)
+    later = [client.async_infer("one_slot", one(httpclient, v), sequence_id="60", sequence_start=start,
+                                sequence_end=end) for v, start, end in [(10, True, False), (1, False, True)]]
+    time.sleep(0.1)
+    again = [client.async_infer("one_slot", one(httpclient, v), sequence_id="60", sequence_start=start,
+                                sequence_end=end) for v, start, end in [(100, True, False), (5, False, True)]]
+    time.sleep(0.1)
+    rest.infer("one_slot", one(httpclient, 1), sequence_id="50", sequence_end=True)
+    answers = [int(r.get_result(timeout=10).as_numpy("OUTPUT")[0][0]) for r in later + again]
+    assert answers == [10, 11 + 60, 100, 105 + 60], answers
+
+
+def test_a_direct_batch_waits_for_its_minimum_slot_utilization(daemon, rest):
+    # Alone, a request waits the full delay for the other slot; with both slots ready, at once.
+    started = time.perf_counter()
+    rest.infer("full_slots", one(httpclient, 1), sequence_id=1, sequence_start=True)
+    alone = time.perf_counter() - started
+    client = httpclient.InferenceServerClient(daemon.url, concurrency=2)
+    rest.infer("full_slots", one(httpclient, 1), sequence_id=2, sequence_start=True)  # waits, too
+    started = time.perf_counter()
+    pair = [client.async_infer("full_slots", one(httpclient, 5), sequence_id=i) for i in (1, 2)]
+    results = [int(r.get_result(timeout=10).as_numpy("OUTPUT")[0][0]) for r in pair]
+    together = time.perf_counter() - started
+    assert results == [6, 6]
+    assert alone >= 0.3 and together < 0.25, (alone, together)
