@@ -21,8 +21,14 @@ pub fn encode_request(model: &str, version: Option<&str>, inputs: &Inputs, step:
     let parameters = step
         .map(|(id, start)| {
             [
-                ("sequence_id".to_string(), parameter(ParameterChoice::Int64Param(id as i64))),
-                ("sequence_start".to_string(), parameter(ParameterChoice::BoolParam(start))),
+                (
+                    "sequence_id".to_string(),
+                    parameter(ParameterChoice::Int64Param(id as i64)),
+                ),
+                (
+                    "sequence_start".to_string(),
+                    parameter(ParameterChoice::BoolParam(start)),
+                ),
             ]
             .into()
         })

@@ -71,7 +71,7 @@ pub fn run(options: &Options) -> Result<bool, String> {
     )?;
     let data = InputData::parse(&options.input_data, options.seed);
     let infer_path = format!("{model_path}/infer");
-    let encode: Box<dyn Fn(&workload::Inputs, workload::Step) -> bytes::Bytes + Send + Sync> = {
+    let encode: runner::Encoder = {
         let (target, model) = (target.clone(), model.to_string());
         let (version, binary, grpc) = (options.model_version.clone(), options.binary, options.grpc);
         Box::new(move |inputs, step| match grpc {

@@ -21,6 +21,9 @@ pub enum Arrival {
     Constant,
 }
 
+/// Encodes a variant's inputs as a request, in a sequence or not.
+pub type Encoder = Box<dyn Fn(&Inputs, Step) -> bytes::Bytes + Send + Sync>;
+
 /// What every level of a run shares.
 pub struct Plan {
     pub target: Target,
@@ -28,7 +31,7 @@ pub struct Plan {
     pub grpc: bool,
     pub variants: Vec<Variant>,
     /// Encodes a variant's inputs as one request of a sequence.
-    pub encode: Box<dyn Fn(&Inputs, Step) -> bytes::Bytes + Send + Sync>,
+    pub encode: Encoder,
     /// Each stream sends sequences of this many requests.
     pub sequence_length: Option<u64>,
     pub checker: Checker,
@@ -322,7 +325,9 @@ async fn stream(plan: Arc<Plan>, shared: Arc<Shared>, level: Level, index: usize
         let variant = &plan.variants[slot];
         turn += 1;
         let request = match (&sequenced, plan.sequence_length) {
-            (Some(pairs), Some(length)) => pairs[slot][usize::from(sent % length.max(1) != 0)].clone(),
+            (Some(pairs), Some(length)) => {
+                pairs[slot][usize::from(!sent.is_multiple_of(length.max(1)))].clone()
+            }
             _ => variant.request.clone(),
         };
         sent += 1;

@@ -139,7 +139,9 @@ struct Backlogged {
 
 #[derive(Default)]
 struct Slots {
+    /// Made as sequences need them, up to `limit`: `max_candidate_sequences` may be large.
     slots: Vec<Slot>,
+    limit: usize,
     free: Vec<usize>,
     live: HashMap<CorrelationId, usize>,
     backlog: VecDeque<Backlogged>,
@@ -171,8 +173,7 @@ impl Sequencer {
             Strategy::Oldest { max_candidates, .. } => *max_candidates,
         };
         let slots = Slots {
-            slots: (0..count).map(|_| Slot::default()).collect(),
-            free: (0..count).rev().collect(),
+            limit: count,
             ..Slots::default()
         };
         Sequencer {
@@ -247,11 +248,16 @@ impl Sequencer {
         let mut guard = self.lock();
         let Slots {
             slots,
+            limit,
             free,
             live,
             backlog,
             closed,
         } = &mut *guard;
+        if free.is_empty() && slots.len() < *limit {
+            free.push(slots.len());
+            slots.push(Slot::default());
+        }
         if *closed {
             return Err(Error::not_ready(format!("model '{model}' is unloading")));
         }
@@ -380,6 +386,7 @@ impl Sequencer {
         let mut next = now + Duration::from_secs(3600);
         let Slots {
             slots,
+            limit,
             free,
             live,
             backlog,
@@ -418,6 +425,10 @@ impl Sequencer {
             if let Some(d) = b.steps.iter().filter_map(|s| s.job.deadline).min() {
                 next = next.min(d);
             }
+        }
+        while !backlog.is_empty() && free.is_empty() && slots.len() < *limit {
+            free.push(slots.len());
+            slots.push(Slot::default());
         }
         while !backlog.is_empty() && !free.is_empty() {
             let (Some(b), Some(i)) = (backlog.pop_front(), free.pop()) else {
