@@ -759,7 +759,7 @@ fn sd_notify_ready_watchdog_and_stopping() {
     };
     assert_eq!(
         next(),
-        "READY=1\nSTATUS=serving 3 of 3 models, 0 requests/s"
+        "READY=1\nSTATUS=serving 6 of 6 models, 0 requests/s"
     );
     assert_eq!(
         next(),
@@ -775,7 +775,7 @@ fn sd_notify_ready_watchdog_and_stopping() {
         .find(|m| m.starts_with("STATUS="))
         .expect("a status line");
     let rate: u32 = status
-        .strip_prefix("STATUS=serving 3 of 3 models, ")
+        .strip_prefix("STATUS=serving 6 of 6 models, ")
         .and_then(|rest| rest.strip_suffix(" requests/s"))
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{status}"));
