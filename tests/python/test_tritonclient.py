@@ -201,7 +201,6 @@ def test_parameters_no_model_reads_are_refused_not_ignored(client, url):
         ({"parameters": {"my_custom_parameter": 42}},
          "request parameter 'my_custom_parameter': not supported"),
         ({"sequence_id": 7}, "request parameter 'sequence_id': model 'add_sub' has no sequence batching"),
-        ({"sequence_start": True}, "request parameter 'sequence_start': model 'add_sub' has no sequence batching"),
         ({"priority": 1}, "request parameter 'priority': tensord models have no priority levels"),
     ]
     for kwargs, message in cases:
@@ -220,6 +219,10 @@ def test_parameters_no_model_reads_are_refused_not_ignored(client, url):
             "outputs": [{"name": "OUTPUT0", "parameters": {"binary_data": False}}]}
     status, answer = post(body)
     assert status == 200 and answer["outputs"][0]["data"] == [2 * v for v in data], answer
+    # tritonclient sends sequence_start only with an id; alone, it is refused as well.
+    status, answer = post(dict(body, parameters={"sequence_start": True}))
+    assert status == 400 and answer["error"].startswith(
+        "request parameter 'sequence_start': model 'add_sub' has no sequence batching"), answer
     body["outputs"][0]["parameters"]["shared_memory_region"] = "r"
     status, answer = post(body)
     assert status == 400 and answer["error"].startswith(

@@ -148,6 +148,17 @@ struct Slots {
     closed: bool,
 }
 
+impl Slots {
+    /// Whether a slot is free, making one if the limit allows.
+    fn grow(&mut self) -> bool {
+        if self.free.is_empty() && self.slots.len() < self.limit {
+            self.free.push(self.slots.len());
+            self.slots.push(Slot::default());
+        }
+        !self.free.is_empty()
+    }
+}
+
 pub struct Sequencer {
     state: Mutex<Slots>,
     wake: Condvar,
@@ -246,18 +257,15 @@ impl Sequencer {
             end: flags.end,
         };
         let mut guard = self.lock();
+        guard.grow();
         let Slots {
             slots,
-            limit,
             free,
             live,
             backlog,
             closed,
+            ..
         } = &mut *guard;
-        if free.is_empty() && slots.len() < *limit {
-            free.push(slots.len());
-            slots.push(Slot::default());
-        }
         if *closed {
             return Err(Error::not_ready(format!("model '{model}' is unloading")));
         }
@@ -384,26 +392,18 @@ impl Sequencer {
     fn tidy(&self, state: &mut Slots, now: Instant) -> Instant {
         let idle = self.sequencing.idle;
         let mut next = now + Duration::from_secs(3600);
-        let Slots {
-            slots,
-            limit,
-            free,
-            live,
-            backlog,
-            ..
-        } = state;
-        for (i, slot) in slots.iter_mut().enumerate() {
+        for (i, slot) in state.slots.iter_mut().enumerate() {
             let Some(last) = slot.last.filter(|_| !slot.running && slot.steps.is_empty()) else {
                 continue;
             };
             if slot.ending || now >= last + idle {
                 if let Some(id) = slot.sequence.take() {
-                    if live.get(&id) == Some(&i) {
-                        live.remove(&id);
+                    if state.live.get(&id) == Some(&i) {
+                        state.live.remove(&id);
                     }
                 }
                 *slot = Slot::default();
-                free.push(i);
+                state.free.push(i);
             } else {
                 next = next.min(last + idle);
             }
@@ -413,31 +413,27 @@ impl Sequencer {
                 .iter()
                 .any(|s| s.job.deadline.is_some_and(|d| now >= d))
         };
-        for b in backlog.iter().filter(|b| expired(b)) {
+        for b in state.backlog.iter().filter(|b| expired(b)) {
             for step in &b.steps {
                 let _ = step.job.reply.send(Err(Error::not_ready(
                     "timeout of the corresponding sequence has been expired",
                 )));
             }
         }
-        backlog.retain(|b| !expired(b));
-        for b in backlog.iter() {
+        state.backlog.retain(|b| !expired(b));
+        for b in state.backlog.iter() {
             if let Some(d) = b.steps.iter().filter_map(|s| s.job.deadline).min() {
                 next = next.min(d);
             }
         }
-        while !backlog.is_empty() && free.is_empty() && slots.len() < *limit {
-            free.push(slots.len());
-            slots.push(Slot::default());
-        }
-        while !backlog.is_empty() && !free.is_empty() {
-            let (Some(b), Some(i)) = (backlog.pop_front(), free.pop()) else {
+        while !state.backlog.is_empty() && state.grow() {
+            let (Some(b), Some(i)) = (state.backlog.pop_front(), state.free.pop()) else {
                 break;
             };
             if b.open {
-                live.insert(b.id.clone(), i);
+                state.live.insert(b.id.clone(), i);
             }
-            slots[i] = Slot {
+            state.slots[i] = Slot {
                 sequence: Some(b.id),
                 steps: b.steps,
                 ending: !b.open,
