@@ -48,22 +48,30 @@ def record_served_models(url, repo):
         return
     if status != 200:
         return
+    # Each model's ready versions: a test may have written others into its folder since.
+    ready = {}
     for entry in json.loads(body):
-        folder = Path(repo) / entry["name"]
+        if entry.get("state") == "READY":
+            ready.setdefault(entry["name"], set()).add(str(entry.get("version", "")))
+    for name, versions in ready.items():
+        folder = Path(repo) / name
         # A name made to be hostile (test_metrics) is no config to load back.
-        if entry.get("state") != "READY" or not folder.is_dir() or not re.fullmatch(r"[\w.-]+", entry["name"]):
+        if not folder.is_dir() or not re.fullmatch(r"[\w.-]+", name):
             continue
-        status, _, config = call(f"http://{url}/v2/models/{entry['name']}/config", timeout=10)
+        status, _, config = call(f"http://{url}/v2/models/{name}/config", timeout=10)
         if status != 200:
             continue
         files = sorted((str(f.relative_to(folder)), f.stat().st_size) for f in folder.rglob("*") if f.is_file())
         digest = hashlib.sha1(json.dumps([json.loads(config), files], sort_keys=True).encode()).hexdigest()[:10]
-        name = f"{entry['name']}-{digest}"
-        if (SERVED_MODELS / "configs" / f"{name}.json").exists():
+        copy = f"{name}-{digest}"
+        if (SERVED_MODELS / "configs" / f"{copy}.json").exists():
             continue
-        shutil.copytree(folder, SERVED_MODELS / "repo" / name, dirs_exist_ok=True)
+
+        def unserved(where, names):
+            return [n for n in names if where == str(folder) and n.isdigit() and n not in versions]
+        shutil.copytree(folder, SERVED_MODELS / "repo" / copy, ignore=unserved, dirs_exist_ok=True)
         (SERVED_MODELS / "configs").mkdir(parents=True, exist_ok=True)
-        (SERVED_MODELS / "configs" / f"{name}.json").write_bytes(config)
+        (SERVED_MODELS / "configs" / f"{copy}.json").write_bytes(config)
 
 
 def unavailable_reason(client, model):
