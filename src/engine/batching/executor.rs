@@ -47,7 +47,7 @@ impl Executor {
         let batching = policy.max_batch_size > 0;
         let queue = Arc::new(Queue::new(policy, max_queue_size));
         let workers = (queue.clone(), stats.clone());
-        start_workers(instances, name, move || {
+        start_workers(instances, name, move |_| {
             let (model, queue, stats) = (model.clone(), workers.0.clone(), workers.1.clone());
             move || run_worker(model, queue, stats)
         })
@@ -68,9 +68,9 @@ impl Executor {
         let stats = Arc::new(ModelStats::default());
         let sequencer = Arc::new(sequencer);
         let workers = (sequencer.clone(), stats.clone());
-        start_workers(instances, name, move || {
+        start_workers(instances, name, move |instance| {
             let (model, sequencer, stats) = (model.clone(), workers.0.clone(), workers.1.clone());
-            move || run_sequence_worker(model, sequencer, stats)
+            move || run_sequence_worker(model, sequencer, stats, instance)
         })
         .inspect_err(|_| sequencer.close())?;
         Ok(Executor {
@@ -167,14 +167,14 @@ impl Executor {
     }
 }
 
-/// Starts `count` threads named after the model, each running the work `worker()` makes.
+/// Starts `count` threads named after the model, each running the work `worker(i)` makes.
 fn start_workers<W: FnOnce() + Send + 'static>(
     count: usize,
     name: &str,
-    worker: impl Fn() -> W,
+    worker: impl Fn(usize) -> W,
 ) -> Result<(), String> {
     for i in 0..count {
-        let work = worker();
+        let work = worker(i);
         std::thread::Builder::new()
             .name(format!("model-{name}-{i}"))
             .spawn(move || {

@@ -4,6 +4,8 @@
 //! client's inputs, the control tensors (START, END, READY, CORRID) and the state.
 //!
 //! Slots: `direct` has the model's batch rows per instance, `oldest` its candidate sequences.
+//! Each slot belongs to one instance, whose worker alone runs it: a sequence stays on one
+//! session (and core), as in Triton.
 //! A sequence that finds every slot taken waits in the backlog, in arrival order; a backlog
 //! sequence whose request times out there is refused whole, as Triton does. A slot frees after
 //! its END request, or once its sequence has been idle for `max_sequence_idle_microseconds`.
@@ -161,7 +163,9 @@ impl Slots {
 
 pub struct Sequencer {
     state: Mutex<Slots>,
-    wake: Condvar,
+    /// One per instance: slot i belongs to instance i % instances, as Triton gives each
+    /// instance its own slots, and only that instance's worker runs it.
+    wake: Vec<Condvar>,
     sequencing: Sequencing,
     plan: Plan,
     model_name: String,
@@ -189,7 +193,7 @@ impl Sequencer {
         };
         Sequencer {
             state: Mutex::new(slots),
-            wake: Condvar::new(),
+            wake: (0..instances.max(1)).map(|_| Condvar::new()).collect(),
             sequencing,
             plan,
             model_name: model_name.to_string(),
@@ -250,6 +254,7 @@ impl Sequencer {
                 )));
             }
         }
+        let deadline = job.deadline;
         let step = Step {
             job,
             id: id.clone(),
@@ -270,7 +275,9 @@ impl Sequencer {
             return Err(Error::not_ready(format!("model '{model}' is unloading")));
         }
         let now = Instant::now();
+        let mut placed = None;
         if let Some(&i) = live.get(&id) {
+            placed = Some(i);
             // A START on a live sequence ends it: its queued requests run, then the state
             // starts afresh.
             let slot = &mut slots[i];
@@ -289,6 +296,7 @@ impl Sequencer {
                  flag on the first request of the sequence"
             )));
         } else if let Some(i) = free.pop() {
+            placed = Some(i);
             slots[i] = Slot {
                 sequence: Some(id.clone()),
                 steps: VecDeque::from([step]),
@@ -307,8 +315,17 @@ impl Sequencer {
             });
         }
         drop(guard);
-        self.wake.notify_one();
+        match placed {
+            Some(i) => self.wake[i % self.wake.len()].notify_one(),
+            // Backlogged with a timeout: the workers' next wake-up may now be due sooner.
+            None if deadline.is_some() => self.wake_all(),
+            None => {}
+        }
         Ok(())
+    }
+
+    fn wake_all(&self) {
+        self.wake.iter().for_each(Condvar::notify_all);
     }
 
     /// Workers finish what is queued, then stop; the backlog is refused.
@@ -326,17 +343,19 @@ impl Sequencer {
                 ))));
             }
         }
-        self.wake.notify_all();
+        self.wake_all();
     }
 
-    /// Blocks until a batch should run; `None` once closed and drained.
-    fn next_batch(&self) -> Option<Vec<Row>> {
+    /// Blocks until a batch of `instance`'s slots should run; `None` once closed and drained.
+    fn next_batch(&self, instance: usize) -> Option<Vec<Row>> {
+        let instances = self.wake.len();
         let mut state = self.lock();
         loop {
             let now = Instant::now();
             let mut wake_at = self.tidy(&mut state, now);
-            // The oldest waiting request of each free-to-run slot.
-            let mut ready: Vec<usize> = (0..state.slots.len())
+            // The oldest waiting request of each of its slots free to run.
+            let mut ready: Vec<usize> = (instance..state.slots.len())
+                .step_by(instances)
                 .filter(|&i| !state.slots[i].running && !state.slots[i].steps.is_empty())
                 .collect();
             ready.sort_by_key(|&i| state.slots[i].steps[0].job.enqueued);
@@ -368,8 +387,7 @@ impl Sequencer {
                 return None;
             }
             let wait = wake_at.saturating_duration_since(now);
-            state = self
-                .wake
+            state = self.wake[instance]
                 .wait_timeout(state, wait)
                 .map(|(s, _)| s)
                 .unwrap_or_else(|e| e.into_inner().0);
@@ -433,6 +451,7 @@ impl Sequencer {
             if b.open {
                 state.live.insert(b.id.clone(), i);
             }
+            self.wake[i % self.wake.len()].notify_one();
             state.slots[i] = Slot {
                 sequence: Some(b.id),
                 steps: b.steps,
@@ -508,8 +527,9 @@ pub fn run_sequence_worker(
     model: Arc<dyn Model>,
     sequencer: Arc<Sequencer>,
     stats: Arc<ModelStats>,
+    instance: usize,
 ) {
-    while let Some(batch) = sequencer.next_batch() {
+    while let Some(batch) = sequencer.next_batch(instance) {
         let started = Instant::now();
         let mut slots = Vec::with_capacity(batch.len());
         let mut jobs = Vec::with_capacity(batch.len());
@@ -551,7 +571,8 @@ pub fn run_sequence_worker(
             };
             (outputs.into_iter().map(client).collect(), phases)
         });
-        sequencer.wake.notify_all();
+        // Freed slots may take backlogged sequences, which other instances run.
+        sequencer.wake_all();
         answer_batch(jobs, started, result);
     }
 }
