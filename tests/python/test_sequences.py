@@ -347,7 +347,7 @@ def test_a_grpc_stream_reports_errors_in_band_and_serves_on(daemon):
     assert int(result.as_numpy("OUTPUT")[0][0]) == 5
 
 
-def test_grpc_sequence_id_must_be_an_integer_or_a_string(daemon):
+def test_grpc_sequence_id_must_be_an_int64_or_a_string_param(daemon):
     import grpc as grpclib
     from tritonclient.grpc import service_pb2, service_pb2_grpc
 
@@ -355,11 +355,19 @@ def test_grpc_sequence_id_must_be_an_integer_or_a_string(daemon):
     request = service_pb2.ModelInferRequest(model_name="simple_sequence")
     tensor = request.inputs.add(name="INPUT", datatype="INT32", shape=[1, 1])
     tensor.contents.int_contents.append(1)
-    request.parameters["sequence_id"].double_param = 4.0
     request.parameters["sequence_start"].bool_param = True
-    with pytest.raises(grpclib.RpcError) as e:
-        stub.ModelInfer(request)
-    assert e.value.code() == grpclib.StatusCode.INVALID_ARGUMENT and "'sequence_id' must be" in e.value.details()
+    for kind, value in [("double_param", 4.0), ("uint64_param", 4), ("bool_param", True)]:
+        request.parameters["sequence_id"].Clear()
+        setattr(request.parameters["sequence_id"], kind, value)
+        with pytest.raises(grpclib.RpcError) as e:
+            stub.ModelInfer(request)
+        assert (e.value.code(), e.value.details()) == (
+            grpclib.StatusCode.INVALID_ARGUMENT,
+            "invalid value type for 'sequence_id' parameter, expected int64_param or string_param."), kind
+    request.parameters["sequence_id"].Clear()
+    request.parameters["sequence_id"].int64_param = 4
+    request.parameters["sequence_end"].bool_param = True
+    assert stub.ModelInfer(request).outputs[0].name == "OUTPUT"
 
 
 def audio(seconds, seed):

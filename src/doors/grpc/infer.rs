@@ -128,6 +128,15 @@ pub(super) fn decode(
     let known = &V2_GRPC;
     let parameters = parameters_of(&request.parameters);
     parameters.check(|| "request".into(), known.request)?;
+    // Triton's gRPC door takes a sequence id only as int64_param or string_param.
+    if let Some(ParamValue::Uint(_) | ParamValue::Bool(_) | ParamValue::Float(_)) =
+        parameters.get("sequence_id")
+    {
+        return Err(Error::invalid(
+            "invalid value type for 'sequence_id' parameter, expected int64_param or \
+             string_param.",
+        ));
+    }
     let input_parameters: Vec<Parameters> = (request.inputs.iter())
         .map(|input| {
             let converted = parameters_of(&input.parameters);
