@@ -40,6 +40,13 @@ def requests():
             body, json_size = httpclient.InferenceServerClient.generate_request_body(
                 [inp], outputs=[out], request_id="7", parameters={"note": "seed"})
             yield f"{dtype.lower()}-{'binary' if binary else 'json'}", body, json_size
+    # A sequence's request, its id a number and a string (Triton's sequence extension).
+    inp = httpclient.InferInput("INPUT", [1, 1], "INT32")
+    inp.set_data_from_numpy(np.array([[3]], dtype=np.int32))
+    for sequence_id in (2**64 - 1, "stream-7"):
+        body, json_size = httpclient.InferenceServerClient.generate_request_body(
+            [inp], sequence_id=sequence_id, sequence_start=True, sequence_end=False)
+        yield f"sequence-{type(sequence_id).__name__}", body, json_size
 
 
 def http(body, json_size, chunked):
@@ -78,6 +85,15 @@ def grpc_messages():
         tensor.shape.extend([1, len(values)])
         getattr(tensor.contents, field).extend(values)
     yield "infer-typed", typed.SerializeToString()
+    for sequence_id in (7, "stream-7"):
+        request = service_pb2.ModelInferRequest(model_name="simple_sequence")
+        if isinstance(sequence_id, str):
+            request.parameters["sequence_id"].string_param = sequence_id
+        else:
+            request.parameters["sequence_id"].int64_param = sequence_id
+        request.parameters["sequence_start"].bool_param = True
+        request.parameters["sequence_end"].bool_param = True
+        yield f"infer-sequence-{type(sequence_id).__name__}", request.SerializeToString()
     for dtype, array in ARRAYS.items():
         if dtype in ("BYTES",):
             continue

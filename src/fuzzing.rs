@@ -68,6 +68,7 @@ pub fn infer_request(data: &[u8]) {
 
 fn infer_body(body: &Bytes, header_len: Option<u64>) {
     if let Ok(request) = decode_infer_request(body, header_len, MAX_ELEMENTS) {
+        let _ = request.parameters.sequence();
         // Walk what a model would read: BYTES elements, and every tensor's size.
         for input in &request.inputs {
             if input.tensor.datatype == DataType::Bytes {

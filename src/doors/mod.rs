@@ -26,6 +26,7 @@ use routes::{route, Route, V2Route};
 /// Extensions this server implements, as listed in server metadata.
 pub const EXTENSIONS: &[&str] = &[
     "classification",
+    "sequence",
     "logging",
     "trace",
     "binary_tensor_data",

@@ -202,6 +202,11 @@ def accumulate(client, module, model, sequence_id, values, **kwargs):
     return out
 
 
+def test_server_metadata_lists_the_sequence_extension(rest, grpc):
+    assert "sequence" in rest.get_server_metadata()["extensions"]
+    assert "sequence" in grpc.get_server_metadata().extensions
+
+
 def test_an_onnx_graph_keeps_its_state_in_the_server(rest, grpc):
     assert accumulate(rest, httpclient, "onnx_accumulator", 7, [1, 2, 3, 4]) == [1, 3, 6, 10]
     assert accumulate(grpc, grpcclient, "onnx_accumulator", "seven", [5, 5]) == [5, 10]
