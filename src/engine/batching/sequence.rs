@@ -139,6 +139,15 @@ struct Backlogged {
     open: bool,
 }
 
+impl Backlogged {
+    /// Answers each of its requests with `error`.
+    fn refuse(self, error: &Error) {
+        for step in self.steps {
+            step.job.answer(Err(error.clone()));
+        }
+    }
+}
+
 #[derive(Default)]
 struct Slots {
     /// Made as sequences need them, up to `limit`: `max_candidate_sequences` may be large.
@@ -335,14 +344,8 @@ impl Sequencer {
             state.closed = true;
             state.backlog.drain(..).collect()
         };
-        for b in backlog {
-            for step in b.steps {
-                step.job.answer(Err(Error::not_ready(format!(
-                    "model '{}' is unloading",
-                    self.model_name
-                ))));
-            }
-        }
+        let unloading = Error::not_ready(format!("model '{}' is unloading", self.model_name));
+        backlog.into_iter().for_each(|b| b.refuse(&unloading));
         self.wake_all();
     }
 
@@ -426,19 +429,19 @@ impl Sequencer {
                 next = next.min(last + idle);
             }
         }
-        let expired = |b: &Backlogged| {
-            b.steps
-                .iter()
-                .any(|s| s.job.deadline.is_some_and(|d| now >= d))
-        };
-        for b in state.backlog.iter().filter(|b| expired(b)) {
-            for step in &b.steps {
-                let _ = step.job.reply.send(Err(Error::not_ready(
-                    "timeout of the corresponding sequence has been expired",
-                )));
-            }
+        if !state.backlog.is_empty() {
+            let (expired, waiting) = (state.backlog.drain(..)).partition(|b: &Backlogged| {
+                b.steps
+                    .iter()
+                    .any(|s| s.job.deadline.is_some_and(|d| now >= d))
+            });
+            state.backlog = waiting;
+            let timed_out =
+                Error::not_ready("timeout of the corresponding sequence has been expired");
+            expired
+                .into_iter()
+                .for_each(|b: Backlogged| b.refuse(&timed_out));
         }
-        state.backlog.retain(|b| !expired(b));
         for b in state.backlog.iter() {
             if let Some(d) = b.steps.iter().filter_map(|s| s.job.deadline).min() {
                 next = next.min(d);
