@@ -74,6 +74,7 @@ fn bench_identity_response(bencher: Bencher, body: &Bytes, header_len: Option<u6
         let output = engine::Output {
             name: "OUTPUT0",
             tensor: tensor.clone(),
+            in_shared_memory: false,
         };
         black_box(encode_infer_response("identity", 1, &request, vec![(output, binary)]).unwrap());
     });

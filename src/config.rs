@@ -8,7 +8,9 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::doors::{Access, Restrictions};
-use crate::engine::{Limits as EngineLimits, ModelControl, Options, TraceFile, Tracer};
+use crate::engine::{
+    Limits as EngineLimits, ModelControl, Options, SharedMemory, TraceFile, Tracer,
+};
 use crate::http::Limits;
 use crate::server::{IoDriver, ServerConfig, Timeouts};
 
@@ -79,6 +81,20 @@ pub struct Args {
     /// `triton-grpc-protocol-<key>: <value>`: `<api>[,<api>...]:<key>=<value>` (repeatable).
     #[arg(long)]
     pub grpc_restricted_protocol: Vec<String>,
+
+    /// Let clients register system shared-memory regions and use them for inputs and outputs
+    /// (Triton's flag, off by default as there). Status answers either way.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true")]
+    pub allow_client_shm: bool,
+
+    /// The most shared-memory regions registered at once.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_shm_regions: u64,
+
+    /// The most bytes all registered shared-memory regions may map together.
+    #[arg(long, default_value_t = 64 << 30)]
+    pub max_shm_bytes: u64,
 
     /// The file traces are written to (mode 0600, never through a link); without it, tracing
     /// cannot be turned on. Clients can change the trace settings but never the file.
@@ -242,6 +258,15 @@ impl Args {
             max_tensor_elements: self.max_tensor_elements,
             max_image_pixels: self.max_image_pixels,
             max_request_pixels: self.max_request_pixels,
+        }
+    }
+
+    /// The shared-memory registry: off, or allowed with its bound.
+    pub fn shared_memory(&self) -> Result<SharedMemory, String> {
+        match self.allow_client_shm {
+            false => Ok(SharedMemory::off()),
+            true => SharedMemory::allowed(self.max_shm_regions as usize, self.max_shm_bytes)
+                .map_err(|e| format!("cannot guard shared memory: {e}")),
         }
     }
 

@@ -1,8 +1,8 @@
 //! tensord: an Open Inference Protocol server. Data flows one way through the layers:
 //! server (sockets) → http (framing) → doors (V2, TF Serving: wire formats) → engine
 //! (pipeline, repository, batching) → models (backends), and back. `tensors` and `images` are
-//! libraries every layer may use. `loadgen` is the other side: tensord-bench, a client that loads any
-//! such server.
+//! libraries every layer may use; `shm` maps clients' shared-memory objects for the engine.
+//! `loadgen` is the other side: tensord-bench, a client that loads any such server.
 
 // Request paths must not panic: errors are answered, never unwrapped.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
@@ -20,4 +20,5 @@ pub mod metrics;
 pub mod models;
 pub mod proto;
 pub mod server;
+pub mod shm;
 pub mod tensors;

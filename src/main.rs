@@ -76,6 +76,7 @@ fn run(args: &Args, logging: Arc<Logging>) -> Result<(), String> {
         args.limits(),
         args.strict_readiness,
         tracer,
+        args.shared_memory()?,
     ));
     if let Some(period) = args.poll_period() {
         engine

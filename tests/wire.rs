@@ -506,7 +506,7 @@ fn bad_requests_get_clear_errors_and_the_connection_survives() {
         ("number too big for UINT8", post("/v2/models/identity/infer", "", br#"{"inputs":[{"name":"INPUT0","shape":[1],"datatype":"UINT8","data":[300]}]}"#), 400, "300 is not a valid UINT8"),
         ("float for INT32", post("/v2/models/identity/infer", "", br#"{"inputs":[{"name":"INPUT0","shape":[1],"datatype":"INT32","data":[1.5]}]}"#), 400, "1.5 is not a valid INT32"),
         ("JSON count mismatch", post("/v2/models/identity/infer", "", br#"{"inputs":[{"name":"INPUT0","shape":[3],"datatype":"INT32","data":[1,2]}]}"#), 400, "has 2 elements but the shape needs 3"),
-        ("data and binary both", with_binary(r#"{"inputs":[{"name":"INPUT0","shape":[1],"datatype":"INT8","data":[1],"parameters":{"binary_data_size":1}}]}"#.into(), &[1], 107), 400, "both data and binary_data_size"),
+        ("data and binary both", with_binary(r#"{"inputs":[{"name":"INPUT0","shape":[1],"datatype":"INT8","data":[1],"parameters":{"binary_data_size":1}}]}"#.into(), &[1], 107), 400, "But set 'data' 'binary_data_size'"),
         ("unknown model", post("/v2/models/nope/infer", "", b"{}"), 404, "Request for unknown model: 'nope' is not found"),
         ("unknown version", post("/v2/models/identity/versions/9/infer", "", b"{}"), 404, "Request for unknown model: 'identity' version 9 is not found"),
         ("unknown endpoint", b"GET /v2/nothing/here HTTP/1.1\r\n\r\n".to_vec(), 404, "no such endpoint"),

@@ -129,6 +129,7 @@ impl Service {
                 headers: Vec::new(),
                 body: vec![Bytes::from(prometheus::render(
                     &engine.repository().models(),
+                    engine.shared_memory(),
                     &self.metrics,
                 ))],
             }),

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::engine::batching::Counter;
-use crate::engine::{ErrorKind, ServedModel};
+use crate::engine::{ErrorKind, ServedModel, SharedMemory};
 use crate::metrics::ServerMetrics;
 use crate::models::gpu::GpuMemory;
 
@@ -17,7 +17,11 @@ fn micros(counter: &Counter) -> u64 {
     counter.get().1 / 1000
 }
 
-pub fn render(models: &[std::sync::Arc<ServedModel>], server: &ServerMetrics) -> String {
+pub fn render(
+    models: &[std::sync::Arc<ServedModel>],
+    shared_memory: &SharedMemory,
+    server: &ServerMetrics,
+) -> String {
     let mut out = String::with_capacity(4096);
     // (labels, stats, pending) for every loaded version.
     let versions: Vec<_> = models
@@ -183,6 +187,22 @@ pub fn render(models: &[std::sync::Arc<ServedModel>], server: &ServerMetrics) ->
             );
         }
     }
+    let (regions, bytes) = shared_memory.usage();
+    for (name, help, value) in [
+        (
+            "tensord_shm_regions",
+            "System shared-memory regions registered",
+            regions as u64,
+        ),
+        (
+            "tensord_shm_mapped_bytes",
+            "Bytes of clients' shared-memory objects mapped",
+            bytes,
+        ),
+    ] {
+        family(&mut out, name, "gauge", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
     gpu_memory(&mut out, &crate::models::gpu::memory());
     out
 }
@@ -234,7 +254,10 @@ fn triton_reason(kind: ErrorKind) -> &'static str {
     match kind {
         ErrorKind::NotReady | ErrorKind::Overloaded | ErrorKind::TimedOut => "REJECTED",
         ErrorKind::Internal => "BACKEND",
-        ErrorKind::Invalid | ErrorKind::NotFound | ErrorKind::Unsupported => "OTHER",
+        ErrorKind::Invalid
+        | ErrorKind::NotFound
+        | ErrorKind::Unsupported
+        | ErrorKind::AlreadyExists => "OTHER",
     }
 }
 

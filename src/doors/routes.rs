@@ -33,6 +33,19 @@ pub enum V2Route<'a> {
     Unload(Cow<'a, str>),
     /// Trace settings, global or of one model: read (GET) or changed (POST).
     TraceSetting(Option<ModelRef<'a>>),
+    /// Triton's shared-memory extension: system (or CUDA) regions, all or the one named.
+    SharedMemory {
+        cuda: bool,
+        region: Option<Cow<'a, str>>,
+        action: ShmAction,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShmAction {
+    Status,
+    Register,
+    Unregister,
 }
 
 /// TensorFlow Serving's REST API.
@@ -66,6 +79,7 @@ impl Route<'_> {
                     Group::ModelRepository
                 }
                 V2Route::TraceSetting(_) => Group::Trace,
+                V2Route::SharedMemory { .. } => Group::SharedMemory,
             },
             Route::Tfs(route) => match route {
                 TfsRoute::Status(_) => Group::Health,
@@ -85,7 +99,11 @@ impl Route<'_> {
                 V2Route::Infer(_)
                 | V2Route::RepositoryIndex
                 | V2Route::Load(_)
-                | V2Route::Unload(_),
+                | V2Route::Unload(_)
+                | V2Route::SharedMemory {
+                    action: ShmAction::Register | ShmAction::Unregister,
+                    ..
+                },
             )
             | Route::Tfs(TfsRoute::Predict(_)) => true,
             _ => false,
@@ -144,6 +162,24 @@ fn v2_route(path: &str) -> Result<Option<V2Route<'_>>, Error> {
         ["models", m, "versions", v] => V2Route::ModelMetadata(model(m, Some(v))?),
         ["models", m, "versions", v, "ready"] => V2Route::ModelReady(model(m, Some(v))?),
         ["models", m, "versions", v, "infer"] => V2Route::Infer(model(m, Some(v))?),
+        [kind @ ("systemsharedmemory" | "cudasharedmemory"), rest @ ..] => {
+            let (region, action) = match rest {
+                [action] => (None, *action),
+                ["region", name, action] => (Some(percent_decode(name)?), *action),
+                _ => return Ok(None),
+            };
+            let action = match action {
+                "status" => ShmAction::Status,
+                "register" => ShmAction::Register,
+                "unregister" => ShmAction::Unregister,
+                _ => return Ok(None),
+            };
+            V2Route::SharedMemory {
+                cuda: *kind == "cudasharedmemory",
+                region,
+                action,
+            }
+        }
         _ => return Ok(None),
     }))
 }

@@ -6,7 +6,7 @@ use crate::http::HttpError;
 impl From<Error> for HttpError {
     fn from(e: Error) -> HttpError {
         let status = match e.kind {
-            ErrorKind::Invalid => 400,
+            ErrorKind::Invalid | ErrorKind::AlreadyExists => 400,
             ErrorKind::NotFound => 404,
             ErrorKind::NotReady | ErrorKind::Overloaded | ErrorKind::TimedOut => 503,
             ErrorKind::Internal => 500,

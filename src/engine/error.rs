@@ -21,10 +21,12 @@ pub enum ErrorKind {
     Internal,
     /// The server does not do what was asked (Triton's UNSUPPORTED).
     Unsupported,
+    /// What the request would create exists already (Triton's ALREADY_EXISTS).
+    AlreadyExists,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 7] = [
+    pub const ALL: [ErrorKind; 8] = [
         ErrorKind::Invalid,
         ErrorKind::NotFound,
         ErrorKind::NotReady,
@@ -32,6 +34,7 @@ impl ErrorKind {
         ErrorKind::TimedOut,
         ErrorKind::Internal,
         ErrorKind::Unsupported,
+        ErrorKind::AlreadyExists,
     ];
 }
 

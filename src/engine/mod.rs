@@ -13,6 +13,7 @@ mod pipeline;
 mod repository;
 mod request;
 mod served;
+mod shared_memory;
 mod trace;
 mod trace_file;
 
@@ -27,6 +28,9 @@ pub use request::{
     CorrelationId, InferRequest, InferResponse, Input, Output, SequenceFlags, WantedOutput,
 };
 pub use served::{LoadedVersion, ModelVersion, ServedModel};
+pub use shared_memory::{
+    RegionStatus, SharedInput, SharedMemory, SharedPlace, PARAMETERS as SHARED_MEMORY_PARAMETERS,
+};
 pub use trace::{Timeline, TraceFile, Tracer};
 
 /// A model, and which of its loaded versions a statistics request covers.
@@ -48,6 +52,7 @@ pub struct Engine {
     strict_readiness: bool,
     draining: AtomicBool,
     tracer: Tracer,
+    shared_memory: SharedMemory,
 }
 
 /// Triton's words for a load or unload outside explicit mode (whatever the mode).
@@ -59,6 +64,7 @@ impl Engine {
         limits: Limits,
         strict_readiness: bool,
         tracer: Tracer,
+        shared_memory: SharedMemory,
     ) -> Engine {
         Engine {
             repository: Arc::new(repository),
@@ -66,7 +72,13 @@ impl Engine {
             strict_readiness,
             draining: AtomicBool::new(false),
             tracer,
+            shared_memory,
         }
+    }
+
+    /// The shared-memory regions clients registered.
+    pub fn shared_memory(&self) -> &SharedMemory {
+        &self.shared_memory
     }
 
     /// Poll mode: rescans the repository every `period` on a thread of its own.

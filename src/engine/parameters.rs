@@ -116,6 +116,8 @@ pub const FINAL_RESPONSE: &str = "triton_enable_empty_final_response";
 
 const SEQUENCE: [&str; 3] = ["sequence_id", "sequence_start", "sequence_end"];
 
+const SHM: [&str; 3] = super::SHARED_MEMORY_PARAMETERS;
+
 pub const V2_REST: Known = Known {
     request: &[
         "timeout",
@@ -124,8 +126,8 @@ pub const V2_REST: Known = Known {
         SEQUENCE[1],
         SEQUENCE[2],
     ],
-    input: &["binary_data_size"],
-    output: &["binary_data", "classification"],
+    input: &["binary_data_size", SHM[0], SHM[1], SHM[2]],
+    output: &["binary_data", "classification", SHM[0], SHM[1], SHM[2]],
 };
 
 /// `triton_enable_empty_final_response` (perf_analyzer sends it on every call): every tensord
@@ -139,8 +141,8 @@ pub const V2_GRPC: Known = Known {
         SEQUENCE[1],
         SEQUENCE[2],
     ],
-    input: &["binary_data_size"],
-    output: &["classification", "binary_data"],
+    input: &["binary_data_size", SHM[0], SHM[1], SHM[2]],
+    output: &["classification", "binary_data", SHM[0], SHM[1], SHM[2]],
 };
 
 const UNSET_AT_DEFAULT: &[(&str, &str)] = &[
@@ -199,14 +201,19 @@ mod tests {
         assert!(
             e.message
                 .starts_with("output 'C' parameter 'my_custom': not supported")
-                && e.message
-                    .ends_with("(this takes: binary_data, classification)"),
+                && e.message.ends_with(
+                    "(this takes: binary_data, classification, shared_memory_region, \
+                     shared_memory_offset, shared_memory_byte_size)"
+                ),
             "{}",
             e.message
         );
         let e = check(|| "input 'A'".into(), "scale", false, V2_GRPC.input).unwrap_err();
         assert!(
-            e.message.ends_with("takes: binary_data_size)"),
+            e.message.ends_with(
+                "takes: binary_data_size, shared_memory_region, \
+                 shared_memory_offset, shared_memory_byte_size)"
+            ),
             "{}",
             e.message
         );

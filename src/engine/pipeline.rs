@@ -5,6 +5,7 @@ use std::future::Future;
 use std::time::Instant;
 
 use super::batching;
+use super::shared_memory;
 use super::{
     classify, offthread, Engine, Error, InferRequest, InferResponse, Input, LoadedVersion, Output,
     ServedModel, WantedOutput,
@@ -31,6 +32,24 @@ impl Engine {
                 )));
             }
         }
+        // Shared memory: inputs become views of their regions; outputs get their places.
+        let mut used = Vec::new();
+        for input in std::mem::take(&mut request.shared_inputs) {
+            let max = self.limits.max_tensor_elements;
+            let tensor = (self.shared_memory).input(&model.name, &input, max, &mut used)?;
+            request.inputs.push(Input {
+                name: input.name,
+                tensor,
+            });
+        }
+        let sinks = (request.outputs.iter())
+            .map(|o| {
+                o.shared_memory
+                    .as_ref()
+                    .map(|place| self.shared_memory.output(place))
+            })
+            .map(Option::transpose)
+            .collect::<Result<Vec<_>, _>>()?;
         self.decode_images(&mut request.inputs, loaded).await?;
         let inputs = arrange_inputs(model, loaded, &request.inputs)?;
         let batching = model.config.max_batch_size > 0;
@@ -70,7 +89,8 @@ impl Engine {
                     _ => Ok(tensor),
                 })
                 .collect::<Result<_, _>>()?;
-            let outputs = select_outputs(model, loaded, &wanted, outputs)?;
+            let mut outputs = select_outputs(model, loaded, &wanted, outputs)?;
+            shared_memory::place_outputs(&mut outputs, &sinks, &used)?;
             Ok(InferResponse {
                 outputs,
                 rows,
@@ -229,6 +249,7 @@ fn wanted_outputs(
             |WantedOutput {
                  name,
                  classification,
+                 shared_memory,
              }| {
                 let index = (loaded.outputs.iter())
                     .position(|s| s.name == *name)
@@ -251,6 +272,11 @@ fn wanted_outputs(
                     return Err(Error::invalid(format!("output '{name}' requested twice")));
                 }
                 let classes = classification.filter(|&k| k > 0);
+                if classes.is_some() && shared_memory.is_some() {
+                    return Err(Error::invalid(
+                        "Output can't set both 'shared_memory_region' and 'classification'",
+                    ));
+                }
                 // An untyped output (identity) is checked when it exists, by top_k.
                 if let (Some(_), Some(datatype)) = (classes, loaded.outputs[index].datatype) {
                     classify::classifiable(datatype).map_err(|e| {
@@ -279,6 +305,7 @@ fn select_outputs<'m>(
             .map(|(spec, tensor)| Output {
                 name: &spec.name,
                 tensor,
+                in_shared_memory: false,
             })
             .collect());
     }
@@ -294,7 +321,11 @@ fn select_outputs<'m>(
                 tensor = classify::top_k(&tensor, k, batching, &loaded.labels[index])
                     .map_err(|e| Error::new(e.kind, format!("output '{name}': {}", e.message)))?;
             }
-            Ok(Output { name, tensor })
+            Ok(Output {
+                name,
+                tensor,
+                in_shared_memory: false,
+            })
         })
         .collect()
 }

@@ -3,11 +3,14 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
+use super::shared_memory::{SharedInput, SharedPlace};
 use crate::tensors::Tensor;
 
 #[derive(Debug, Default)]
 pub struct InferRequest<'a> {
     pub inputs: Vec<Input<'a>>,
+    /// Inputs whose bytes lie in a registered shared-memory region.
+    pub shared_inputs: Vec<SharedInput<'a>>,
     /// The outputs to return, in this order; empty: every output, in the model's order.
     pub outputs: Vec<WantedOutput<'a>>,
     /// Longest wait in the model's queue (`None`: no limit).
@@ -55,6 +58,8 @@ pub struct WantedOutput<'a> {
     pub name: Cow<'a, str>,
     /// Instead of the tensor, its top K classes (Triton's classification extension).
     pub classification: Option<u64>,
+    /// Written into this place of a shared-memory region instead of the response.
+    pub shared_memory: Option<SharedPlace<'a>>,
 }
 
 #[derive(Debug)]
@@ -76,5 +81,8 @@ pub struct InferResponse<'m> {
 pub struct Output<'m> {
     /// The model's name for it.
     pub name: &'m str,
+    /// Its bytes are empty when it was written to shared memory.
     pub tensor: Tensor,
+    /// It was written to the shared-memory place the request named.
+    pub in_shared_memory: bool,
 }

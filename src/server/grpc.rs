@@ -737,6 +737,7 @@ mod tests {
             args.limits(),
             false,
             args.tracer().unwrap(),
+            args.shared_memory().unwrap(),
         ));
         let (_, handle) =
             tracing_subscriber::reload::Layer::new(tracing_subscriber::EnvFilter::new("info"));

@@ -153,58 +153,77 @@ pub(super) fn decode(
         .collect::<Result<_, Error>>()?;
     // Its type is checked here; `stream_infer` acts on it.
     parameters.get_bool(FINAL_RESPONSE)?;
+    let places = (request.inputs.iter())
+        .zip(&input_parameters)
+        .map(|(input, parameters)| shared_place(&input.parameters, parameters, &input.name))
+        .collect::<Result<Vec<_>, Error>>()?;
+    // Raw contents are those of the inputs not in shared memory, in order.
     let raw = &request.raw_input_contents;
-    if !raw.is_empty() && raw.len() != request.inputs.len() {
+    let in_message = places.iter().filter(|p| p.is_none()).count();
+    if !raw.is_empty() && raw.len() != in_message {
         return Err(Error::invalid(format!(
-            "{} inputs but {} raw_input_contents",
-            request.inputs.len(),
+            "{in_message} inputs outside shared memory but {} raw_input_contents",
             raw.len()
         )));
     }
-    let inputs = request
-        .inputs
-        .iter()
-        .enumerate()
-        .map(|(i, input)| {
-            let invalid = |what: String| Error::invalid(format!("input '{}': {what}", input.name));
-            let datatype = DataType::parse(&input.datatype)
-                .ok_or_else(|| invalid(format!("unknown datatype '{}'", input.datatype)))?;
-            let shape = input
-                .shape
-                .iter()
-                .map(|&d| u64::try_from(d).map_err(|_| invalid(format!("negative dimension {d}"))))
-                .collect::<Result<Vec<u64>, _>>()?;
-            let data = match (raw.get(i), &input.contents) {
-                (Some(raw), None) => raw.clone(),
-                (None, Some(contents)) => typed(datatype, contents).map_err(invalid)?,
-                (Some(_), Some(_)) => {
-                    return Err(invalid("has both contents and raw_input_contents".into()))
-                }
-                (None, None) => return Err(invalid("has no contents".into())),
-            };
-            // KServe's client sends binary_data_size with raw contents: it must be their size.
-            match input_parameters[i].get_u64("binary_data_size")? {
-                Some(_) if input.contents.is_some() => {
-                    return Err(invalid(
-                        "binary_data_size describes raw_input_contents, not typed contents".into(),
-                    ))
-                }
-                Some(n) if n != data.len() as u64 => {
-                    return Err(invalid(format!(
-                        "binary_data_size {n}, but its raw_input_contents hold {} bytes",
-                        data.len()
-                    )))
-                }
-                _ => {}
+    let mut raw = raw.iter();
+    let mut inputs = Vec::with_capacity(in_message);
+    let mut shared_inputs = Vec::new();
+    for ((input, parameters), place) in request.inputs.iter().zip(&input_parameters).zip(places) {
+        let invalid = |what: String| Error::invalid(format!("input '{}': {what}", input.name));
+        let datatype = DataType::parse(&input.datatype)
+            .ok_or_else(|| invalid(format!("unknown datatype '{}'", input.datatype)))?;
+        let shape = input
+            .shape
+            .iter()
+            .map(|&d| u64::try_from(d).map_err(|_| invalid(format!("negative dimension {d}"))))
+            .collect::<Result<Vec<u64>, _>>()?;
+        if let Some(place) = place {
+            if input.contents.is_some() {
+                return Err(Error::invalid(format!(
+                    "unexpected 'content' provided when using shared memory for input tensor \
+                     '{}' for model '{}'",
+                    input.name, request.model_name
+                )));
             }
-            let tensor = Tensor::new(datatype, shape, data, max_elements)
-                .map_err(|e| invalid(e.to_string()))?;
-            Ok(engine::Input {
+            shared_inputs.push(engine::SharedInput {
                 name: Cow::Borrowed(input.name.as_str()),
-                tensor,
-            })
-        })
-        .collect::<Result<_, Error>>()?;
+                datatype,
+                shape,
+                place,
+            });
+            continue;
+        }
+        let data = match (raw.next(), &input.contents) {
+            (Some(raw), None) => raw.clone(),
+            (None, Some(contents)) => typed(datatype, contents).map_err(invalid)?,
+            (Some(_), Some(_)) => {
+                return Err(invalid("has both contents and raw_input_contents".into()))
+            }
+            (None, None) => return Err(invalid("has no contents".into())),
+        };
+        // KServe's client sends binary_data_size with raw contents: it must be their size.
+        match parameters.get_u64("binary_data_size")? {
+            Some(_) if input.contents.is_some() => {
+                return Err(invalid(
+                    "binary_data_size describes raw_input_contents, not typed contents".into(),
+                ))
+            }
+            Some(n) if n != data.len() as u64 => {
+                return Err(invalid(format!(
+                    "binary_data_size {n}, but its raw_input_contents hold {} bytes",
+                    data.len()
+                )))
+            }
+            _ => {}
+        }
+        let tensor =
+            Tensor::new(datatype, shape, data, max_elements).map_err(|e| invalid(e.to_string()))?;
+        inputs.push(engine::Input {
+            name: Cow::Borrowed(input.name.as_str()),
+            tensor,
+        });
+    }
     let outputs = (request.outputs.iter())
         .zip(&output_parameters)
         .map(|(o, parameters)| {
@@ -218,15 +237,53 @@ pub(super) fn decode(
             Ok(engine::WantedOutput {
                 name: Cow::Borrowed(o.name.as_str()),
                 classification: parameters.get_u64("classification")?,
+                shared_memory: shared_place(&o.parameters, parameters, &o.name)?,
             })
         })
         .collect::<Result<_, Error>>()?;
     Ok(engine::InferRequest {
         inputs,
+        shared_inputs,
         outputs,
         timeout: parameters.timeout()?,
         sequence: parameters.sequence()?,
     })
+}
+
+/// A tensor's place in shared memory, with the parameter types Triton's gRPC door demands
+/// (a string region, int64 offset and size) and the size required.
+fn shared_place<'a>(
+    wire: &HashMap<String, pb::InferParameter>,
+    parameters: &Parameters<'a>,
+    tensor: &str,
+) -> Result<Option<engine::SharedPlace<'a>>, Error> {
+    let [region, offset, size] = engine::SHARED_MEMORY_PARAMETERS;
+    for (key, expected) in [
+        (region, "string_param"),
+        (offset, "int64_param"),
+        (size, "int64_param"),
+    ] {
+        let choice = wire.get(key).map(|p| &p.parameter_choice);
+        let typed = match choice {
+            None => true,
+            Some(Some(ParameterChoice::StringParam(_))) => expected == "string_param",
+            Some(Some(ParameterChoice::Int64Param(_))) => expected == "int64_param",
+            Some(_) => false,
+        };
+        if !typed {
+            return Err(Error::invalid(format!(
+                "invalid value type for '{key}' parameter for tensor '{tensor}', expected \
+                 {expected}."
+            )));
+        }
+    }
+    if wire.contains_key(region) && !wire.contains_key(size) {
+        return Err(Error::invalid(format!(
+            "'shared_memory_byte_size' must be specified along with 'shared_memory_region' \
+             parameter for tensor '{tensor}'"
+        )));
+    }
+    engine::SharedPlace::of(parameters, tensor)
 }
 
 /// Typed `contents` as the wire bytes of `datatype`. Each datatype reads its own field, and a

@@ -124,6 +124,50 @@ pub async fn call(
             };
             Ok(infer::encode_response(engine.serve(&call).await?))
         }
+        "SystemSharedMemoryStatus" => {
+            let request: pb::SystemSharedMemoryStatusRequest = decode(message)?;
+            let regions = (engine
+                .shared_memory()
+                .status(region(&request.name))?
+                .into_iter())
+            .map(|r| {
+                let status = pb::system_shared_memory_status_response::RegionStatus {
+                    name: r.name.clone(),
+                    key: r.key,
+                    offset: r.offset,
+                    byte_size: r.byte_size,
+                };
+                (r.name, status)
+            })
+            .collect();
+            Ok(encode(&pb::SystemSharedMemoryStatusResponse { regions }))
+        }
+        "SystemSharedMemoryRegister" => {
+            let r: pb::SystemSharedMemoryRegisterRequest = decode(message)?;
+            let shm = engine.shared_memory();
+            shm.register(&r.name, &r.key, r.offset, r.byte_size)?;
+            Ok(encode(&pb::SystemSharedMemoryRegisterResponse {}))
+        }
+        "SystemSharedMemoryUnregister" => {
+            let request: pb::SystemSharedMemoryUnregisterRequest = decode(message)?;
+            (engine.shared_memory()).unregister(region(&request.name))?;
+            Ok(encode(&pb::SystemSharedMemoryUnregisterResponse {}))
+        }
+        "CudaSharedMemoryStatus" => {
+            let request: pb::CudaSharedMemoryStatusRequest = decode(message)?;
+            (engine.shared_memory()).cuda_status(region(&request.name))?;
+            Ok(encode(&pb::CudaSharedMemoryStatusResponse::default()))
+        }
+        "CudaSharedMemoryRegister" => {
+            let request: pb::CudaSharedMemoryRegisterRequest = decode(message)?;
+            engine.shared_memory().cuda_register(&request.name)?;
+            Ok(encode(&pb::CudaSharedMemoryRegisterResponse {}))
+        }
+        "CudaSharedMemoryUnregister" => {
+            let _: pb::CudaSharedMemoryUnregisterRequest = decode(message)?;
+            engine.shared_memory().cuda_unregister()?;
+            Ok(encode(&pb::CudaSharedMemoryUnregisterResponse {}))
+        }
         other => Err(Status::unimplemented(format!(
             "inference.GRPCInferenceService/{other} is not implemented yet"
         ))),
@@ -257,6 +301,11 @@ fn grpc_trace_points(waitread: [Instant; 2]) -> engine::TracePoints {
 /// An empty version field means the default version.
 fn version(v: &str) -> Option<&str> {
     (!v.is_empty()).then_some(v)
+}
+
+/// An empty region name means every region.
+fn region(name: &str) -> Option<&str> {
+    (!name.is_empty()).then_some(name)
 }
 
 fn decode<M: Message + Default>(message: Bytes) -> Result<M, Status> {

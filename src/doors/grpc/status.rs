@@ -23,13 +23,14 @@ impl Status {
 impl From<Error> for Status {
     fn from(e: Error) -> Status {
         let code = match e.kind {
-            ErrorKind::Invalid => 3,      // INVALID_ARGUMENT
-            ErrorKind::NotFound => 5,     // NOT_FOUND
-            ErrorKind::NotReady => 14,    // UNAVAILABLE
-            ErrorKind::Overloaded => 8,   // RESOURCE_EXHAUSTED
-            ErrorKind::TimedOut => 4,     // DEADLINE_EXCEEDED
-            ErrorKind::Internal => 13,    // INTERNAL
-            ErrorKind::Unsupported => 12, // UNIMPLEMENTED
+            ErrorKind::Invalid => 3,       // INVALID_ARGUMENT
+            ErrorKind::NotFound => 5,      // NOT_FOUND
+            ErrorKind::NotReady => 14,     // UNAVAILABLE
+            ErrorKind::Overloaded => 8,    // RESOURCE_EXHAUSTED
+            ErrorKind::TimedOut => 4,      // DEADLINE_EXCEEDED
+            ErrorKind::Internal => 13,     // INTERNAL
+            ErrorKind::Unsupported => 12,  // UNIMPLEMENTED
+            ErrorKind::AlreadyExists => 6, // ALREADY_EXISTS
         };
         Status {
             code,

@@ -99,6 +99,7 @@ impl Call for PredictCall {
             .map(|name| WantedOutput {
                 name: Cow::Borrowed(name.as_str()),
                 classification: None,
+                shared_memory: None,
             })
             .collect();
         let run = InferRequest {

@@ -12,9 +12,9 @@ use bytes::Bytes;
 pub use request::{decode_infer_request, decode_raw_request, header_length, InferRequest};
 pub use response::encode_infer_response;
 
-use super::routes::{ModelRef, V2Route as Route};
+use super::routes::{ModelRef, ShmAction, V2Route as Route};
 use super::{documents, json_response};
-use crate::engine::{self, Arrival, Engine, Error, Overrides, Target};
+use crate::engine::{self, Arrival, Engine, Error, Overrides, SharedMemory, SharedPlace, Target};
 use crate::http::{Method, Request, Response};
 use crate::proto::{self, Defaults};
 
@@ -98,7 +98,76 @@ pub async fn serve(
             engine.unload(&name)?;
             Ok(empty_ok())
         }
+        Route::SharedMemory {
+            cuda,
+            region,
+            action,
+        } => shared_memory(
+            engine.shared_memory(),
+            cuda,
+            region.as_deref(),
+            action,
+            &request.body,
+        ),
     }
+}
+
+/// Triton's shared-memory routes. CUDA regions are answered as Triton answers on a host without
+/// GPUs.
+fn shared_memory(
+    shm: &SharedMemory,
+    cuda: bool,
+    region: Option<&str>,
+    action: ShmAction,
+    body: &Bytes,
+) -> Result<Response, Error> {
+    match (cuda, action) {
+        (false, ShmAction::Status) => {
+            let regions: Vec<serde_json::Value> = (shm.status(region)?.into_iter())
+                .map(|r| {
+                    serde_json::json!({
+                        "name": r.name, "key": r.key, "offset": r.offset, "byte_size": r.byte_size
+                    })
+                })
+                .collect();
+            return Ok(json_response(serde_json::Value::from(regions).to_string()));
+        }
+        (true, ShmAction::Status) => {
+            shm.cuda_status(region)?;
+            return Ok(json_response("[]".into()));
+        }
+        (false, ShmAction::Register) => {
+            shm.check_allowed()?;
+            let name = region.unwrap_or_default();
+            let (key, offset, byte_size) = register_request(body)?;
+            shm.register(name, &key, offset, byte_size)?;
+        }
+        (true, ShmAction::Register) => shm.cuda_register(region.unwrap_or_default())?,
+        (false, ShmAction::Unregister) => shm.unregister(region)?,
+        (true, ShmAction::Unregister) => shm.cuda_unregister()?,
+    }
+    Ok(empty_ok())
+}
+
+/// A register request's body: `{"key", "offset", "byte_size"}`, in Triton's words when a
+/// field is missing; a field it does not define is refused.
+fn register_request(body: &Bytes) -> Result<(String, u64, u64), Error> {
+    #[derive(Default, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Register {
+        key: Option<String>,
+        #[serde(default)]
+        offset: u64,
+        byte_size: Option<u64>,
+    }
+    let request: Register = optional_json(body, "shared memory register request")?;
+    let key = request
+        .key
+        .ok_or_else(|| Error::invalid("Shared memory register request has no 'key' field"))?;
+    let byte_size = request
+        .byte_size
+        .ok_or_else(|| Error::invalid("Shared memory register request has no 'byte_size' field"))?;
+    Ok((key, request.offset, byte_size))
 }
 
 /// One infer request over REST.
@@ -134,13 +203,24 @@ impl engine::Call for V2Call<'_> {
         };
         let run = engine::InferRequest {
             inputs: std::mem::take(&mut request.inputs),
+            shared_inputs: std::mem::take(&mut request.shared_inputs),
             outputs: request
                 .outputs
                 .iter()
                 .map(|o| {
+                    let shared_memory = SharedPlace::of(&o.parameters, &o.name)?;
+                    // tritonclient sends `"binary_data": false` beside a region.
+                    if shared_memory.is_some()
+                        && o.parameters.get_bool("binary_data")? == Some(true)
+                    {
+                        return Err(Error::invalid(
+                            "Output can't set both 'shared_memory_region' and 'binary_data'",
+                        ));
+                    }
                     Ok(engine::WantedOutput {
                         name: o.name.clone(),
                         classification: o.parameters.get_u64("classification")?,
+                        shared_memory,
                     })
                 })
                 .collect::<Result<_, Error>>()?,

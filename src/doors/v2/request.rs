@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::json_walk::JsonWalk;
 use crate::engine::Parameters;
-use crate::engine::{Error, Input};
+use crate::engine::{Error, Input, SharedInput, SharedPlace};
 use crate::models::TensorSpec;
 use crate::tensors::{decode_json_data, fit_dims, DataType, Tensor};
 
@@ -18,6 +18,8 @@ pub struct InferRequest<'a> {
     pub model_name: Option<Cow<'a, str>>,
     pub parameters: Parameters<'a>,
     pub inputs: Vec<Input<'a>>,
+    /// Inputs in shared memory.
+    pub shared_inputs: Vec<SharedInput<'a>>,
     pub outputs: Vec<RequestedOutput<'a>>,
     /// Every output is binary (Triton's raw binary request).
     pub all_binary: bool,
@@ -228,6 +230,7 @@ pub fn decode_infer_request(
     let binary = body.slice(json_len..);
     let mut offset = 0u64;
     let mut inputs = Vec::with_capacity(header.inputs.len());
+    let mut shared_inputs = Vec::new();
     for input in header.inputs {
         let datatype = DataType::parse(&input.datatype).ok_or_else(|| {
             Error::invalid(format!(
@@ -236,10 +239,11 @@ pub fn decode_infer_request(
             ))
         })?;
         let binary_size = input.parameters.get_u64("binary_data_size")?;
-        let data = match (input.data, binary_size) {
-            (Some(raw), None) => decode_json_data(raw, datatype, &input.shape, max_elements)
+        let place = SharedPlace::of(&input.parameters, &input.name)?;
+        let data = match (input.data, binary_size, place) {
+            (Some(raw), None, None) => decode_json_data(raw, datatype, &input.shape, max_elements)
                 .map_err(|e| Error::invalid(format!("input '{}': {e}", input.name)))?,
-            (None, Some(size)) => {
+            (None, Some(size), None) => {
                 let end = offset
                     .checked_add(size)
                     .filter(|&end| end <= binary.len() as u64)
@@ -255,17 +259,33 @@ pub fn decode_infer_request(
                 offset = end;
                 slice
             }
-            (Some(_), Some(_)) => {
-                return Err(Error::invalid(format!(
-                    "input '{}' has both data and binary_data_size",
-                    input.name
-                )))
+            (None, None, Some(place)) => {
+                shared_inputs.push(SharedInput {
+                    name: input.name,
+                    datatype,
+                    shape: input.shape,
+                    place,
+                });
+                continue;
             }
-            (None, None) => {
+            (data, size, place) => {
+                // Triton's words.
+                let set: Vec<&str> = [
+                    (data.is_some(), " 'data'"),
+                    (size.is_some(), " 'binary_data_size'"),
+                    (place.is_some(), " 'shared_memory_region'"),
+                ]
+                .into_iter()
+                .filter_map(|(set, name)| set.then_some(name))
+                .collect();
+                let set = match set.is_empty() {
+                    true => " no field is set".to_string(),
+                    false => format!(" set{}", set.concat()),
+                };
                 return Err(Error::invalid(format!(
-                    "input '{}' has neither data nor binary_data_size",
-                    input.name
-                )))
+                    "Input must set only one of the following fields: 'data', 'binary_data_size' \
+                     in 'parameters', 'shared_memory_region' in 'parameters'. But{set}"
+                )));
             }
         };
         let tensor = Tensor::new(datatype, input.shape, data, max_elements)
@@ -287,6 +307,7 @@ pub fn decode_infer_request(
         model_name: header.model_name,
         parameters: header.parameters,
         inputs,
+        shared_inputs,
         outputs: header
             .outputs
             .into_iter()
@@ -349,6 +370,7 @@ pub fn decode_raw_request<'a>(
             name: Cow::Borrowed(&spec.name),
             tensor,
         }],
+        shared_inputs: Vec::new(),
         outputs: Vec::new(),
         all_binary: true,
     })
@@ -447,7 +469,8 @@ mod tests {
             ),
             (
                 r#"{"inputs":[{"name":"A","shape":[2],"datatype":"INT16"}]}"#,
-                "neither",
+                "Input must set only one of the following fields: 'data', 'binary_data_size' in \
+                 'parameters', 'shared_memory_region' in 'parameters'. But no field is set",
             ),
             (
                 r#"{"inputs":[{"name":"A","shape":[-2],"datatype":"INT16","data":[]}]}"#,

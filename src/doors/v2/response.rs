@@ -18,6 +18,7 @@ pub fn encode_infer_response(
 ) -> Result<Response, Error> {
     if let Some((output, _)) = outputs.iter().find(|(o, binary)| {
         !binary
+            && !o.in_shared_memory
             && o.tensor.datatype == DataType::Bytes
             && o.tensor
                 .bytes_elements()
@@ -58,7 +59,10 @@ pub fn encode_infer_response(
             json.extend_from_slice(itoa::Buffer::new().format(*dim).as_bytes());
         }
         json.push(b']');
-        if binary {
+        if output.in_shared_memory {
+            // Its bytes are in the region the request named.
+            json.push(b'}');
+        } else if binary {
             json.extend_from_slice(b",\"parameters\":{\"binary_data_size\":");
             json.extend_from_slice(
                 itoa::Buffer::new()

@@ -1,4 +1,5 @@
-//! Models written in Rust that need no weights: identity, add_sub, image_probe and (in
+//! Models written in Rust that need no weights: identity, add_sub, add_sub_string, image_probe
+//! and (in
 //! `sequence_models`) the stateful models of Triton's sequence examples.
 
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::models::{Model, ModelError, TensorSpec};
-use crate::tensors::{DataType, Tensor};
+use crate::tensors::{push_bytes_element, DataType, Tensor};
 
 /// A built-in model with its declared inputs and outputs.
 pub struct Builtin {
@@ -38,6 +39,14 @@ pub fn builtin(name: &str) -> Option<Builtin> {
                 model: Box::new(AddSub),
             })
         }
+        "add_sub_string" => {
+            let spec = |name| TensorSpec::new(name, DataType::Bytes, &[-1, 16]);
+            Some(Builtin {
+                inputs: vec![spec("INPUT0"), spec("INPUT1")],
+                outputs: vec![spec("OUTPUT0"), spec("OUTPUT1")],
+                model: Box::new(AddSubString),
+            })
+        }
         "image_probe" => {
             // Clients send JPEG/PNG bytes to IMAGE; the decoded tensor comes back as OUTPUT0,
             // showing exactly what a model would receive.
@@ -58,6 +67,7 @@ pub fn builtin(name: &str) -> Option<Builtin> {
 pub const BUILTIN_NAMES: &[&str] = &[
     "identity",
     "add_sub",
+    "add_sub_string",
     "image_probe",
     "simple_sequence",
     "simple_dyna_sequence",
@@ -146,6 +156,48 @@ impl Model for AddSub {
     }
 }
 
+/// Triton's "simple_string" model: add_sub on INT32 values written as decimal strings (BYTES),
+/// answering decimal strings.
+struct AddSubString;
+
+impl Model for AddSubString {
+    fn execute(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, ModelError> {
+        let [a, b] = inputs else {
+            return Err(ModelError::internal("add_sub_string takes two inputs"));
+        };
+        if a.shape != b.shape {
+            return Err(ModelError::invalid(format!(
+                "INPUT0 shape {:?} and INPUT1 shape {:?} differ",
+                a.shape, b.shape
+            )));
+        }
+        let number = |element: &[u8]| {
+            std::str::from_utf8(element)
+                .ok()
+                .and_then(|s| s.parse::<i32>().ok())
+                .ok_or_else(|| {
+                    let shown = String::from_utf8_lossy(element);
+                    ModelError::invalid(format!("'{shown}' is not a decimal INT32"))
+                })
+        };
+        let (mut sum, mut diff) = (Vec::new(), Vec::new());
+        for (x, y) in a.bytes_elements().zip(b.bytes_elements()) {
+            let (x, y) = (number(x)?, number(y)?);
+            let mut text = itoa::Buffer::new();
+            push_bytes_element(&mut sum, text.format(x.wrapping_add(y)).as_bytes())
+                .map_err(|e| ModelError::internal(e.to_string()))?;
+            push_bytes_element(&mut diff, text.format(x.wrapping_sub(y)).as_bytes())
+                .map_err(|e| ModelError::internal(e.to_string()))?;
+        }
+        let output = |data: Vec<u8>| Tensor {
+            datatype: DataType::Bytes,
+            shape: a.shape.clone(),
+            data: Bytes::from(data),
+        };
+        Ok(vec![output(sum), output(diff)])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,6 +224,32 @@ mod tests {
             out,
             vec![int32(&[11, -18, i32::MIN]), int32(&[-9, 22, i32::MAX - 1])]
         );
+    }
+
+    #[test]
+    fn add_sub_string_computes_on_decimal_strings() {
+        let strings = |values: &[&str]| {
+            let mut data = Vec::new();
+            for v in values {
+                push_bytes_element(&mut data, v.as_bytes()).unwrap();
+            }
+            Tensor::new(
+                DataType::Bytes,
+                vec![1, values.len() as u64],
+                Bytes::from(data),
+                100,
+            )
+            .unwrap()
+        };
+        let model = builtin("add_sub_string").unwrap().model;
+        let out = model
+            .execute(&[strings(&["1", "-2"]), strings(&["10", "3"])])
+            .unwrap();
+        assert_eq!(out, vec![strings(&["11", "1"]), strings(&["-9", "-5"])]);
+        let err = model
+            .execute(&[strings(&["x"]), strings(&["1"])])
+            .unwrap_err();
+        assert!(err.message.contains("'x' is not a decimal INT32"));
     }
 
     #[test]
