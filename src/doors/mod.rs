@@ -34,6 +34,7 @@ pub const EXTENSIONS: &[&str] = &[
     "model_repository",
     "model_configuration",
     "statistics",
+    "system_shared_memory",
 ];
 
 pub struct Service {

@@ -5,9 +5,11 @@ server-side count it reads from tensord's statistics within 1%. Latency stabilit
 tested (a 2-core machine under load varies by more than perf_analyzer's default 10%), so the
 stability threshold is relaxed."""
 
+import json
 import os
 import re
 import subprocess
+import urllib.request
 
 import pytest
 
@@ -79,3 +81,27 @@ def test_perf_analyzer_over_grpc(shipped, mode):
     client, server = counts(run.stdout)
     assert client > 100
     assert abs(server - client) <= client / 100, run.stdout
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_perf_analyzer_with_system_shared_memory(protocol):
+    """`--shared-memory system`: perf_analyzer registers its regions, sends every tensor through
+    them, and unregisters them at the end. (Its output validation cannot read shm outputs, with
+    Triton too; test_shared_memory checks values.)"""
+    d = Daemon("--threads", "2", "--allow-client-shm", repo=ROOT / "models")
+    try:
+        env = dict(os.environ, LD_LIBRARY_PATH=str(PERF_ANALYZER.parent))
+        url = d.url if protocol == "http" else d.grpc_url
+        run = subprocess.run(
+            [str(PERF_ANALYZER), "-m", "add_sub", "-u", url, "-i", protocol, "--shared-memory", "system",
+             "-p", "1000", "--stability-percentage", "100"],
+            env=env, capture_output=True, text=True, timeout=180,
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
+        client, server = counts(run.stdout)
+        assert client > 100
+        assert abs(server - client) <= client / 100, run.stdout
+        with urllib.request.urlopen(f"http://{d.url}/v2/systemsharedmemory/status") as r:
+            assert json.loads(r.read()) == []
+    finally:
+        d.stop()

@@ -155,6 +155,28 @@ def test_the_shm_example_reads_its_outputs_from_the_regions(client, regions, mod
     assert status_of(client) == []
 
 
+def test_tensors_share_a_region_at_offsets(client, regions):
+    """simple_{http,grpc}_shm_client.py exactly: both inputs in one region (INPUT1 at offset 64),
+    both outputs in another."""
+    in0, in1 = np.arange(16, dtype=np.int32), np.ones(16, dtype=np.int32)
+    h_in, h_out = regions("input_data", 128), regions("output_data", 128)
+    shm.set_shared_memory_region(h_in, [in0])
+    shm.set_shared_memory_region(h_in, [in1], offset=64)
+    client.register_system_shared_memory("input_data", key(h_in), 128)
+    client.register_system_shared_memory("output_data", key(h_out), 128)
+    c = lib(client)
+    inputs = [c.InferInput("INPUT0", [1, 16], "INT32"), c.InferInput("INPUT1", [1, 16], "INT32")]
+    inputs[0].set_shared_memory("input_data", 64)
+    inputs[1].set_shared_memory("input_data", 64, offset=64)
+    kw = {"binary_data": True} if client.protocol == "http" else {}
+    outputs = [c.InferRequestedOutput("OUTPUT0", **kw), c.InferRequestedOutput("OUTPUT1", **kw)]
+    outputs[0].set_shared_memory("output_data", 64)
+    outputs[1].set_shared_memory("output_data", 64, offset=64)
+    client.infer("simple", inputs, outputs=outputs)
+    np.testing.assert_array_equal(contents(h_out, "INT32", [1, 16]), (in0 + in1)[None])
+    np.testing.assert_array_equal(contents(h_out, "INT32", [1, 16], offset=64), (in0 - in1)[None])
+
+
 def test_the_shm_string_example(client, regions):
     """simple_{http,grpc}_shm_string_client.py: BYTES in and out of shm, 4-byte lengths."""
     in0, in1 = np.arange(16, dtype=np.int32), np.ones(16, dtype=np.int32)
@@ -182,6 +204,11 @@ def test_the_shm_string_example(client, regions):
     got1 = contents(handles["output1_data"], "BYTES", [1, 16])
     assert [int(x) for x in got0.ravel()] == list(in0 + in1)
     assert [int(x) for x in got1.ravel()] == list(in0 - in1)
+
+
+def test_server_metadata_names_the_extension(on):
+    meta = httpclient.InferenceServerClient(on.url).get_server_metadata()
+    assert "system_shared_memory" in meta["extensions"]
 
 
 def test_status_reports_each_region(client, regions):
