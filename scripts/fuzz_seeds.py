@@ -47,6 +47,15 @@ def requests():
         body, json_size = httpclient.InferenceServerClient.generate_request_body(
             [inp], sequence_id=sequence_id, sequence_start=True, sequence_end=False)
         yield f"sequence-{type(sequence_id).__name__}", body, json_size
+    # Tensors in shared memory (Triton's extension): one input in a region at an offset, one in
+    # the body, an output written to a region.
+    inputs = [httpclient.InferInput("INPUT0", [1, 16], "INT32"), httpclient.InferInput("INPUT1", [1, 16], "INT32")]
+    inputs[0].set_shared_memory("input_data", 64, offset=64)
+    inputs[1].set_data_from_numpy(ARRAYS["INT32"], binary_data=True)
+    out = httpclient.InferRequestedOutput("OUTPUT0", binary_data=False)
+    out.set_shared_memory("output_data", 64, offset=4096)
+    body, json_size = httpclient.InferenceServerClient.generate_request_body(inputs, outputs=[out])
+    yield "shared-memory", body, json_size
 
 
 def http(body, json_size, chunked):
@@ -94,6 +103,16 @@ def grpc_messages():
         request.parameters["sequence_start"].bool_param = True
         request.parameters["sequence_end"].bool_param = True
         yield f"infer-sequence-{type(sequence_id).__name__}", request.SerializeToString()
+    request = service_pb2.ModelInferRequest(model_name="simple")
+    inputs = [grpcclient.InferInput("INPUT0", [1, 16], "INT32"), grpcclient.InferInput("INPUT1", [1, 16], "INT32")]
+    inputs[0].set_shared_memory("input_data", 64, offset=64)
+    inputs[1].set_data_from_numpy(ARRAYS["INT32"])
+    out = grpcclient.InferRequestedOutput("OUTPUT0")
+    out.set_shared_memory("output_data", 64)
+    request.inputs.extend([i._get_tensor() for i in inputs])
+    request.raw_input_contents.extend([inputs[1]._get_content()])
+    request.outputs.extend([out._get_tensor()])
+    yield "infer-shared-memory", request.SerializeToString()
     for dtype, array in ARRAYS.items():
         if dtype in ("BYTES",):
             continue

@@ -6,6 +6,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::doors::grpc::decode_requests;
 use crate::doors::v2::{decode_infer_request, header_length};
+use crate::engine::SharedPlace;
 use crate::http::{parse_head, BodyReader, BodyStep, Coding, Limits};
 use crate::images::{decode_images, Budget, ImageOptions, ImageTarget};
 use crate::server::grpc::next_message;
@@ -69,6 +70,9 @@ pub fn infer_request(data: &[u8]) {
 fn infer_body(body: &Bytes, header_len: Option<u64>) {
     if let Ok(request) = decode_infer_request(body, header_len, MAX_ELEMENTS) {
         let _ = request.parameters.sequence();
+        for output in &request.outputs {
+            let _ = SharedPlace::of(&output.parameters, &output.name);
+        }
         // Walk what a model would read: BYTES elements, and every tensor's size.
         for input in &request.inputs {
             if input.tensor.datatype == DataType::Bytes {

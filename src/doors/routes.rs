@@ -311,6 +311,43 @@ mod tests {
     }
 
     #[test]
+    fn shared_memory_paths() {
+        let shm = |cuda, region: Option<&'static str>, action| {
+            Ok(Route::V2(V2Route::SharedMemory {
+                cuda,
+                region: region.map(Cow::Borrowed),
+                action,
+            }))
+        };
+        assert_eq!(
+            get("/v2/systemsharedmemory/status"),
+            shm(false, None, ShmAction::Status)
+        );
+        assert_eq!(
+            get("/v2/systemsharedmemory/region/in0/status"),
+            shm(false, Some("in0"), ShmAction::Status)
+        );
+        assert_eq!(
+            post("/v2/systemsharedmemory/region/in0/register"),
+            shm(false, Some("in0"), ShmAction::Register)
+        );
+        assert_eq!(
+            post("/v2/cudasharedmemory/unregister"),
+            shm(true, None, ShmAction::Unregister)
+        );
+        assert_eq!(get("/v2/systemsharedmemory/region/in0/register"), Err(405));
+        assert_eq!(post("/v2/systemsharedmemory/status"), Err(405));
+        assert_eq!(get("/v2/systemsharedmemory/region/in0"), Err(404));
+        assert_eq!(get("/v2/systemsharedmemory/bogus"), Err(404));
+        assert_eq!(
+            route(Method::Get, "/v2/systemsharedmemory/status")
+                .unwrap()
+                .group(),
+            Some(Group::SharedMemory)
+        );
+    }
+
+    #[test]
     fn tfs_paths() {
         assert_eq!(
             get("/v1/models/a"),

@@ -426,3 +426,140 @@ pub struct SharedInput<'a> {
     pub shape: Vec<u64>,
     pub place: SharedPlace<'a>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An object of `size` bytes in /dev/shm, removed on drop.
+    struct Object(String);
+
+    impl Object {
+        fn new(tag: &str, size: u64) -> Object {
+            let name = format!("tensord-unit-{tag}-{}", std::process::id());
+            let file = std::fs::File::create(format!("/dev/shm/{name}")).unwrap();
+            file.set_len(size).unwrap();
+            Object(format!("/{name}"))
+        }
+    }
+
+    impl Drop for Object {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(format!("/dev/shm{}", self.0));
+        }
+    }
+
+    fn input(
+        region: &str,
+        datatype: DataType,
+        shape: &[u64],
+        offset: u64,
+        size: u64,
+    ) -> SharedInput<'static> {
+        SharedInput {
+            name: "INPUT0".into(),
+            datatype,
+            shape: shape.to_vec(),
+            place: SharedPlace {
+                region: region.to_string().into(),
+                offset,
+                byte_size: size,
+            },
+        }
+    }
+
+    #[test]
+    fn registry_lists_refuses_duplicates_and_caps() {
+        let (a, b) = (Object::new("reg-a", 4096), Object::new("reg-b", 64));
+        let shm = SharedMemory::allowed(2, 4096 + 64).unwrap();
+        shm.register("b", &b.0, 0, 64).unwrap();
+        shm.register("a", &a.0, 0, 4096).unwrap();
+        let names: Vec<String> = shm
+            .status(None)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(shm.usage(), (2, 4096 + 64));
+        let e = shm.register("a", &b.0, 0, 8).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::AlreadyExists);
+        assert!(!e.message.contains(&a.0), "{}", e.message);
+        shm.unregister(Some("b")).unwrap();
+        let e = shm.register("c", &a.0, 0, 128).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Overloaded);
+        assert!(e.message.contains("--max-shm-bytes"), "{}", e.message);
+        shm.unregister(None).unwrap();
+        assert_eq!(shm.usage(), (0, 0));
+        let off = SharedMemory::off();
+        assert_eq!(off.register("a", &a.0, 0, 8).unwrap_err().message, DISABLED);
+        assert!(off.status(None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn inputs_are_views_checked_against_the_region() {
+        let object = Object::new("views", 8192);
+        let shm = SharedMemory::allowed(4, 1 << 20).unwrap();
+        shm.register("r", &object.0, 4096, 128).unwrap();
+        let mut used = Vec::new();
+        let tensor = shm
+            .input(
+                "m",
+                &input("r", DataType::Int32, &[1, 16], 64, 64),
+                1 << 20,
+                &mut used,
+            )
+            .unwrap();
+        let mapping = used[0].mapping.clone();
+        assert!(mapping.contains(&tensor.data), "a view, not a copy");
+        let message = |i: SharedInput| {
+            shm.input("m", &i, 1 << 20, &mut Vec::new())
+                .unwrap_err()
+                .message
+        };
+        assert_eq!(
+            message(input("r", DataType::Int32, &[1, 16], 0, 60)),
+            "input byte size mismatch for input 'INPUT0' for model 'm'. Expected 64, got 60"
+        );
+        assert_eq!(
+            message(input("r", DataType::Int32, &[1, 16], 128, 64)),
+            "Invalid offset for shared memory region: 'r'"
+        );
+        assert_eq!(
+            message(input("r", DataType::Int32, &[1, 16], 65, 64)),
+            "Invalid offset + byte size for shared memory region: 'r'"
+        );
+        assert!(
+            message(input("r", DataType::Uint8, &[1], 32, u64::MAX - 31)).starts_with(
+                "Integer overflow detected: byte_size (18446744073709551584) + offset (32)"
+            )
+        );
+        assert_eq!(
+            message(input("x", DataType::Int32, &[1], 0, 4)),
+            "Unable to find shared memory region: 'x'"
+        );
+        // BYTES are copied out before their prefixes are walked.
+        let bytes = shm
+            .input(
+                "m",
+                &input("r", DataType::Bytes, &[1], 0, 4),
+                1 << 20,
+                &mut used,
+            )
+            .unwrap();
+        assert!(!mapping.contains(&bytes.data));
+        // Unregistered while a request holds it: listed until the request lets go.
+        shm.unregister(None).unwrap();
+        assert_eq!(shm.status(None).unwrap().len(), 1);
+        assert!(shm
+            .input(
+                "m",
+                &input("r", DataType::Int32, &[1, 16], 0, 64),
+                1 << 20,
+                &mut Vec::new()
+            )
+            .is_err());
+        drop((tensor, bytes, used, mapping));
+        assert!(shm.status(None).unwrap().is_empty());
+    }
+}
