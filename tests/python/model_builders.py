@@ -120,3 +120,38 @@ def write_safetensors_cnn(rng, repo, name, stages, classes):
         f'architecture = {{ kind = "cnn", in_channels = 3, stages = {list(stages)}, num_classes = {classes} }}\n'
     )
     return tensors
+
+
+def silero_batched(model_bytes, sample_rate=16000):
+    """Silero VAD's graph made batchable by Triton's sequence batcher, which batches on the first
+    dimension: `state` in and `stateN` out become [batch, 2, 128] (a Transpose each side of
+    silero's [2, batch, 128]), and the scalar `sr`, which cannot be batched, becomes a constant.
+    Nothing else changes: each row is the step silero computes."""
+    model = onnx.load_from_string(model_bytes)
+    graph = model.graph
+    (sr,) = [i for i in graph.input if i.name == "sr"]
+    graph.input.remove(sr)
+    graph.initializer.append(numpy_helper.from_array(np.array(sample_rate, dtype=np.int64), "sr"))
+    def rename(g):
+        # Subgraphs (silero's If branches) read the outer `state` by name too.
+        for node in g.node:
+            node.input[:] = ["state_2b" if n == "state" else n for n in node.input]
+            node.output[:] = ["stateN_2b" if n == "stateN" else n for n in node.output]
+            for attribute in node.attribute:
+                for sub in [attribute.g, *attribute.graphs]:
+                    rename(sub)
+        for values in (g.output,):
+            for v in values:
+                if v.name == "stateN" and g is not graph:
+                    v.name = "stateN_2b"
+
+    rename(graph)
+    graph.node.insert(0, helper.make_node("Transpose", ["state"], ["state_2b"], perm=[1, 0, 2]))
+    graph.node.append(helper.make_node("Transpose", ["stateN_2b"], ["stateN"], perm=[1, 0, 2]))
+    for values in (graph.input, graph.output):
+        (old,) = [v for v in values if v.name in ("state", "stateN")]
+        index = list(values).index(old)
+        values.remove(old)
+        values.insert(index, fp32_input(old.name, "batch", 2, 128))
+    onnx.checker.check_model(model)
+    return model.SerializeToString()

@@ -22,7 +22,7 @@ from onnx import TensorProto, helper
 from tritonclient.utils import InferenceServerException
 
 from conftest import ROOT, TEST_REPO, Daemon
-from model_builders import save_onnx
+from model_builders import save_onnx, silero_batched
 from serving import call
 
 VALUES = [11, 7, 5, 3, 2, 0, 1]
@@ -88,6 +88,10 @@ def daemon(tmp_path_factory):
     (repo / "silero_vad" / "1").mkdir(parents=True)
     shutil.copy(ROOT / "examples" / "models" / "silero_vad" / "config.toml", repo / "silero_vad")
     (repo / "silero_vad" / "1" / "model.onnx").write_bytes(zipfile.ZipFile(SILERO_WHEEL).read(SILERO_MODEL))
+    (repo / "silero_vad_batched" / "1").mkdir(parents=True)
+    shutil.copy(ROOT / "examples" / "models" / "silero_vad_batched" / "config.toml", repo / "silero_vad_batched")
+    (repo / "silero_vad_batched" / "1" / "model.onnx").write_bytes(
+        silero_batched(zipfile.ZipFile(SILERO_WHEEL).read(SILERO_MODEL)))
     d = Daemon("--threads", "2", repo=repo)
     yield d
     d.stop()
@@ -458,6 +462,37 @@ def test_ten_interleaved_vad_streams_answer_as_ten_separate_ones(daemon):
     client.stop_stream()
     for k in range(10):
         np.testing.assert_allclose(got[k], expected[k], rtol=0, atol=1e-6)
+
+
+def test_vad_streams_batched_together_answer_as_separate_ones(daemon):
+    """silero_vad_batched: the steps of 12 streams, each on its own gRPC stream, run in batches
+    (oldest strategy), and each stream's probabilities are still silero's own loop's."""
+    streams = [audio(3, seed=40 + k) for k in range(12)]
+    expected = [silero_by_hand(s) for s in streams]
+    split = [chunks_of(samples) for samples in streams]
+    chunks = len(split[0])
+    answers = [queue.Queue() for _ in streams]
+    clients = [grpcclient.InferenceServerClient(daemon.grpc_url) for _ in streams]
+    for client, box in zip(clients, answers):
+        client.start_stream(callback=lambda result, error, box=box: box.put((result, error)))
+    for i in range(chunks):
+        for k, (client, stream) in enumerate(zip(clients, split)):
+            tensor = grpcclient.InferInput("input", list(stream[i].shape), "FP32")
+            tensor.set_data_from_numpy(stream[i])
+            client.async_stream_infer("silero_vad_batched", [tensor], sequence_id=9100 + k,
+                                      sequence_start=i == 0, sequence_end=i == chunks - 1)
+    for k, (client, box) in enumerate(zip(clients, answers)):
+        got = []
+        for _ in range(chunks):
+            result, error = box.get(timeout=60)
+            assert error is None, error
+            got.append(float(result.as_numpy("output")[0, 0]))
+        client.stop_stream()
+        np.testing.assert_allclose(got, expected[k], rtol=0, atol=1e-6)
+    stats = httpclient.InferenceServerClient(daemon.url).get_inference_statistics("silero_vad_batched")
+    stats = stats["model_stats"][0]
+    assert stats["inference_count"] == chunks * 12
+    assert stats["execution_count"] < stats["inference_count"] / 2, stats
 
 
 def rss_kib(pid):
