@@ -4,9 +4,11 @@ re-run against a daemon with default flags, and the options that open each admin
 readiness). Runs in the gRPC tests' process: it drives tritonclient's HTTP and gRPC clients."""
 
 import json
+import os
 import shutil
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,6 +92,16 @@ def test_default_flags_refuse_every_attack(tmp_path):
                 with pytest.raises(InferenceServerException, match=NO_CONTROL) as e:
                     attempt()
                 assert e.value.status() == unavailable
+        # 4. No shared memory: nothing of the host's /dev/shm can be mapped.
+        shm_object = Path(f"/dev/shm/tensord-security-{os.getpid()}")
+        shm_object.write_bytes(b"\0" * 64)
+        try:
+            for client in (h, g):
+                with pytest.raises(InferenceServerException, match="Client shared memory is disabled"):
+                    client.register_system_shared_memory("r", f"/{shm_object.name}", 64)
+        finally:
+            shm_object.unlink()
+        assert h.get_system_shared_memory_status() == []
         assert h.is_server_ready() and g.is_server_ready()
         shipped = sorted(p.name for p in TEST_REPO.iterdir() if p.is_dir())
         assert [m["name"] for m in h.get_model_repository_index()] == shipped
