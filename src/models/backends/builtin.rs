@@ -31,22 +31,8 @@ pub fn builtin(name: &str) -> Option<Builtin> {
                 model: Box::new(Identity),
             })
         }
-        "add_sub" => {
-            let spec = |name| TensorSpec::new(name, DataType::Int32, &[-1, 16]);
-            Some(Builtin {
-                inputs: vec![spec("INPUT0"), spec("INPUT1")],
-                outputs: vec![spec("OUTPUT0"), spec("OUTPUT1")],
-                model: Box::new(AddSub),
-            })
-        }
-        "add_sub_string" => {
-            let spec = |name| TensorSpec::new(name, DataType::Bytes, &[-1, 16]);
-            Some(Builtin {
-                inputs: vec![spec("INPUT0"), spec("INPUT1")],
-                outputs: vec![spec("OUTPUT0"), spec("OUTPUT1")],
-                model: Box::new(AddSubString),
-            })
-        }
+        "add_sub" => Some(add_sub_like(DataType::Int32, Box::new(AddSub))),
+        "add_sub_string" => Some(add_sub_like(DataType::Bytes, Box::new(AddSubString))),
         "image_probe" => {
             // Clients send JPEG/PNG bytes to IMAGE; the decoded tensor comes back as OUTPUT0,
             // showing exactly what a model would receive.
@@ -61,6 +47,16 @@ pub fn builtin(name: &str) -> Option<Builtin> {
             })
         }
         other => super::sequence_models::builtin(other),
+    }
+}
+
+/// Triton's "simple" models: INPUT0, INPUT1 → OUTPUT0, OUTPUT1, all `datatype` [-1, 16].
+fn add_sub_like(datatype: DataType, model: Box<dyn Model>) -> Builtin {
+    let spec = |name| TensorSpec::new(name, datatype, &[-1, 16]);
+    Builtin {
+        inputs: vec![spec("INPUT0"), spec("INPUT1")],
+        outputs: vec![spec("OUTPUT0"), spec("OUTPUT1")],
+        model,
     }
 }
 
@@ -125,15 +121,7 @@ struct AddSub;
 
 impl Model for AddSub {
     fn execute(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, ModelError> {
-        let [a, b] = inputs else {
-            return Err(ModelError::internal("add_sub takes two inputs"));
-        };
-        if a.shape != b.shape {
-            return Err(ModelError::invalid(format!(
-                "INPUT0 shape {:?} and INPUT1 shape {:?} differ",
-                a.shape, b.shape
-            )));
-        }
+        let (a, b) = operands(inputs)?;
         let mut sum = Vec::with_capacity(a.data.len());
         let mut diff = Vec::with_capacity(a.data.len());
         for (x, y) in a.data.chunks_exact(4).zip(b.data.chunks_exact(4)) {
@@ -142,12 +130,7 @@ impl Model for AddSub {
             sum.extend_from_slice(&x.wrapping_add(y).to_le_bytes());
             diff.extend_from_slice(&x.wrapping_sub(y).to_le_bytes());
         }
-        let output = |data: Vec<u8>| Tensor {
-            datatype: DataType::Int32,
-            shape: a.shape.clone(),
-            data: Bytes::from(data),
-        };
-        Ok(vec![output(sum), output(diff)])
+        Ok(results(a, sum, diff))
     }
 
     /// Element-wise: each request is computed where it lies, without gathering.
@@ -156,21 +139,37 @@ impl Model for AddSub {
     }
 }
 
+/// The two inputs of an add/sub model, which must share a shape.
+fn operands(inputs: &[Tensor]) -> Result<(&Tensor, &Tensor), ModelError> {
+    let [a, b] = inputs else {
+        return Err(ModelError::internal("add/sub models take two inputs"));
+    };
+    if a.shape != b.shape {
+        return Err(ModelError::invalid(format!(
+            "INPUT0 shape {:?} and INPUT1 shape {:?} differ",
+            a.shape, b.shape
+        )));
+    }
+    Ok((a, b))
+}
+
+/// OUTPUT0 (the sum) and OUTPUT1 (the difference), of the inputs' datatype and shape.
+fn results(like: &Tensor, sum: Vec<u8>, diff: Vec<u8>) -> Vec<Tensor> {
+    let output = |data: Vec<u8>| Tensor {
+        datatype: like.datatype,
+        shape: like.shape.clone(),
+        data: Bytes::from(data),
+    };
+    vec![output(sum), output(diff)]
+}
+
 /// Triton's "simple_string" model: add_sub on INT32 values written as decimal strings (BYTES),
 /// answering decimal strings.
 struct AddSubString;
 
 impl Model for AddSubString {
     fn execute(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, ModelError> {
-        let [a, b] = inputs else {
-            return Err(ModelError::internal("add_sub_string takes two inputs"));
-        };
-        if a.shape != b.shape {
-            return Err(ModelError::invalid(format!(
-                "INPUT0 shape {:?} and INPUT1 shape {:?} differ",
-                a.shape, b.shape
-            )));
-        }
+        let (a, b) = operands(inputs)?;
         let number = |element: &[u8]| {
             std::str::from_utf8(element)
                 .ok()
@@ -189,12 +188,7 @@ impl Model for AddSubString {
             push_bytes_element(&mut diff, text.format(x.wrapping_sub(y)).as_bytes())
                 .map_err(|e| ModelError::internal(e.to_string()))?;
         }
-        let output = |data: Vec<u8>| Tensor {
-            datatype: DataType::Bytes,
-            shape: a.shape.clone(),
-            data: Bytes::from(data),
-        };
-        Ok(vec![output(sum), output(diff)])
+        Ok(results(a, sum, diff))
     }
 }
 
@@ -202,15 +196,14 @@ impl Model for AddSubString {
 mod tests {
     use super::*;
 
+    /// One row of `count` elements.
+    fn row(datatype: DataType, count: usize, data: Vec<u8>) -> Tensor {
+        Tensor::new(datatype, vec![1, count as u64], Bytes::from(data), 100).unwrap()
+    }
+
     fn int32(values: &[i32]) -> Tensor {
-        let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        Tensor::new(
-            DataType::Int32,
-            vec![1, values.len() as u64],
-            Bytes::from(data),
-            100,
-        )
-        .unwrap()
+        let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        row(DataType::Int32, values.len(), data)
     }
 
     #[test]
@@ -233,13 +226,7 @@ mod tests {
             for v in values {
                 push_bytes_element(&mut data, v.as_bytes()).unwrap();
             }
-            Tensor::new(
-                DataType::Bytes,
-                vec![1, values.len() as u64],
-                Bytes::from(data),
-                100,
-            )
-            .unwrap()
+            row(DataType::Bytes, values.len(), data)
         };
         let model = builtin("add_sub_string").unwrap().model;
         let out = model
