@@ -140,6 +140,12 @@ pub fn model_config(
             sequence,
         ))
     });
+    let scheduling = scheduling.or_else(|| {
+        let steps = config.ensemble_scheduling.as_ref()?.0.clone();
+        Some(pb::model_config::SchedulingChoice::EnsembleScheduling(
+            steps,
+        ))
+    });
     let (platform, backend) = config.triton_platform();
     Ok(pb::ModelConfig {
         name: model.name.clone(),
@@ -171,12 +177,16 @@ pub fn model_config(
                 ..Default::default()
             })
             .collect(),
-        instance_group: vec![pb::ModelInstanceGroup {
-            kind: kind as i32,
-            count: config.instance_count as i32,
-            gpus,
-            ..Default::default()
-        }],
+        // An ensemble has no instances of its own (Triton refuses a group on one).
+        instance_group: (config.backend != "ensemble")
+            .then(|| pb::ModelInstanceGroup {
+                kind: kind as i32,
+                count: config.instance_count as i32,
+                gpus,
+                ..Default::default()
+            })
+            .into_iter()
+            .collect(),
         default_model_filename: config.default_model_filename.clone().unwrap_or_default(),
         scheduling_choice: scheduling,
         parameters: parameters(config),

@@ -6,6 +6,7 @@
 pub mod batching;
 mod call;
 mod classify;
+mod ensemble;
 mod error;
 mod offthread;
 mod parameters;

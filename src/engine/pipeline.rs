@@ -67,9 +67,37 @@ impl Engine {
             })
             .collect::<Result<_, _>>()?;
         let ran = async {
-            let (outputs, timeline) = (loaded.executor)
-                .execute(inputs, request.timeout, &request.sequence)
-                .await?;
+            let (outputs, timeline) = match &loaded.ensemble {
+                Some(ensemble) => {
+                    let indices: Vec<usize> = wanted.iter().map(|&(i, _)| i).collect();
+                    let started = Instant::now();
+                    let outputs = (self
+                        .run_ensemble(model, loaded, ensemble, inputs, &request, &indices))
+                    .await?;
+                    let ended = Instant::now();
+                    // As for an inline model: counted as one execution that never queued.
+                    let stats = loaded.executor.stats();
+                    stats.record_queued(std::time::Duration::ZERO);
+                    let phases = batching::Phases {
+                        infer: ended - started,
+                        ..Default::default()
+                    };
+                    stats.record_execution(rows, 1, phases);
+                    let timeline = super::Timeline {
+                        queue_start: started,
+                        compute_start: started,
+                        compute_input_end: started,
+                        compute_output_start: ended,
+                        compute_end: ended,
+                    };
+                    (outputs, timeline)
+                }
+                None => {
+                    (loaded.executor)
+                        .execute(inputs, request.timeout, &request.sequence)
+                        .await?
+                }
+            };
             if outputs.len() != loaded.outputs.len() {
                 return Err(Error::internal(format!(
                     "model '{}' returned {} outputs, declared {}",

@@ -158,6 +158,17 @@ impl Repository {
             let (model, _promise) = load_model(&dir.join(&name), &name, None, caps);
             models.insert(name, Arc::new(model));
         }
+        // Ensembles are checked against the models they compose, once all have loaded.
+        let ensembles: Vec<String> = (models.iter())
+            .filter(|(_, m)| m.config.backend == "ensemble")
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in ensembles {
+            if let Some(mut model) = models.remove(&name).and_then(Arc::into_inner) {
+                check_ensemble(&mut model, &models);
+                models.insert(name, Arc::new(model));
+            }
+        }
         let seen = match options.control {
             ModelControl::Poll => (folders.iter())
                 .map(|n| (n.clone(), fingerprint(&dir.join(n))))
@@ -322,8 +333,10 @@ impl Repository {
             model.hide_path(staged.dir(), "<the load request's files>");
             (model, promise)
         };
-        // Only the check and the swap are serialised with other changes.
+        // Only the checks and the swap are serialised with other changes.
         let _one_at_a_time = lock(&self.changing);
+        let mut model = model;
+        check_ensemble(&mut model, &self.models.load());
         if let (false, Some(reason)) = (model.is_ready(), model.reason()) {
             if self.get(name).is_ok_and(|old| old.is_ready()) {
                 return Err(format!("model '{name}' kept serving its loaded versions; the new load failed: {reason}"));
@@ -556,8 +569,10 @@ fn load_model<'r>(
         }
     }
     let on_disk = version_folders(dir);
-    // A built-in model needs no files: without version folders it serves version 1.
-    let selected = match (on_disk.is_empty(), model.config.backend == "builtin") {
+    // A built-in model or an ensemble needs no files: without version folders it serves
+    // version 1.
+    let fileless = ["builtin", "ensemble"].contains(&model.config.backend.as_str());
+    let selected = match (on_disk.is_empty(), fileless) {
         (true, true) => vec![1],
         _ => model.config.version_policy.select(&on_disk),
     };
@@ -586,9 +601,12 @@ fn load_model<'r>(
         }
     };
     for version in selected {
-        let state = load_version(name, &model.config, &dir.join(version.to_string()))
-            .and_then(|loaded| LoadedVersion::new(loaded, &model.config, name, dir))
-            .map_err(|e| format!("{source}: {e}"));
+        let state = match model.config.backend.as_str() {
+            "ensemble" => LoadedVersion::ensemble(&model.config, name),
+            _ => load_version(name, &model.config, &dir.join(version.to_string()))
+                .and_then(|loaded| LoadedVersion::new(loaded, &model.config, name, dir)),
+        }
+        .map_err(|e| format!("{source}: {e}"));
         match &state {
             Ok(_) => {
                 tracing::info!(model = name, version, backend = %model.config.backend, "model loaded")
@@ -598,6 +616,31 @@ fn load_model<'r>(
         model.versions.push(ModelVersion { version, state });
     }
     (model, Some(promise))
+}
+
+/// Checks each loaded version of an ensemble against the models it composes, as `models` serves
+/// them (their newest loaded version); a version that fails is not ready, with the reason.
+fn check_ensemble(model: &mut ServedModel, models: &BTreeMap<String, Arc<ServedModel>>) {
+    let (name, max_batch_size) = (model.name.clone(), model.config.max_batch_size);
+    for version in &mut model.versions {
+        let Ok(loaded) = &version.state else {
+            continue;
+        };
+        let Some(ensemble) = &loaded.ensemble else {
+            continue;
+        };
+        let composed = |step: &str| {
+            let served = models.get(step)?;
+            let (_, newest) = served.loaded().next_back()?;
+            let batch = served.config.max_batch_size;
+            Some((batch, newest.inputs.clone(), newest.outputs.clone()))
+        };
+        let own = (loaded.inputs.as_slice(), loaded.outputs.as_slice());
+        if let Err(e) = ensemble.check_models(&name, max_batch_size, own, composed) {
+            tracing::error!(model = name, "ensemble not loaded: {e}");
+            version.state = Err(e);
+        }
+    }
 }
 
 fn config_file(dir: &Path) -> PathBuf {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::batching::{BatchPolicy, Executor, Plan, Sequencer};
+use super::ensemble::Ensemble;
 use super::Error;
 use crate::models::{inside, Loaded, Model, ModelConfig, TensorSpec};
 
@@ -31,6 +32,8 @@ pub struct LoadedVersion {
     /// Each output's class labels (empty without a `label_filename`).
     pub labels: Vec<Vec<String>>,
     pub executor: Executor,
+    /// An ensemble's steps (its executor runs no model).
+    pub ensemble: Option<Ensemble>,
 }
 
 impl LoadedVersion {
@@ -79,6 +82,22 @@ impl LoadedVersion {
             inputs,
             outputs,
             labels,
+            ensemble: None,
+        })
+    }
+
+    /// An ensemble named `name`: its declared tensors and its checked graph.
+    pub fn ensemble(config: &ModelConfig, name: &str) -> Result<LoadedVersion, String> {
+        let (inputs, outputs) = (config.specs("input")?, config.specs("output")?);
+        let scheduling = (config.ensemble_scheduling.as_ref())
+            .ok_or("key 'ensemble_scheduling': an ensemble needs its steps")?;
+        let ensemble = Ensemble::new(name, &scheduling.0, &inputs, &outputs)?;
+        Ok(LoadedVersion {
+            labels: vec![Vec::new(); outputs.len()],
+            inputs,
+            outputs,
+            executor: Executor::steps(),
+            ensemble: Some(ensemble),
         })
     }
 }

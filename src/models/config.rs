@@ -15,7 +15,7 @@ use crate::tensors::DataType;
 pub const MAX_EXECUTION_DELAY_MICROSECONDS: u64 = 10_000_000;
 
 /// The backends this build can serve.
-pub const BACKENDS: &[&str] = &["onnx", "safetensors", "builtin"];
+pub const BACKENDS: &[&str] = &["onnx", "safetensors", "builtin", "ensemble"];
 
 /// A model's `config.toml`, as written.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -65,7 +65,14 @@ pub struct ModelConfig {
     /// Triton's sequence batcher, for stateful models (instead of `dynamic_batching`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequence_batching: Option<SequenceBatching>,
+    /// For `backend = "ensemble"`: Triton's steps (`ensemble_scheduling`), the message in
+    /// protobuf's JSON mapping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ensemble_scheduling: Option<EnsembleScheduling>,
 }
+
+/// Triton's `ensemble_scheduling`, as written.
+pub type EnsembleScheduling = super::proto_json::Proto<crate::proto::inference::ModelEnsembling>;
 
 /// ONNX Runtime session settings (`[onnxruntime]`; from Triton's `parameters` and `optimization`).
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -138,6 +145,7 @@ impl Default for ModelConfig {
             max_queue_size: 0,
             onnxruntime: None,
             sequence_batching: None,
+            ensemble_scheduling: None,
         }
     }
 }
@@ -387,6 +395,7 @@ impl ModelConfig {
         match (self.backend.as_str(), self.builtin.as_deref()) {
             ("onnx", _) => ("onnxruntime_onnx", "onnxruntime"),
             ("builtin", Some("identity")) => ("identity", "identity"),
+            ("ensemble", _) => ("ensemble", ""),
             (other, _) => (other, other),
         }
     }
@@ -499,6 +508,9 @@ impl ModelConfig {
     /// The threads one version starts: each instance's worker, and its ONNX Runtime intra-op
     /// threads when the config sets them.
     pub fn threads(&self) -> usize {
+        if self.backend == "ensemble" {
+            return 0; // its steps run on their own models' threads
+        }
         let intra = (self.onnxruntime.as_ref()).and_then(|o| o.intra_op_threads);
         self.instance_count.saturating_mul(1 + intra.unwrap_or(0))
     }
@@ -541,6 +553,7 @@ impl ModelConfig {
         }
         self.specs("input")?;
         self.specs("output")?;
+        self.validate_ensemble()?;
         if let Some(batching) = &self.dynamic_batching {
             if self.max_batch_size == 0 {
                 return Err("key 'dynamic_batching': needs max_batch_size > 0".into());
@@ -594,6 +607,41 @@ impl ModelConfig {
             }
         }
         Ok(())
+    }
+}
+
+impl ModelConfig {
+    /// Triton's rules for an ensemble's own config (the steps are checked when it loads).
+    fn validate_ensemble(&self) -> Result<(), String> {
+        let ensemble = self.backend == "ensemble";
+        match (ensemble, &self.ensemble_scheduling) {
+            (false, Some(_)) => Err("key 'ensemble_scheduling': only an ensemble (platform \
+                                     \"ensemble\") takes it"
+                .into()),
+            (true, None) => Err("key 'ensemble_scheduling': an ensemble needs its steps".into()),
+            (true, Some(_)) => {
+                let other = [
+                    ("dynamic_batching", self.dynamic_batching.is_some()),
+                    ("sequence_batching", self.sequence_batching.is_some()),
+                    ("instance_count", self.instance_count != 1),
+                    ("onnxruntime", self.onnxruntime.is_some()),
+                    (
+                        "execution_delay_microseconds",
+                        self.execution_delay_microseconds > 0,
+                    ),
+                ];
+                if let Some((key, _)) = other.iter().find(|(_, set)| *set) {
+                    return Err(format!(
+                        "key '{key}': an ensemble runs on its steps' models and takes no {key}"
+                    ));
+                }
+                if self.input.is_empty() || self.output.is_empty() {
+                    return Err("keys 'input' and 'output': an ensemble declares both".into());
+                }
+                Ok(())
+            }
+            (false, None) => Ok(()),
+        }
     }
 }
 

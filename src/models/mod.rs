@@ -8,6 +8,7 @@ mod config;
 mod confined;
 pub mod gpu;
 mod model;
+mod proto_json;
 mod sequence;
 mod triton_config;
 

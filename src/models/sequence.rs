@@ -6,43 +6,14 @@
 use std::path::Path;
 use std::time::Duration;
 
-use prost_reflect::DynamicMessage;
-use serde::{Deserialize, Serialize};
-
 use super::TensorSpec;
 use crate::proto::inference as pb;
 use crate::tensors::DataType;
 use pb::model_sequence_batching as msb;
 
-const MESSAGE: &str = "inference.ModelSequenceBatching";
-
 /// `sequence_batching` as written: Triton's own message. In `config.toml` it is the message in
 /// protobuf's JSON mapping, written as TOML.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct SequenceBatching(pub pb::ModelSequenceBatching);
-
-impl<'de> Deserialize<'de> for SequenceBatching {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::Error;
-        let descriptor = crate::proto::descriptor(MESSAGE).map_err(D::Error::custom)?;
-        let message = DynamicMessage::deserialize(descriptor, d)?;
-        message
-            .transcode_to()
-            .map(SequenceBatching)
-            .map_err(D::Error::custom)
-    }
-}
-
-impl Serialize for SequenceBatching {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::Error;
-        let descriptor = crate::proto::descriptor(MESSAGE).map_err(S::Error::custom)?;
-        let mut message = DynamicMessage::new(descriptor);
-        message.transcode_from(&self.0).map_err(S::Error::custom)?;
-        let options = prost_reflect::SerializeOptions::new().use_proto_field_name(true);
-        message.serialize_with_options(s, &options)
-    }
-}
+pub type SequenceBatching = super::proto_json::Proto<pb::ModelSequenceBatching>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ControlKind {

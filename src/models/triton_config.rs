@@ -10,7 +10,7 @@ use super::config::{
     Dim, DynamicBatching, ExecutionMode, ModelConfig, OnnxRuntimeSettings, OptimizationLevel,
     TensorConfig, VersionPolicy,
 };
-use super::sequence::SequenceBatching;
+use super::proto_json::Proto;
 use crate::proto::inference as pb;
 
 const MODEL_CONFIG: &str = "inference.ModelConfig";
@@ -159,7 +159,10 @@ fn config_from_message(message: &DynamicMessage) -> Result<ModelConfig, String> 
         }
     }
     if let Some(pb::model_config::SchedulingChoice::SequenceBatching(s)) = &c.scheduling_choice {
-        config.sequence_batching = Some(SequenceBatching(s.clone()));
+        config.sequence_batching = Some(Proto(s.clone()));
+    }
+    if let Some(pb::model_config::SchedulingChoice::EnsembleScheduling(e)) = &c.scheduling_choice {
+        config.ensemble_scheduling = Some(Proto(e.clone()));
     }
     if let Some(policy) = c.version_policy.and_then(|p| p.policy_choice) {
         use pb::model_version_policy::PolicyChoice;
@@ -352,9 +355,15 @@ fn schema(path: &str) -> Option<Schema> {
                 "default_model_filename",
                 "dynamic_batching",
                 "sequence_batching",
+                "ensemble_scheduling",
                 "parameters",
                 "optimization",
             ],
+            &[],
+        ),
+        "ensemble_scheduling" => (&["step"], &[]),
+        "ensemble_scheduling.step" => (
+            &["model_name", "model_version", "input_map", "output_map"],
             &[],
         ),
         "input" => (&["name", "data_type", "format", "dims", "reshape"], &[]),
@@ -674,7 +683,7 @@ mod tests {
             "line 2, column 1: field 'max_batch_sise' not found for message 'inference.ModelConfig'"
         );
         for triton in [
-            "ensemble_scheduling { }",
+            "platform: \"ensemble\" ensemble_scheduling { step [ { model_namespace: \"n\" } ] }",
             "model_repository_agents { }",
             "model_warmup [ { name: \"w\" } ]",
             "dynamic_batching { priority_queue_policy { key: 1 value: { } } }",

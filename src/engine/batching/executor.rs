@@ -25,6 +25,8 @@ enum Placement {
     },
     /// Through the sequence batcher (stateful models).
     Sequenced(Arc<Sequencer>),
+    /// An ensemble: the engine runs its steps on their models; only its statistics are here.
+    Steps,
 }
 
 impl Executor {
@@ -32,6 +34,14 @@ impl Executor {
         Executor {
             stats: Arc::default(),
             placement: Placement::Inline(model),
+        }
+    }
+
+    /// An ensemble's: statistics, no model.
+    pub fn steps() -> Executor {
+        Executor {
+            stats: Arc::default(),
+            placement: Placement::Steps,
         }
     }
 
@@ -94,7 +104,7 @@ impl Executor {
     /// Requests waiting in the queue (for metrics; takes the queue's lock).
     pub fn pending(&self) -> usize {
         match &self.placement {
-            Placement::Inline(_) => 0,
+            Placement::Inline(_) | Placement::Steps => 0,
             Placement::Queued { queue, .. } => queue.len(),
             Placement::Sequenced(sequencer) => sequencer.pending(),
         }
@@ -118,6 +128,7 @@ impl Executor {
                 )?;
                 answer.recv_async().await.map_err(stopped)?
             }
+            Placement::Steps => Err(Error::internal("an ensemble runs its steps, not a model")),
             Placement::Inline(model) => {
                 let started = Instant::now();
                 let rows = super::rows(&inputs);
@@ -201,7 +212,7 @@ impl Drop for Executor {
         match &self.placement {
             Placement::Queued { queue, .. } => queue.close(),
             Placement::Sequenced(sequencer) => sequencer.close(),
-            Placement::Inline(_) => {}
+            Placement::Inline(_) | Placement::Steps => {}
         }
     }
 }
