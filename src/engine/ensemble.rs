@@ -66,9 +66,11 @@ impl Ensemble {
             let version = match step.model_version {
                 -1 => None,
                 v if v >= 0 => Some(v.to_string()),
-                v => return Err(format!(
+                v => {
+                    return Err(format!(
                     "step {i} of ensemble '{name}': model_version {v} is neither -1 nor a version"
-                )),
+                ))
+                }
             };
             let sorted =
                 |map: &std::collections::HashMap<String, String>| -> Vec<(String, String)> {
