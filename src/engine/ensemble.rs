@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use super::{Engine, Error, InferRequest, Input, LoadedVersion, ServedModel, WantedOutput};
 use crate::models::TensorSpec;
 use crate::proto::inference as pb;
-use crate::tensors::Tensor;
+use crate::tensors::{DataType, Tensor};
 
 /// One step: a model, and which ensemble tensors its inputs and outputs are.
 #[derive(Debug)]
@@ -185,20 +185,22 @@ impl Ensemble {
 
     /// Checks each step against the model it names, as served now: its inputs all mapped, its
     /// outputs its own, datatypes agreeing along every tensor, and the batch size rule.
-    pub fn check_models(
+    pub fn check_models<'a>(
         &self,
         name: &str,
         max_batch_size: u64,
         own: (&[TensorSpec], &[TensorSpec]),
-        model: impl Fn(&str) -> Option<(u64, Vec<TensorSpec>, Vec<TensorSpec>)>,
+        model: impl Fn(&Step) -> Result<(u64, &'a [TensorSpec], &'a [TensorSpec]), String>,
     ) -> Result<(), String> {
         // Each tensor's datatype, and where it was inferred from.
-        let mut types: HashMap<String, (crate::tensors::DataType, String)> = HashMap::new();
-        let mut note = |tensor: &str, spec: &TensorSpec, from: String| -> Result<(), String> {
+        let mut types: HashMap<String, (DataType, String)> = HashMap::new();
+        let mut note = |tensor: &str, spec: &TensorSpec, from: String, input: bool| {
             let Some(datatype) = spec.datatype else {
                 return Ok(());
             };
             match types.get(tensor) {
+                // BYTES images sent to an image input are decoded there, as for the model alone.
+                Some((DataType::Bytes, _)) if input && spec.image_target().is_some() => Ok(()),
                 Some((known, other)) if *known != datatype => Err(format!(
                     "in ensemble {name}, ensemble tensor {tensor}: inconsistent data type: {} is \
                      inferred from model {other} while {} is inferred from model {from}",
@@ -212,15 +214,10 @@ impl Ensemble {
             }
         };
         for spec in own.0.iter().chain(own.1) {
-            note(&spec.name, spec, name.to_string())?;
+            note(&spec.name, spec, name.to_string(), false)?;
         }
         for step in &self.steps {
-            let Some((batch, inputs, outputs)) = model(&step.model) else {
-                return Err(format!(
-                    "in ensemble {name}, step model '{}' is not served (load it before the ensemble)",
-                    step.model
-                ));
-            };
+            let (batch, inputs, outputs) = model(step)?;
             let id = &step.model;
             for (input, tensor) in &step.inputs {
                 let Some(spec) = inputs.iter().find(|s| s.name == *input) else {
@@ -229,7 +226,7 @@ impl Ensemble {
                          input {input} in model {id}"
                     ));
                 };
-                note(tensor, spec, id.clone())?;
+                note(tensor, spec, id.clone(), true)?;
             }
             if let Some(spec) = inputs
                 .iter()
@@ -247,7 +244,7 @@ impl Ensemble {
                          output {output} in model {id}"
                     ));
                 };
-                note(tensor, spec, id.clone())?;
+                note(tensor, spec, id.clone(), false)?;
             }
             if max_batch_size > batch {
                 return Err(format!(
@@ -284,9 +281,9 @@ impl Ensemble {
 }
 
 /// A datatype in Triton's config words (`TYPE_FP32`, `TYPE_STRING`).
-fn config_type(datatype: crate::tensors::DataType) -> String {
+fn config_type(datatype: DataType) -> String {
     match datatype {
-        crate::tensors::DataType::Bytes => "TYPE_STRING".into(),
+        DataType::Bytes => "TYPE_STRING".into(),
         other => format!("TYPE_{}", other.as_str()),
     }
 }
@@ -345,7 +342,7 @@ impl Engine {
             .iter()
             .map(|spec| {
                 tensors.remove(&spec.name).unwrap_or_else(|| Tensor {
-                    datatype: spec.datatype.unwrap_or(crate::tensors::DataType::Uint8),
+                    datatype: spec.datatype.unwrap_or(DataType::Uint8),
                     shape: Vec::new(),
                     data: bytes::Bytes::new(),
                 })

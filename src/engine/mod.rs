@@ -180,10 +180,11 @@ impl Engine {
             .map_err(Error::invalid)
     }
 
-    /// Stops serving a model (explicit mode only); requests already running finish on it.
-    pub fn unload(&self, name: &str) -> Result<(), Error> {
+    /// Stops serving a model (explicit mode only), and with `dependents` the models an
+    /// ensemble composes; requests already running finish on them.
+    pub fn unload(&self, name: &str, dependents: bool) -> Result<(), Error> {
         self.model_control()?;
-        self.repository.unload(name)
+        self.repository.unload(name, dependents)
     }
 
     fn model_control(&self) -> Result<(), Error> {

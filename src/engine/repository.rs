@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
+use super::ensemble::Step;
 use super::served::{LoadedVersion, ModelVersion, ServedModel};
 use super::Error;
 use crate::models::{load_version, ModelConfig};
@@ -159,16 +160,7 @@ impl Repository {
             models.insert(name, Arc::new(model));
         }
         // Ensembles are checked against the models they compose, once all have loaded.
-        let ensembles: Vec<String> = (models.iter())
-            .filter(|(_, m)| m.config.backend == "ensemble")
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in ensembles {
-            if let Some(mut model) = models.remove(&name).and_then(Arc::into_inner) {
-                check_ensemble(&mut model, &models);
-                models.insert(name, Arc::new(model));
-            }
-        }
+        check_ensembles(&models);
         let seen = match options.control {
             ModelControl::Poll => (folders.iter())
                 .map(|n| (n.clone(), fingerprint(&dir.join(n))))
@@ -207,7 +199,7 @@ impl Repository {
             .collect();
         for name in removed {
             seen.remove(&name);
-            if self.unload(&name).is_ok() {
+            if self.unload(&name, false).is_ok() {
                 tracing::info!(
                     model = name,
                     "repository poll: folder removed, model unloaded"
@@ -278,12 +270,14 @@ impl Repository {
                 entries.push(unversioned(error));
                 continue;
             }
+            let upstream = model.upstream.load();
             for v in &model.versions {
+                let reason = v.state.as_ref().err().or(upstream.as_deref());
                 entries.push(IndexEntry {
                     name: name.clone(),
                     version: Some(v.version),
-                    ready: v.state.is_ok(),
-                    reason: v.state.as_ref().err().cloned(),
+                    ready: reason.is_none(),
+                    reason: reason.cloned(),
                 });
             }
         }
@@ -335,8 +329,7 @@ impl Repository {
         };
         // Only the checks and the swap are serialised with other changes.
         let _one_at_a_time = lock(&self.changing);
-        let mut model = model;
-        check_ensemble(&mut model, &self.models.load());
+        check_ensemble(&model, &self.models.load());
         if let (false, Some(reason)) = (model.is_ready(), model.reason()) {
             if self.get(name).is_ok_and(|old| old.is_ready()) {
                 return Err(format!("model '{name}' kept serving its loaded versions; the new load failed: {reason}"));
@@ -351,16 +344,36 @@ impl Repository {
     fn insert(&self, name: &str, model: ServedModel) {
         let mut models = BTreeMap::clone(&self.models.load());
         models.insert(name.to_string(), Arc::new(model));
+        self.publish(models);
+    }
+
+    /// Serves `models` from now on, its ensembles checked against them first.
+    fn publish(&self, models: BTreeMap<String, Arc<ServedModel>>) {
+        check_ensembles(&models);
         self.models.store(Arc::new(models));
     }
 
-    /// Stops serving a model; requests already running finish on it.
-    pub fn unload(&self, name: &str) -> Result<(), Error> {
+    /// Stops serving a model; requests already running finish on it. With `dependents`, the
+    /// models an ensemble composes go too, except those another ensemble still composes.
+    pub fn unload(&self, name: &str, dependents: bool) -> Result<(), Error> {
         let _one_at_a_time = lock(&self.changing);
         let mut models = BTreeMap::clone(&self.models.load());
-        models.remove(name).ok_or_else(|| unknown_model(name))?;
-        self.models.store(Arc::new(models));
+        let model = models.remove(name).ok_or_else(|| unknown_model(name))?;
         tracing::info!(model = name, "model unloaded");
+        if dependents {
+            let steps = |m: &ServedModel| -> BTreeSet<String> {
+                (m.loaded().filter_map(|(_, l)| l.ensemble.as_ref()))
+                    .flat_map(|e| e.steps.iter().map(|s| s.model.clone()))
+                    .collect()
+            };
+            let kept: BTreeSet<String> = models.values().flat_map(|m| steps(m)).collect();
+            for step in steps(&model).difference(&kept) {
+                if models.remove(step).is_some() {
+                    tracing::info!(model = step, "model unloaded with ensemble {name}");
+                }
+            }
+        }
+        self.publish(models);
         Ok(())
     }
 }
@@ -544,6 +557,7 @@ fn load_model<'r>(
         config: ModelConfig::default(),
         versions: Vec::new(),
         error: None,
+        upstream: ArcSwapOption::empty(),
     };
     let config = config
         .map_or_else(|| ModelConfig::load(dir), Ok)
@@ -618,29 +632,51 @@ fn load_model<'r>(
     (model, Some(promise))
 }
 
-/// Checks each loaded version of an ensemble against the models it composes, as `models` serves
-/// them (their newest loaded version); a version that fails is not ready, with the reason.
-fn check_ensemble(model: &mut ServedModel, models: &BTreeMap<String, Arc<ServedModel>>) {
-    let (name, max_batch_size) = (model.name.clone(), model.config.max_batch_size);
-    for version in &mut model.versions {
-        let Ok(loaded) = &version.state else {
-            continue;
-        };
-        let Some(ensemble) = &loaded.ensemble else {
-            continue;
-        };
-        let composed = |step: &str| {
-            let served = models.get(step)?;
-            let (_, newest) = served.loaded().next_back()?;
-            let batch = served.config.max_batch_size;
-            Some((batch, newest.inputs.clone(), newest.outputs.clone()))
-        };
-        let own = (loaded.inputs.as_slice(), loaded.outputs.as_slice());
-        if let Err(e) = ensemble.check_models(&name, max_batch_size, own, composed) {
-            tracing::error!(model = name, "ensemble not loaded: {e}");
-            version.state = Err(e);
-        }
+/// Checks every ensemble in `models` against the models it composes there.
+fn check_ensembles(models: &BTreeMap<String, Arc<ServedModel>>) {
+    for model in models.values() {
+        check_ensemble(model, models);
     }
+}
+
+/// Checks each loaded version of an ensemble against the models it composes, as `models` serves
+/// them, as Triton's dependency graph does: while one fails, the ensemble is not ready, and
+/// says why. Models that are not ensembles pass.
+fn check_ensemble(model: &ServedModel, models: &BTreeMap<String, Arc<ServedModel>>) {
+    let name = &model.name;
+    let composed = |step: &Step| -> Result<&LoadedVersion, String> {
+        let depends = format!("ensemble '{name}' depends on '{}'", step.model);
+        let served = models.get(&step.model);
+        let Some((_, newest)) = served.and_then(|m| m.loaded().next_back()) else {
+            let why = served.and_then(|m| m.reason()).map_or(String::new(), |r| {
+                format!(" Model '{}' loading failed with error: {r}", step.model)
+            });
+            return Err(format!("{depends} which has no loaded version.{why}"));
+        };
+        let Some(wanted) = &step.version else {
+            return Ok(newest);
+        };
+        (served.and_then(|m| m.version(Some(wanted)).ok()))
+            .map(|(_, loaded)| loaded)
+            .ok_or_else(|| format!("{depends} whose required version {wanted} is not loaded."))
+    };
+    let gap = model.loaded().find_map(|(_, loaded)| {
+        let ensemble = loaded.ensemble.as_ref()?;
+        let own = (loaded.inputs.as_slice(), loaded.outputs.as_slice());
+        let batch = |step: &Step| {
+            models
+                .get(&step.model)
+                .map_or(0, |m| m.config.max_batch_size)
+        };
+        (ensemble.check_models(name, model.config.max_batch_size, own, |step| {
+            composed(step).map(|loaded| (batch(step), &loaded.inputs[..], &loaded.outputs[..]))
+        }))
+        .err()
+    });
+    if let Some(e) = &gap {
+        tracing::warn!(model = name, "ensemble not ready: {e}");
+    }
+    model.upstream.store(gap.map(Arc::new));
 }
 
 fn config_file(dir: &Path) -> PathBuf {

@@ -5,6 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
+
 use super::batching::{BatchPolicy, Executor, Plan, Sequencer};
 use super::ensemble::Ensemble;
 use super::Error;
@@ -18,6 +20,9 @@ pub struct ServedModel {
     pub versions: Vec<ModelVersion>,
     /// Why the model as a whole could not load (bad config, no versions).
     pub error: Option<String>,
+    /// Why an ensemble cannot run now: a model it composes is not served as its steps need.
+    /// The repository sets it whenever the models served change.
+    pub upstream: ArcSwapOption<String>,
 }
 
 pub struct ModelVersion {
@@ -149,6 +154,7 @@ impl ServedModel {
 
     pub fn is_ready(&self) -> bool {
         self.error.is_none()
+            && self.upstream.load().is_none()
             && !self.versions.is_empty()
             && self.versions.iter().all(|v| v.state.is_ok())
     }
@@ -157,6 +163,9 @@ impl ServedModel {
     pub fn reason(&self) -> Option<String> {
         if let Some(e) = &self.error {
             return Some(e.clone());
+        }
+        if let Some(e) = &*self.upstream.load() {
+            return Some(e.to_string());
         }
         self.versions.iter().find_map(|v| {
             v.state
@@ -200,6 +209,9 @@ impl ServedModel {
         let not_ready = |reason: String| {
             Error::not_ready(format!("model '{}' is not ready: {reason}", self.name))
         };
+        if let Some(gap) = &*self.upstream.load() {
+            return Err(not_ready(gap.to_string()));
+        }
         let Some(wanted) = version else {
             return self.loaded().next_back().ok_or_else(|| {
                 not_ready(self.reason().unwrap_or_else(|| "no version loaded".into()))

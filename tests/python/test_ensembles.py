@@ -4,12 +4,16 @@ and 8; steps skipped when no one needs their outputs (seen in the composing mode
 a failing step's error with Triton's prefix; the load-time checks in Triton's words. Runs in the
 gRPC tests' process."""
 
+import io as iolib
 import json
+import urllib.error
+import urllib.request
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from conftest import EXPLICIT, Daemon
@@ -93,6 +97,20 @@ def daemon(tmp_path_factory):
         (repo / name).mkdir()
         (repo / name / "config.pbtxt").write_text(config)
     (repo / "ensemble_add_sub_int32_int32_int32" / "1").mkdir()  # an empty version folder, as in L0
+    # Images at the first step: JPEG/PNG bytes decoded by image_probe, handed on to `pixels`.
+    (repo / "image_probe").mkdir()
+    (repo / "image_probe" / "config.toml").write_text('backend = "builtin"\n')
+    (repo / "pixels").mkdir()
+    (repo / "pixels" / "config.toml").write_text(
+        'backend = "builtin"\nbuiltin = "identity"\n[[input]]\nname = "INPUT0"\ndatatype = "UINT8"\n'
+        'dims = [-1, -1, -1, 3]\n[[output]]\nname = "OUTPUT0"\ndatatype = "UINT8"\ndims = [-1, -1, -1, 3]\n')
+    (repo / "image_chain").mkdir()
+    (repo / "image_chain" / "config.pbtxt").write_text(
+        'platform: "ensemble"\ninput [ { name: "IMAGE" data_type: TYPE_STRING dims: [ -1 ] } ]\n'
+        'output [ { name: "PIXELS" data_type: TYPE_UINT8 dims: [ -1, -1, -1, 3 ] } ]\n'
+        'ensemble_scheduling { step [ '
+        + step("image_probe", {"IMAGE": "IMAGE"}, {"OUTPUT0": "decoded"}) + ", "
+        + step("pixels", {"INPUT0": "decoded"}, {"OUTPUT0": "PIXELS"}) + " ] }\n")
     d = Daemon("--threads", "2", *EXPLICIT, repo=repo)
     yield d
     d.stop()
@@ -222,7 +240,10 @@ def test_the_reported_config_loads_back(daemon):
      "in ensemble bad, ensemble tensor INPUT1 is mapping to non-existing input INPUT9 in model simple"),
     ('platform: "ensemble"\nmax_batch_size: 8\ninput [\n' + io(["INPUT0"]) + '\n]\noutput [\n' + io(["OUTPUT0"])
      + '\n]\nensemble_scheduling { }\n', "must specify 'step' for ensemble 'bad'"),
-], ids=["not-used", "not-written", "unused", "unmapped", "batch", "datatype", "no-such-input", "no-steps"])
+    (ensemble([step("simple", {"INPUT0": "INPUT0", "INPUT1": "INPUT1"}, {"OUTPUT0": "OUTPUT0", "OUTPUT1": "OUTPUT1"},
+                    version=3)]),
+     "ensemble 'bad' depends on 'simple' whose required version 3 is not loaded."),
+], ids=["not-used", "not-written", "unused", "unmapped", "batch", "datatype", "no-such-input", "no-steps", "version"])
 def test_load_checks_use_triton_words(daemon, config, message):
     (daemon.repo / "bad").mkdir(exist_ok=True)
     (daemon.repo / "bad" / "config.pbtxt").write_text(config)
@@ -231,3 +252,89 @@ def test_load_checks_use_triton_words(daemon, config, message):
         client.load_model("bad")
     assert message in str(e.value)
     assert not client.is_model_ready("bad")
+
+
+def image_bytes(fmt, seed):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:24, 0:32]
+    rgb = np.stack([x * 8, y * 10, (x + y) * 4], axis=-1) + rng.integers(0, 8, (24, 32, 3))
+    buf = iolib.BytesIO()
+    Image.fromarray(rgb.astype(np.uint8)).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_images_are_decoded_at_the_first_step(client, fmt):
+    """BYTES sent to the ensemble reach image_probe's image input and are decoded there, with
+    the same rules as when image_probe is called alone: the chain returns the same pixels."""
+    c = lib(client)
+    images = np.array([image_bytes(fmt, 1), image_bytes(fmt, 2)], dtype=np.object_)
+
+    def run(model, name, output):
+        tensor = c.InferInput(name, [2], "BYTES")
+        tensor.set_data_from_numpy(images)
+        return client.infer(model, [tensor]).as_numpy(output)
+
+    alone = run("image_probe", "IMAGE", "OUTPUT0")
+    chained = run("image_chain", "IMAGE", "PIXELS")
+    assert chained.shape == (2, 24, 32, 3) and chained.dtype == np.uint8
+    np.testing.assert_array_equal(chained, alone)
+    # A body that is no image fails at that step, with the ensemble's prefix.
+    tensor = c.InferInput("IMAGE", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([b"not an image"], dtype=np.object_))
+    with pytest.raises(InferenceServerException) as e:
+        client.infer("image_chain", [tensor])
+    assert str(e.value.message()).startswith("in ensemble 'image_chain', input 'IMAGE': ")
+
+
+def test_an_ensemble_is_ready_only_while_its_models_are(daemon):
+    """As Triton's dependency graph: unloading a composing model makes the ensemble not ready,
+    with Triton's reason; loading it again makes it ready; an ensemble loaded without its
+    models fails to load with the same words."""
+    (daemon.repo / "extra").mkdir(exist_ok=True)
+    (daemon.repo / "extra" / "config.toml").write_text('backend = "builtin"\nbuiltin = "add_sub"\nmax_batch_size = 8\n')
+    (daemon.repo / "needs_extra").mkdir(exist_ok=True)
+    (daemon.repo / "needs_extra" / "config.pbtxt").write_text(ensemble([
+        step("extra", {"INPUT0": "INPUT0", "INPUT1": "INPUT1"}, {"OUTPUT0": "OUTPUT0", "OUTPUT1": "OUTPUT1"})]))
+    client = httpclient.InferenceServerClient(daemon.url)
+    grpc = grpcclient.InferenceServerClient(daemon.grpc_url)
+    client.protocol = "http"
+    a, b = np.arange(16, dtype=np.int32)[None], np.full((1, 16), 3, np.int32)
+    client.load_model("extra")
+    client.load_model("needs_extra")
+    assert client.is_model_ready("needs_extra") and grpc.is_model_ready("needs_extra")
+    reason = "ensemble 'needs_extra' depends on 'extra' which has no loaded version."
+
+    client.unload_model("extra")
+    assert not client.is_model_ready("needs_extra") and not grpc.is_model_ready("needs_extra")
+    index = {(m["name"], m.get("version")): m for m in client.get_model_repository_index()}
+    assert index[("needs_extra", "1")]["state"] == "UNAVAILABLE"
+    assert index[("needs_extra", "1")]["reason"] == reason
+    with pytest.raises(InferenceServerException) as e:
+        infer(client, "needs_extra", a, b)
+    assert reason in str(e.value)
+
+    client.load_model("extra")
+    assert client.is_model_ready("needs_extra")
+    np.testing.assert_array_equal(infer(client, "needs_extra", a, b).as_numpy("OUTPUT0"), a + b)
+
+    # unload_dependents takes the composing models with the ensemble, except those another
+    # ensemble composes (`simple` stays for the other tests).
+    grpc.unload_model("needs_extra", unload_dependents=True)
+    assert not client.is_model_ready("extra") and client.is_model_ready("simple")
+    with pytest.raises(InferenceServerException) as e:
+        client.load_model("needs_extra")
+    assert f"model 'needs_extra' failed to load: {reason}" in str(e.value)
+    client.load_model("extra")
+    assert client.is_model_ready("needs_extra")
+    client.unload_model("needs_extra")
+    client.unload_model("extra")
+
+
+def test_unknown_unload_parameters_are_refused(daemon):
+    for body in (b'{"parameters": {"unload_dependents": 1}}', b'{"parameters": {"cascade": true}}'):
+        request = urllib.request.Request(f"http://{daemon.url}/v2/repository/models/simple/unload", data=body)
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(request)
+        assert e.value.code == 400 and "unload" in json.load(e.value)["error"]
+    assert httpclient.InferenceServerClient(daemon.url).is_model_ready("simple")

@@ -72,8 +72,21 @@ pub async fn load(
 }
 
 pub fn unload(engine: &Engine, request: &pb::RepositoryModelUnloadRequest) -> Result<Done, Status> {
+    use pb::model_repository_parameter::ParameterChoice;
     let name = model_name(&request.repository_name, &request.model_name)?;
-    engine.unload(&name)?;
+    let mut dependents = false;
+    for (key, value) in &request.parameters {
+        match (key.as_str(), &value.parameter_choice) {
+            ("unload_dependents", Some(ParameterChoice::BoolParam(b))) => dependents = *b,
+            _ => {
+                return Err(Error::invalid(format!(
+                    "unknown or mistyped unload parameter '{key}' (unload_dependents: a bool)"
+                ))
+                .into())
+            }
+        }
+    }
+    engine.unload(&name, dependents)?;
     Ok(Done {
         model_name: name,
         done: true,

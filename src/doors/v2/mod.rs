@@ -95,7 +95,7 @@ pub async fn serve(
             Ok(json_response(settings.to_string()))
         }
         Route::Unload(name) => {
-            engine.unload(&name)?;
+            engine.unload(&name, unload_dependents(&request.body)?)?;
             Ok(empty_ok())
         }
         Route::SharedMemory {
@@ -299,6 +299,23 @@ fn optional_json<T: serde::de::DeserializeOwned + Default>(
 /// A trace settings update: each setting's new value, `null` to restore the global one.
 fn trace_update(body: &Bytes) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
     optional_json(body, "trace settings")
+}
+
+/// An unload request's `parameters` may hold `unload_dependents` (Triton's: an ensemble's
+/// composing models go too). Any other parameter is refused, not ignored.
+fn unload_dependents(body: &Bytes) -> Result<bool, Error> {
+    #[derive(Default, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct UnloadParameters {
+        #[serde(default)]
+        unload_dependents: bool,
+    }
+    #[derive(Default, serde::Deserialize)]
+    struct UnloadRequest {
+        #[serde(default)]
+        parameters: UnloadParameters,
+    }
+    optional_json::<UnloadRequest>(body, "unload request").map(|r| r.parameters.unload_dependents)
 }
 
 /// `POST /v2/repository/index` may carry `{"ready": true}`.
