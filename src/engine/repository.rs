@@ -834,7 +834,7 @@ mod tests {
         );
 
         // Unload, then load again from disk; a failed reload keeps the old model serving.
-        repo.unload("echo").unwrap();
+        repo.unload("echo", false).unwrap();
         assert!(repo.get("echo").is_err());
         assert_eq!(repo.index().unwrap()[1].reason.as_deref(), Some("unloaded"));
         repo.load("echo", Overrides::default()).unwrap();
