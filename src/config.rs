@@ -47,6 +47,11 @@ pub struct Args {
     #[arg(long, default_value = "./models")]
     pub model_repository: PathBuf,
 
+    /// Serve what OpenVINO Model Server's config.json lists instead of a repository folder:
+    /// its ONNX models (`model_config_list`) and DAG pipelines (`pipeline_config_list`).
+    #[arg(long, value_name = "FILE", conflicts_with = "model_repository")]
+    pub ovms_config: Option<PathBuf>,
+
     /// Who changes the served models: none (the repository at start, fixed), explicit (the
     /// repository API over REST and gRPC), poll (rescans of the repository folder).
     #[arg(long, value_enum, ignore_case = true, default_value_t = ModelControl::None)]

@@ -69,7 +69,10 @@ fn run(args: &Args, logging: Arc<Logging>) -> Result<(), String> {
     let tracer = args.tracer()?;
     let options = args.repository_options()?;
     load_onnxruntime(args);
-    let repository = Repository::open(&args.model_repository, options)?;
+    let repository = match &args.ovms_config {
+        Some(file) => Repository::open_ovms(file, options)?,
+        None => Repository::open(&args.model_repository, options)?,
+    };
     let metrics = Arc::new(ServerMetrics::new(config.threads));
     let engine = Arc::new(Engine::new(
         repository,

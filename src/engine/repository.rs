@@ -13,7 +13,8 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use super::ensemble::Step;
 use super::served::{LoadedVersion, ModelVersion, ServedModel};
 use super::Error;
-use crate::models::{load_version, ModelConfig};
+use crate::models::ovms_config::{self, OvmsPipeline};
+use crate::models::{load_version, ModelConfig, Proto, TensorConfig, TensorSpec};
 
 /// One row of the repository index.
 #[derive(Debug, PartialEq, Eq)]
@@ -103,7 +104,8 @@ impl Drop for Promise<'_> {
 type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
 
 pub struct Repository {
-    dir: PathBuf,
+    /// The repository folder (`None`: the models an OVMS config.json lists).
+    dir: Option<PathBuf>,
     models: ArcSwap<BTreeMap<String, Arc<ServedModel>>>,
     /// Serialises loads and unloads (readers never wait on it).
     changing: Mutex<()>,
@@ -167,8 +169,77 @@ impl Repository {
                 .collect(),
             _ => BTreeMap::new(),
         };
-        Ok(Repository {
-            dir: dir.to_path_buf(),
+        Ok(Repository::serving(
+            Some(dir.to_path_buf()),
+            models,
+            options,
+            threads,
+            seen,
+        ))
+    }
+
+    /// Serves what OVMS's `config.json` at `file` lists: its models from their folders (with
+    /// its shapes and layouts), its pipelines as ensembles over them. The set is fixed.
+    pub fn open_ovms(file: &Path, options: Options) -> Result<Repository, String> {
+        if options.control != ModelControl::None {
+            return Err(
+                "--ovms-config serves the models it lists: --model-control-mode must be none"
+                    .into(),
+            );
+        }
+        let ovms = ovms_config::read(file)?;
+        let threads = ThreadTotal {
+            cap: options.max_total_threads,
+            promised: Mutex::new(0),
+        };
+        let mut models = BTreeMap::new();
+        for entry in &ovms.models {
+            let used: usize = models
+                .values()
+                .map(|m: &Arc<ServedModel>| m.threads())
+                .sum();
+            let caps = Caps {
+                per_version: options.max_model_threads,
+                total: &threads,
+                served: &|| used,
+            };
+            let given = (entry.config.clone(), "--ovms-config");
+            let (mut model, _promise) = load_model(&entry.dir, &entry.name, Some(given), caps);
+            for version in &mut model.versions {
+                let fitted = match &mut version.state {
+                    Ok(loaded) => entry.fit(&mut loaded.inputs),
+                    Err(_) => Ok(()),
+                };
+                if let Err(e) = fitted {
+                    tracing::error!(model = entry.name, "version not loaded: {e}");
+                    version.state = Err(e);
+                }
+            }
+            models.insert(entry.name.clone(), Arc::new(model));
+        }
+        for pipeline in &ovms.pipelines {
+            let model = pipeline_model(pipeline, &models);
+            models.insert(pipeline.name.clone(), Arc::new(model));
+        }
+        check_ensembles(&models);
+        Ok(Repository::serving(
+            None,
+            models,
+            options,
+            threads,
+            BTreeMap::new(),
+        ))
+    }
+
+    fn serving(
+        dir: Option<PathBuf>,
+        models: BTreeMap<String, Arc<ServedModel>>,
+        options: Options,
+        threads: ThreadTotal,
+        seen: BTreeMap<String, Fingerprint>,
+    ) -> Repository {
+        Repository {
+            dir,
             models: ArcSwap::from_pointee(models),
             changing: Mutex::new(()),
             control: options.control,
@@ -178,7 +249,12 @@ impl Repository {
             loading: Mutex::new(BTreeSet::new()),
             max_model_threads: options.max_model_threads,
             threads,
-        })
+        }
+    }
+
+    /// The repository folder; none when serving an OVMS config.json.
+    fn folder(&self) -> Result<&Path, String> {
+        (self.dir.as_deref()).ok_or_else(|| "the models of --ovms-config are fixed".to_string())
     }
 
     pub fn control(&self) -> ModelControl {
@@ -188,7 +264,10 @@ impl Repository {
     /// Poll mode's rescan: loads new model folders, reloads changed ones (a version that fails
     /// leaves the old model serving), unloads removed ones. Blocking.
     pub fn poll(&self) {
-        let folders = match model_folders(&self.dir) {
+        let Some(dir) = &self.dir else {
+            return;
+        };
+        let folders = match model_folders(dir) {
             Ok(folders) => folders,
             Err(e) => return tracing::warn!("repository poll: {e}"),
         };
@@ -207,7 +286,7 @@ impl Repository {
             }
         }
         for name in folders {
-            let now = fingerprint(&self.dir.join(&name));
+            let now = fingerprint(&dir.join(&name));
             if seen.get(&name) == Some(&now) {
                 continue;
             }
@@ -245,14 +324,13 @@ impl Repository {
     /// Every model folder on disk, with the state of what is loaded from it.
     pub fn index(&self) -> Result<Vec<IndexEntry>, String> {
         let loaded = self.models.load();
-        let mut names = model_folders(&self.dir)?;
-        // Models a load request created from its files have no folder.
-        names.extend(
-            loaded
-                .keys()
-                .filter(|n| !self.dir.join(n).is_dir())
-                .cloned(),
-        );
+        let mut names = match &self.dir {
+            Some(dir) => model_folders(dir)?,
+            None => Vec::new(),
+        };
+        // Models a load request created from its files have no folder, nor do OVMS's.
+        let foldered = |n: &String| self.dir.as_ref().is_some_and(|d| d.join(n).is_dir());
+        names.extend(loaded.keys().filter(|n| !foldered(n)).cloned());
         names.sort();
         let mut entries = Vec::new();
         for name in names {
@@ -310,10 +388,12 @@ impl Repository {
         };
         // The promise is given back when this returns, after the swap.
         let (model, _promise) = if overrides.files.is_empty() {
-            if !self.dir.join(name).is_dir() {
+            let dir = self.folder()?.join(name);
+            if !dir.is_dir() {
                 return Err(format!("no model folder '{name}' in the repository"));
             }
-            load_model(&self.dir.join(name), name, overrides.config, caps)
+            let given = overrides.config.map(|c| (c, "the load request's config"));
+            load_model(&dir, name, given, caps)
         } else {
             // As Triton: the files are the whole model folder, so its config comes with them.
             let config = overrides.config.ok_or(
@@ -321,7 +401,8 @@ impl Repository {
             )?;
             let staged = Staged::new(&self.staging_dir, &self.staged, &overrides.files)
                 .map_err(|e| format!("model '{name}': {e}"))?;
-            let (mut model, promise) = load_model(staged.dir(), name, Some(config), caps);
+            let given = Some((config, "the load request's config"));
+            let (mut model, promise) = load_model(staged.dir(), name, given, caps);
             // Every backend has read what it needs into memory by now; the folder goes when
             // `staged` does. No host path leaves in an error.
             model.hide_path(staged.dir(), "<the load request's files>");
@@ -545,13 +626,14 @@ fn model_folders(dir: &Path) -> Result<Vec<String>, String> {
 fn load_model<'r>(
     dir: &Path,
     name: &str,
-    config: Option<ModelConfig>,
+    config: Option<(ModelConfig, &str)>,
     caps: Caps<'r>,
 ) -> (ServedModel, Option<Promise<'r>>) {
     let source = match &config {
-        Some(_) => "the load request's config".to_string(),
+        Some((_, source)) => source.to_string(),
         None => config_file(dir).display().to_string(),
     };
+    let config = config.map(|(config, _)| config);
     let mut model = ServedModel {
         name: name.to_string(),
         config: ModelConfig::default(),
@@ -630,6 +712,75 @@ fn load_model<'r>(
         model.versions.push(ModelVersion { version, state });
     }
     (model, Some(promise))
+}
+
+/// An OVMS pipeline as an ensemble (version 1) whose tensors are those its nodes read and write.
+fn pipeline_model(
+    pipeline: &OvmsPipeline,
+    models: &BTreeMap<String, Arc<ServedModel>>,
+) -> ServedModel {
+    let mut model = ServedModel {
+        name: pipeline.name.clone(),
+        config: ModelConfig::default(),
+        versions: Vec::new(),
+        error: None,
+        upstream: ArcSwapOption::empty(),
+    };
+    match pipeline_config(pipeline, models) {
+        Ok(config) => {
+            let state = LoadedVersion::ensemble(&config, &pipeline.name);
+            model.config = config;
+            model.versions.push(ModelVersion { version: 1, state });
+        }
+        Err(e) => {
+            tracing::error!(model = pipeline.name, "pipeline not loaded: {e}");
+            model.error = Some(e);
+        }
+    }
+    model
+}
+
+/// The ensemble config of `pipeline`: its inputs as the node inputs they feed, its outputs as
+/// the node outputs they are (so images sent to it decode as for its first model).
+fn pipeline_config(
+    pipeline: &OvmsPipeline,
+    models: &BTreeMap<String, Arc<ServedModel>>,
+) -> Result<ModelConfig, String> {
+    let declared = |(name, step, tensor): &(String, usize, String), output: bool| {
+        let step = &pipeline.scheduling.step[*step];
+        let depends = format!(
+            "pipeline '{}' depends on '{}'",
+            pipeline.name, step.model_name
+        );
+        let served = models.get(&step.model_name);
+        let version = (step.model_version >= 0).then(|| step.model_version.to_string());
+        let (_, loaded) = (served.and_then(|m| m.version(version.as_deref()).ok()))
+            .ok_or_else(|| format!("{depends}, which has no such loaded version"))?;
+        let specs = if output {
+            &loaded.outputs
+        } else {
+            &loaded.inputs
+        };
+        let spec = (specs.iter().find(|s| s.name == *tensor)).ok_or_else(|| {
+            format!(
+                "{depends}, which has no {} '{tensor}'",
+                ["input", "output"][usize::from(output)]
+            )
+        })?;
+        let renamed = TensorSpec {
+            name: name.clone(),
+            ..spec.clone()
+        };
+        TensorConfig::describing(&renamed)
+            .ok_or_else(|| format!("{depends}, whose '{tensor}' has no fixed datatype and rank"))
+    };
+    Ok(ModelConfig {
+        backend: "ensemble".into(),
+        input: (pipeline.inputs.iter().map(|i| declared(i, false))).collect::<Result<_, _>>()?,
+        output: (pipeline.outputs.iter().map(|o| declared(o, true))).collect::<Result<_, _>>()?,
+        ensemble_scheduling: Some(Proto(pipeline.scheduling.clone())),
+        ..ModelConfig::default()
+    })
 }
 
 /// Checks every ensemble in `models` against the models it composes there.

@@ -217,6 +217,28 @@ pub struct TensorConfig {
     pub reshape: Option<Vec<i64>>,
 }
 
+impl TensorConfig {
+    /// The declaration of a served tensor, as a model that does not batch declares it (full
+    /// shapes). `None` when the spec leaves datatype or rank open.
+    pub fn describing(spec: &TensorSpec) -> Option<TensorConfig> {
+        let dims = (spec.dims.as_ref()?.iter().enumerate())
+            .map(|(i, &d)| match spec.ranges.get(i).copied().flatten() {
+                Some((lo, hi)) => Dim::Range(lo, hi),
+                None => Dim::Fixed(d),
+            })
+            .collect();
+        Some(TensorConfig {
+            name: spec.name.clone(),
+            datatype: spec.datatype?.as_str().to_string(),
+            dims,
+            layout: spec.layout.clone(),
+            image: Some(spec.image.clone()).filter(|i| *i != ImageOptions::default()),
+            label_filename: None,
+            reshape: None,
+        })
+    }
+}
+
 /// tensord's settings that Triton's `ModelConfig` has no field for: carried in its `parameters`
 /// under the key `tensord`, as TOML in the `string_value`, so that a config read back from
 /// `/config` keeps them when it is loaded again.

@@ -8,7 +8,9 @@ mod config;
 mod confined;
 pub mod gpu;
 mod model;
+pub mod ovms_config;
 mod proto_json;
+pub use proto_json::Proto;
 mod sequence;
 mod triton_config;
 

@@ -40,7 +40,7 @@ def record_served_models(url, repo):
     """Copies each model `url` reports ready, with its reported config, into SERVED_MODELS
     (`repo/<name>-<digest>` and `configs/<name>-<digest>.json`; equal ones once). A daemon that
     restricts or no longer answers these APIs has nothing to record."""
-    if Path(repo).is_relative_to(SERVED_MODELS):
+    if repo is None or Path(repo).is_relative_to(SERVED_MODELS):
         return
     try:
         status, _, body = call(f"http://{url}/v2/repository/index", b"{}", method="POST", timeout=10)
@@ -96,8 +96,9 @@ class Daemon:
         self.grpc_url = f"127.0.0.1:{free_port()}"
         self.repo = repo
         # The last --drain-delay (or --grpc-addr) wins: `args` may set another.
-        cmd = [str(binary), "--http-addr", self.url, "--grpc-addr", self.grpc_url, "--model-repository", str(repo),
-               "--drain-delay", "0", *args]
+        # repo None: the args name the models (--ovms-config).
+        cmd = [str(binary), "--http-addr", self.url, "--grpc-addr", self.grpc_url,
+               *(["--model-repository", str(repo)] if repo is not None else []), "--drain-delay", "0", *args]
         # wait_for None: until the port accepts a connection (when health itself is restricted).
         self.proc = start(cmd, self.port, wait_for, stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn,
                           env=env)

@@ -27,6 +27,26 @@ def save_onnx(repo, name, graph, opset=13, version=1, config='backend = "onnx"\n
     return folder / "model.onnx"
 
 
+def add_sub_graph():
+    """Triton's `simple` as ONNX: OUTPUT0 = INPUT0 + INPUT1, OUTPUT1 = INPUT0 - INPUT1, INT32 [N, 16]."""
+    i32 = lambda n: helper.make_tensor_value_info(n, TensorProto.INT32, ["N", 16])  # noqa: E731
+    nodes = [
+        helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"]),
+        helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"]),
+    ]
+    return helper.make_graph(nodes, "add_sub", [i32("INPUT0"), i32("INPUT1")], [i32("OUTPUT0"), i32("OUTPUT1")])
+
+
+def top1_graph():
+    """Post-processing: the best class of each row of SCORES [N, K], as LABEL (INT64) and SCORE."""
+    nodes = [
+        helper.make_node("ArgMax", ["SCORES"], ["LABEL"], axis=1, keepdims=0),
+        helper.make_node("ReduceMax", ["SCORES"], ["SCORE"], axes=[1], keepdims=0),
+    ]
+    return helper.make_graph(nodes, "top1", [fp32_input("SCORES", "N", "K")],
+                             [helper.make_tensor_value_info("LABEL", TensorProto.INT64, ["N"]), fp32_input("SCORE", "N")])
+
+
 def double_graph():
     """y = x + x, FP32 [N, 3]."""
     return helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"])], "double",

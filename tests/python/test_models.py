@@ -21,7 +21,7 @@ from conftest import EXPLICIT, ROOT, unavailable_reason
 # The repository API loads and unloads in these tests.
 SERVER_ARGS = EXPLICIT
 from model_builders import (
-    cnn_graph, fp32_input, mlp_graph, save_onnx, write_safetensors_cnn, write_safetensors_mlp,
+    add_sub_graph, cnn_graph, fp32_input, mlp_graph, save_onnx, write_safetensors_cnn, write_safetensors_mlp,
 )
 
 WHEEL = ROOT / "target" / "wheels" / "rapidocr_onnxruntime-1.4.4-py3-none-any.whl"
@@ -68,15 +68,6 @@ def add_constant_graph(c):
     init = [numpy_helper.from_array(np.array([c], dtype=np.float32), "c")]
     node = helper.make_node("Add", ["x", "c"], ["y"])
     return helper.make_graph([node], "addc", [fp32_input("x", "N", 2)], [fp32_input("y", "N", 2)], init)
-
-
-def add_sub_graph():
-    i32 = lambda n: helper.make_tensor_value_info(n, TensorProto.INT32, ["N", 16])  # noqa: E731
-    nodes = [
-        helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"]),
-        helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"]),
-    ]
-    return helper.make_graph(nodes, "add_sub", [i32("INPUT0"), i32("INPUT1")], [i32("OUTPUT0"), i32("OUTPUT1")])
 
 
 TRITON_CONFIG = """
