@@ -8,6 +8,8 @@ client per thread), in alternating rounds (medians). Two pairs:
 - `ppocr`: a normalising graph, then PP-OCR's text-direction classifier (from the rapidocr
   wheel) on FP32 [1, 3, 48, 192], where the model's compute dominates.
 
+Every model batches dynamically (up to 16), so concurrent requests share executions in both.
+
 The client and the daemon share the machine's cores, as a sidecar would.
 """
 
@@ -32,6 +34,7 @@ from model_builders import fp32_input, save_onnx  # noqa: E402
 WHEEL = ROOT / "target" / "wheels" / "rapidocr_onnxruntime-1.4.4-py3-none-any.whl"
 CLS = "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx"
 CLS_OUT = "save_infer_model/scale_0.tmp_1"
+BATCH = 16
 
 
 def affine_graph(name, dims, scale, shift):
@@ -43,7 +46,7 @@ def affine_graph(name, dims, scale, shift):
 
 def ensemble(name, first, second, dims, between, out, out_dims):
     tensor = lambda n, d: f'{{ name: "{n}" data_type: TYPE_FP32 dims: [ {", ".join(map(str, d))} ] }}'  # noqa: E731
-    return (f'name: "{name}"\nplatform: "ensemble"\nmax_batch_size: 0\n'
+    return (f'name: "{name}"\nplatform: "ensemble"\nmax_batch_size: {BATCH}\n'
             f'input [ {tensor("INPUT", dims)} ]\noutput [ {tensor("OUTPUT", out_dims)} ]\n'
             'ensemble_scheduling { step [\n'
             f'  {{ model_name: "{first}" model_version: -1 input_map {{ key: "x" value: "INPUT" }} '
@@ -53,21 +56,23 @@ def ensemble(name, first, second, dims, between, out, out_dims):
 
 
 def build(repo, threads):
-    onnx_config = f'backend = "onnx"\nonnxruntime = {{ intra_op_threads = {threads} }}\n'
-    light = [1, 150528]
-    save_onnx(repo, "light_a", affine_graph("light_a", light, 2.0, 1.0), config=onnx_config)
-    save_onnx(repo, "light_b", affine_graph("light_b", light, 0.5, -0.5), config=onnx_config)
+    """Every model batches dynamically (up to BATCH), as a deployment serving concurrent clients would."""
+    onnx_config = (f'backend = "onnx"\nmax_batch_size = {BATCH}\nonnxruntime = {{ intra_op_threads = {threads} }}\n'
+                   '[dynamic_batching]\n')
+    light = [150528]
+    save_onnx(repo, "light_a", affine_graph("light_a", ["N", *light], 2.0, 1.0), config=onnx_config)
+    save_onnx(repo, "light_b", affine_graph("light_b", ["N", *light], 0.5, -0.5), config=onnx_config)
     (repo / "light" / "1").mkdir(parents=True)
     (repo / "light" / "config.pbtxt").write_text(ensemble("light", "light_a", "light_b", light, "x", "y", light))
-    image = [1, 3, 48, 192]
-    save_onnx(repo, "normalise", affine_graph("normalise", image, 1 / 127.5, -1.0), config=onnx_config)
+    image = [3, 48, 192]
+    save_onnx(repo, "normalise", affine_graph("normalise", ["N", *image], 1 / 127.5, -1.0), config=onnx_config)
     (repo / "ppocr_cls" / "1").mkdir(parents=True)
     (repo / "ppocr_cls" / "1" / "model.onnx").write_bytes(zipfile.ZipFile(WHEEL).read(CLS))
     (repo / "ppocr_cls" / "config.toml").write_text(onnx_config)
     (repo / "ppocr" / "1").mkdir(parents=True)
-    (repo / "ppocr" / "config.pbtxt").write_text(ensemble("ppocr", "normalise", "ppocr_cls", image, "x", CLS_OUT, [1, 2]))
-    return {"light": (light, ("light_a", "y"), ("light_b", "x", "y")),
-            "ppocr": (image, ("normalise", "y"), ("ppocr_cls", "x", CLS_OUT))}
+    (repo / "ppocr" / "config.pbtxt").write_text(ensemble("ppocr", "normalise", "ppocr_cls", image, "x", CLS_OUT, [2]))
+    return {"light": ([1, *light], ("light_a", "y"), ("light_b", "x", "y")),
+            "ppocr": ([1, *image], ("normalise", "y"), ("ppocr_cls", "x", CLS_OUT))}
 
 
 def call(client, model, name, data, output):
