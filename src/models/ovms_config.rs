@@ -575,3 +575,111 @@ fn internal(tensor_of: &BTreeMap<(String, String), String>, node: &str, alias: &
         .cloned())
     .unwrap_or_else(|| format!("{node}/{alias}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(dims: &[i64]) -> TensorSpec {
+        TensorSpec {
+            name: "x".into(),
+            dims: Some(dims.to_vec()),
+            ..TensorSpec::default()
+        }
+    }
+
+    #[test]
+    fn shapes_parse_in_both_brackets_with_ranges() {
+        assert_eq!(shape("auto"), Ok(None));
+        let want = vec![Dim::Fixed(1), Dim::Any, Dim::Range(200, 500)];
+        assert_eq!(shape("(1,-1,200:500)"), Ok(Some(want.clone())));
+        assert_eq!(shape("[1, -1, 200:500]"), Ok(Some(want)));
+        for bad in ["1,2", "(0,3)", "(-2)", "(5:4)", "(a)", "()"] {
+            assert!(shape(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn layouts_name_the_decoded_layout() {
+        assert_eq!(layout("NHWC:NCHW").as_deref(), Ok("NCHW"));
+        assert_eq!(layout("NHWC").as_deref(), Ok("NHWC"));
+        assert!(layout("NCHW:NHWC").is_err());
+    }
+
+    #[test]
+    fn a_shape_narrows_open_dims_and_refuses_fixed_ones() {
+        let mut x = spec(&[-1, 3, -1, -1]);
+        narrow(
+            &mut x,
+            &[
+                Dim::Any,
+                Dim::Fixed(3),
+                Dim::Fixed(48),
+                Dim::Range(100, 200),
+            ],
+        )
+        .unwrap();
+        assert_eq!(x.dims, Some(vec![-1, 3, 48, -1]));
+        assert_eq!(x.ranges, vec![None, None, None, Some((100, 200))]);
+        let mut x = spec(&[1, 3]);
+        assert!(narrow(&mut x, &[Dim::Fixed(1), Dim::Fixed(4)]).is_err());
+        assert!(narrow(&mut x, &[Dim::Fixed(1)]).is_err());
+        narrow(&mut x, &[Dim::Fixed(1), Dim::Range(2, 5)]).unwrap();
+        assert_eq!((x.dims, x.ranges), (Some(vec![1, 3]), vec![]));
+    }
+
+    fn pipeline_of(json: &str) -> Result<OvmsPipeline, String> {
+        let models = ["a", "b"].map(|name| OvmsModel {
+            name: name.into(),
+            dir: PathBuf::new(),
+            config: ModelConfig::default(),
+            shapes: BTreeMap::new(),
+            layouts: BTreeMap::new(),
+        });
+        pipeline(serde_json::from_str(json).unwrap(), &models)
+    }
+
+    #[test]
+    fn a_pipeline_becomes_ensemble_steps() {
+        let p = pipeline_of(
+            r#"{"name": "p", "inputs": ["in"],
+                "nodes": [
+                  {"name": "n1", "model_name": "a", "type": "DL model",
+                   "inputs": [{"x": {"node_name": "request", "data_item": "in"}}],
+                   "outputs": [{"data_item": "y", "alias": "mid"}]},
+                  {"name": "n2", "model_name": "b", "type": "DL model",
+                   "inputs": [{"x": {"node_name": "n1", "data_item": "mid"}}],
+                   "outputs": [{"data_item": "y", "alias": "last"}]}],
+                "outputs": [{"out": {"node_name": "n2", "data_item": "last"}}]}"#,
+        )
+        .unwrap();
+        let steps = &p.scheduling.step;
+        assert_eq!(steps[0].input_map["x"], "in");
+        assert_eq!(steps[0].output_map["y"], "n1/mid");
+        assert_eq!(steps[1].input_map["x"], "n1/mid");
+        assert_eq!(steps[1].output_map["y"], "out");
+        assert_eq!(p.inputs, vec![("in".into(), 0, "x".into())]);
+        assert_eq!(p.outputs, vec![("out".into(), 1, "y".into())]);
+    }
+
+    #[test]
+    fn unsupported_pipeline_keys_are_named() {
+        let node = |extra: &str| {
+            format!(
+                r#"{{"name": "p", "inputs": ["in"], "nodes": [{{"name": "n1", "model_name": "a",
+                    "type": "DL model", {extra}
+                    "inputs": [{{"x": {{"node_name": "request", "data_item": "in"}}}}],
+                    "outputs": [{{"data_item": "y", "alias": "o"}}]}}],
+                    "outputs": [{{"out": {{"node_name": "n1", "data_item": "o"}}}}]}}"#
+            )
+        };
+        for (extra, named) in [
+            (r#""demultiply_count": 2,"#, "demultiply_count"),
+            (r#""gather_from_node": "n0","#, "gather_from_node"),
+            (r#""library_name": "lib","#, "custom nodes"),
+        ] {
+            let error = pipeline_of(&node(extra)).err().unwrap();
+            assert!(error.contains(named), "{error}");
+        }
+    }
+}
