@@ -149,16 +149,7 @@ impl Repository {
             promised: Mutex::new(0),
         };
         for name in selected {
-            let used: usize = models
-                .values()
-                .map(|m: &Arc<ServedModel>| m.threads())
-                .sum();
-            let caps = Caps {
-                per_version: options.max_model_threads,
-                total: &threads,
-                served: &|| used,
-            };
-            let (model, _promise) = load_model(&dir.join(&name), &name, None, caps);
+            let model = load_at_start(&models, &threads, &options, &dir.join(&name), &name, None);
             models.insert(name, Arc::new(model));
         }
         // Ensembles are checked against the models they compose, once all have loaded.
@@ -194,17 +185,15 @@ impl Repository {
         };
         let mut models = BTreeMap::new();
         for entry in &ovms.models {
-            let used: usize = models
-                .values()
-                .map(|m: &Arc<ServedModel>| m.threads())
-                .sum();
-            let caps = Caps {
-                per_version: options.max_model_threads,
-                total: &threads,
-                served: &|| used,
-            };
             let given = (entry.config.clone(), "--ovms-config");
-            let (mut model, _promise) = load_model(&entry.dir, &entry.name, Some(given), caps);
+            let mut model = load_at_start(
+                &models,
+                &threads,
+                &options,
+                &entry.dir,
+                &entry.name,
+                Some(given),
+            );
             for version in &mut model.versions {
                 let fitted = match &mut version.state {
                     Ok(loaded) => entry.fit(&mut loaded.inputs),
@@ -623,6 +612,26 @@ fn model_folders(dir: &Path) -> Result<Vec<String>, String> {
 /// Reads a model folder: its config (or `config`, a load request's), then each version the
 /// policy selects.
 /// The model comes with the threads promised to it.
+/// Loads a model at start, its threads counted with those of the models already loaded.
+fn load_at_start(
+    models: &BTreeMap<String, Arc<ServedModel>>,
+    threads: &ThreadTotal,
+    options: &Options,
+    dir: &Path,
+    name: &str,
+    config: Option<(ModelConfig, &str)>,
+) -> ServedModel {
+    let used: usize = models.values().map(|m| m.threads()).sum();
+    let served = || used;
+    let caps = Caps {
+        per_version: options.max_model_threads,
+        total: threads,
+        served: &served,
+    };
+    let (model, _promise) = load_model(dir, name, config, caps);
+    model
+}
+
 fn load_model<'r>(
     dir: &Path,
     name: &str,
