@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -102,12 +103,18 @@ class Daemon:
         # wait_for None: until the port accepts a connection (when health itself is restricted).
         self.proc = start(cmd, self.port, wait_for, stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn,
                           env=env)
+        # Read as it comes: a full pipe would block the daemon's next log line, and with it the
+        # thread that writes it.
+        self.log = []
+        self.reader = threading.Thread(target=lambda: self.log.extend(self.proc.stderr), daemon=True)
+        self.reader.start()
 
     def stop(self):
         if self.proc.poll() is None:
             record_served_models(self.url, self.repo)
         code = stop(self.proc)
-        log = self.proc.stderr.read()
+        self.reader.join()
+        log = "".join(self.log)
         assert "panicked" not in log, log
         assert code == 0, log
         return log
