@@ -609,9 +609,6 @@ fn model_folders(dir: &Path) -> Result<Vec<String>, String> {
     Ok(names)
 }
 
-/// Reads a model folder: its config (or `config`, a load request's), then each version the
-/// policy selects.
-/// The model comes with the threads promised to it.
 /// Loads a model at start, its threads counted with those of the models already loaded.
 fn load_at_start(
     models: &BTreeMap<String, Arc<ServedModel>>,
@@ -632,6 +629,9 @@ fn load_at_start(
     model
 }
 
+/// Reads a model folder: its config (or `config`, a load request's), then each version the
+/// policy selects.
+/// The model comes with the threads promised to it.
 fn load_model<'r>(
     dir: &Path,
     name: &str,

@@ -15,11 +15,17 @@ def fp32_input(name, *dims):
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(dims))
 
 
+def onnx_model(graph, opset=13):
+    """`graph` as a model at `opset`, IR version 8 (what the pinned onnxruntime reads)."""
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
 def save_onnx(repo, name, graph, opset=13, version=1, config='backend = "onnx"\n'):
     folder = repo / name / str(version)
     folder.mkdir(parents=True, exist_ok=True)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
+    model = onnx_model(graph, opset)
     onnx.checker.check_model(model)
     onnx.save(model, folder / "model.onnx")
     if config is not None:
@@ -55,9 +61,7 @@ def double_graph():
 
 def double_graph_bytes():
     """`double_graph` as a serialized model, as a load request's `file:` carries it."""
-    model = helper.make_model(double_graph(), opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    return model.SerializeToString()
+    return onnx_model(double_graph()).SerializeToString()
 
 
 def cnn_graph(rng, size=16, channels=(8, 16), classes=5):

@@ -17,11 +17,10 @@ import ovmsclient
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from onnx import helper
 from PIL import Image
 
 from conftest import ROOT, Daemon
-from model_builders import top1_graph
+from model_builders import onnx_model, top1_graph
 
 EXAMPLES = ROOT / "examples" / "pipelines"
 WHEELS = ROOT / "target" / "wheels"
@@ -34,9 +33,7 @@ GRAPHS = {
 
 def graph(name):
     if name == "top1":
-        model = helper.make_model(top1_graph(), opset_imports=[helper.make_opsetid("", 13)])
-        model.ir_version = 8
-        return model.SerializeToString()
+        return onnx_model(top1_graph()).SerializeToString()
     wheel, member = GRAPHS[name]
     with zipfile.ZipFile(WHEELS / wheel) as z:
         return z.read(member)
