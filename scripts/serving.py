@@ -1,7 +1,7 @@
 """Start a server and wait until it answers: the one helper the tests and the scripts share.
 
 Python: free_port(), wait_until_answers(port, path, timeout, proc), start(cmd, port, path, ...),
-stop(proc), call(url, body, headers, method, timeout) for one request whose error status is an
+stop(proc), logged(proc) for what a started process wrote to its piped stderr, call(url, body, headers, method, timeout) for one request whose error status is an
 answer too, and repository_with_any_identity(path) for servers the tests and load scripts drive. Shell: `python3 scripts/serving.py PORT [PATH] [TIMEOUT]` waits for a 200 on PATH
 (without PATH: for the port to accept a connection) and exits 1 if nothing answers in time.
 """
@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -38,7 +39,7 @@ def wait_until_answers(port, path="/v2/health/live", timeout=60, proc=None):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc is not None and proc.poll() is not None:
-            err = proc.stderr.read() if proc.stderr else ""
+            err = logged(proc)
             raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode} before answering:\n{err}")
         try:
             if path is None:
@@ -54,14 +55,26 @@ def wait_until_answers(port, path="/v2/health/live", timeout=60, proc=None):
 
 def start(cmd, port, path="/v2/health/live", timeout=60, **popen):
     """Starts `cmd` in a session of its own (so that `stop` reaches its children too) and waits
-    until it answers."""
+    until it answers. A piped stderr (text) is read as it comes, for `logged`: a full pipe would
+    block the process's next log line, and with it the thread that writes it."""
     proc = subprocess.Popen(cmd, start_new_session=True, **popen)
+    proc.log = []
+    proc.reader = threading.Thread(target=lambda: proc.log.extend(proc.stderr or ()), daemon=True)
+    proc.reader.start()
     try:
         wait_until_answers(port, path, timeout, proc)
     except BaseException:
         stop(proc)
         raise
     return proc
+
+
+def logged(proc):
+    """What a process from `start` wrote to its piped stderr: so far, or all of it once it has
+    exited."""
+    if proc.poll() is not None:
+        proc.reader.join(5)
+    return "".join(proc.log)
 
 
 def call(url, body=None, headers=None, method=None, timeout=None):

@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 BINARY = Path(os.environ.get("TENSORD_BIN", ROOT / "target" / "release" / "tensord"))
 sys.path.insert(0, str(ROOT / "scripts"))
-from serving import call, free_port, repository_with_any_identity, start, stop  # noqa: E402
+from serving import call, free_port, logged, repository_with_any_identity, start, stop  # noqa: E402
 
 # The flags that let the repository API load and unload (the default mode refuses both), with
 # every model loaded at start.
@@ -103,18 +102,12 @@ class Daemon:
         # wait_for None: until the port accepts a connection (when health itself is restricted).
         self.proc = start(cmd, self.port, wait_for, stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn,
                           env=env)
-        # Read as it comes: a full pipe would block the daemon's next log line, and with it the
-        # thread that writes it.
-        self.log = []
-        self.reader = threading.Thread(target=lambda: self.log.extend(self.proc.stderr), daemon=True)
-        self.reader.start()
 
     def stop(self):
         if self.proc.poll() is None:
             record_served_models(self.url, self.repo)
         code = stop(self.proc)
-        self.reader.join()
-        log = "".join(self.log)
+        log = logged(self.proc)
         assert "panicked" not in log, log
         assert code == 0, log
         return log

@@ -28,7 +28,7 @@ from ovmsclient.tfs_compat.protos.tensorflow_serving.apis import get_model_metad
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
-from conftest import BINARY, EXPLICIT, TEST_REPO, Daemon, free_port, start, stop
+from conftest import BINARY, EXPLICIT, TEST_REPO, Daemon, free_port, logged, start, stop
 
 RNG = np.random.default_rng(17)
 
@@ -591,7 +591,7 @@ def test_socket_activation_serves_grpc_on_its_port():
         assert c.is_model_ready("add_sub")
         c.close()
     finally:
-        assert stop(proc) == 0, proc.stderr.read()
+        assert stop(proc) == 0, logged(proc)
         for fd in high:
             os.close(fd)
         for s in sockets:
