@@ -166,7 +166,7 @@ def test_timeout_parameter_expires_queued_requests(server):
 
 def test_timeout_expires_while_the_worker_is_still_busy(server):
     # One request holds the only worker for 0.5 s; the next, with a 100 ms timeout, gets its
-    # 503 after 100 ms (within 20%), not when the worker next looks at the queue.
+    # 503 after 100 ms, not when the worker next looks at the queue (0.45 s on).
     first = threading.Thread(target=post, args=(server.url, "busy", one_row()))
     started = time.perf_counter()
     first.start()
@@ -175,7 +175,7 @@ def test_timeout_expires_while_the_worker_is_still_busy(server):
     answered = time.perf_counter() - started
     first.join()
     assert status == 503 and "timed out after" in json.loads(body)["error"]
-    assert 0.1 <= took <= 0.12, took
+    assert 0.1 <= took < 0.3, took
     assert answered < 0.5, "answered while the first request still ran"
 
 
