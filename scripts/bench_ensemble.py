@@ -19,7 +19,6 @@ import sys
 import tempfile
 import threading
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +28,8 @@ from onnx import TensorProto, helper
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "python"))
 from conftest import Daemon  # noqa: E402
-from model_builders import fp32_input, save_onnx  # noqa: E402
+from model_builders import PPOCR_CLS, PPOCR_CLS_OUTPUT, fp32_input, save_onnx, wheel_file  # noqa: E402
 
-WHEEL = ROOT / "target" / "wheels" / "rapidocr_onnxruntime-1.4.4-py3-none-any.whl"
-CLS = "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx"
-CLS_OUT = "save_infer_model/scale_0.tmp_1"
 BATCH = 16
 
 
@@ -67,12 +63,12 @@ def build(repo, threads):
     image = [3, 48, 192]
     save_onnx(repo, "normalise", affine_graph("normalise", ["N", *image], 1 / 127.5, -1.0), config=onnx_config)
     (repo / "ppocr_cls" / "1").mkdir(parents=True)
-    (repo / "ppocr_cls" / "1" / "model.onnx").write_bytes(zipfile.ZipFile(WHEEL).read(CLS))
+    (repo / "ppocr_cls" / "1" / "model.onnx").write_bytes(wheel_file(PPOCR_CLS))
     (repo / "ppocr_cls" / "config.toml").write_text(onnx_config)
     (repo / "ppocr" / "1").mkdir(parents=True)
-    (repo / "ppocr" / "config.pbtxt").write_text(ensemble("ppocr", "normalise", "ppocr_cls", image, "x", CLS_OUT, [2]))
+    (repo / "ppocr" / "config.pbtxt").write_text(ensemble("ppocr", "normalise", "ppocr_cls", image, "x", PPOCR_CLS_OUTPUT, [2]))
     return {"light": ([1, *light], ("light_a", "y"), ("light_b", "x", "y")),
-            "ppocr": ([1, *image], ("normalise", "y"), ("ppocr_cls", "x", CLS_OUT))}
+            "ppocr": ([1, *image], ("normalise", "y"), ("ppocr_cls", "x", PPOCR_CLS_OUTPUT))}
 
 
 def call(client, model, name, data, output):

